@@ -1,0 +1,1 @@
+"""Backends behind the domain's ports: in-memory and Redis."""

@@ -1,0 +1,5 @@
+"""The in-memory backend: for unit tests and for running with nothing installed."""
+
+from adapters.memory.store import MemoryConversationRepository, MemoryTokenRepository
+
+__all__ = ["MemoryConversationRepository", "MemoryTokenRepository"]

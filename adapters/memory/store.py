@@ -1,0 +1,157 @@
+"""Dict-backed repositories with the same semantics as Redis, TTLs included.
+
+Parts are stored encoded, never as live objects, so a caller that keeps mutating an object it
+saved (an aliasing bug) sees the same thing it would see on Redis: nothing changes in storage.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from adapters import codec
+from domain.clock import Clock
+from domain.conversation import CriticalData, Session
+from domain.form import Form
+from domain.phone import PhoneNumber
+from domain.ports import ConversationWrite, StoredConversation, WriteResult, WriteStatus
+from domain.timeouts import Timeouts
+
+# Storage keeps a part a little longer than its domain deadline, as the Redis TTLs do, so that
+# the domain (not the garbage collector) is what decides expiry.
+GRACE = timedelta(seconds=2)
+
+
+@dataclass
+class _Part:
+    data: bytes
+    expires_at: datetime
+
+
+@dataclass
+class _User:
+    critical: _Part | None = None
+    version: int = 0
+    session: _Part | None = None
+    last_seen: datetime | None = None
+    form: _Part | None = None
+    handled: dict[str, datetime] = field(default_factory=dict)
+
+    def collect(self, now: datetime) -> None:
+        """Drop what has outlived its TTL, as Redis would."""
+        if self.critical and now >= self.critical.expires_at:
+            self.critical, self.version = None, 0
+        if self.session and now >= self.session.expires_at:
+            self.session, self.last_seen = None, None
+        if self.form and now >= self.form.expires_at:
+            self.form = None
+        self.handled = {k: t for k, t in self.handled.items() if t > now}
+
+    @property
+    def empty(self) -> bool:
+        return not (self.critical or self.session or self.form or self.handled)
+
+
+class MemoryConversationRepository:
+    """Conversations in a dict, one lock for atomicity, TTLs through the Clock."""
+
+    def __init__(self, clock: Clock, timeouts: Timeouts) -> None:
+        self._clock = clock
+        self._timeouts = timeouts
+        self._users: dict[str, _User] = {}
+        self._lock = threading.Lock()
+
+    def _user(self, phone: PhoneNumber) -> _User | None:
+        user = self._users.get(phone.digits)
+        if user is not None:
+            user.collect(self._clock.now())
+            if user.empty:
+                del self._users[phone.digits]
+                return None
+        return user
+
+    def load(
+        self, phone: PhoneNumber, now: datetime, message_id: str | None = None
+    ) -> StoredConversation:
+        t = self._timeouts
+        with self._lock:
+            user = self._user(phone)
+            if user is None:
+                return StoredConversation(None, None, None, 0)
+            wall = self._clock.now()
+            if user.critical:
+                user.critical.expires_at = wall + t.state + GRACE
+            session = None
+            if user.session and user.last_seen is not None:
+                session = codec.decode(Session, user.session.data)
+                if now - user.last_seen <= t.session:
+                    user.last_seen = now
+                    user.session.expires_at = wall + t.session + GRACE
+                session.last_seen_at = user.last_seen
+            return StoredConversation(
+                critical=codec.decode(CriticalData, user.critical.data) if user.critical else None,
+                session=session,
+                form=codec.decode(Form, user.form.data) if user.form else None,
+                version=user.version,
+                message_seen=message_id is not None and f"msg:{message_id}" in user.handled,
+            )
+
+    def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:
+        t = self._timeouts
+        # Encode before taking the lock: a too-large part fails here and stores nothing.
+        critical = codec.encode(write.critical)
+        session = codec.encode(write.session)
+        form = codec.encode(write.form) if write.form is not None else None
+        with self._lock:
+            user = self._user(phone) or _User()
+            wall = self._clock.now()
+            if f"op:{write.op_id}" in user.handled:
+                return WriteResult(WriteStatus.APPLIED, write.expected_version + 1)
+            if write.message_id is not None and f"msg:{write.message_id}" in user.handled:
+                return WriteResult(WriteStatus.DUPLICATE, user.version)
+            if user.version != write.expected_version:
+                return WriteResult(WriteStatus.CONFLICT, user.version)
+            user.version += 1
+            user.critical = _Part(critical, wall + t.state + GRACE)
+            user.session = _Part(session, wall + t.session + GRACE)
+            user.last_seen = write.session.last_seen_at
+            user.form = (
+                _Part(form, wall + (write.form.expires_at - now) + GRACE)
+                if write.form is not None and form is not None
+                else None
+            )
+            user.handled[f"op:{write.op_id}"] = wall + t.session
+            if write.message_id is not None:
+                user.handled[f"msg:{write.message_id}"] = wall + t.dedupe
+            self._users[phone.digits] = user
+            return WriteResult(WriteStatus.APPLIED, user.version)
+
+    def delete(self, phone: PhoneNumber) -> None:
+        with self._lock:
+            self._users.pop(phone.digits, None)
+
+
+class MemoryTokenRepository:
+    """Sealed tokens in a dict, expiring through the Clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._tokens: dict[str, _Part] = {}
+        self._lock = threading.Lock()
+
+    def put(self, phone: PhoneNumber, sealed: bytes, ttl: timedelta) -> None:
+        with self._lock:
+            self._tokens[phone.digits] = _Part(bytes(sealed), self._clock.now() + ttl + GRACE)
+
+    def get(self, phone: PhoneNumber) -> bytes | None:
+        with self._lock:
+            part = self._tokens.get(phone.digits)
+            if part is None or self._clock.now() >= part.expires_at:
+                self._tokens.pop(phone.digits, None)
+                return None
+            return part.data
+
+    def delete(self, phone: PhoneNumber) -> bool:
+        with self._lock:
+            return self._tokens.pop(phone.digits, None) is not None

@@ -1,0 +1,49 @@
+"""The key schema. Braces are literal: in Redis Cluster they make the phone the hash tag, so
+every key of one user lives in one slot and one script can touch them all atomically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain.phone import PhoneNumber
+
+
+@dataclass(frozen=True, slots=True)
+class UserKeys:
+    user: str
+    session: str
+    form: str
+    handled: str
+    token: str
+
+    @property
+    def conversation(self) -> list[str]:
+        """The keys the load and save scripts touch, in the order they expect."""
+        return [self.user, self.session, self.form, self.handled]
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.conversation, self.token]
+
+
+class KeySchema:
+    """Builds every key from a validated PhoneNumber; raw user text never reaches a key."""
+
+    def for_user(self, phone: PhoneNumber) -> UserKeys:
+        tag = "{" + phone.digits + "}"
+        return UserKeys(
+            user=f"user:{tag}:state",
+            session=f"session:{tag}:data",
+            form=f"form:{tag}:data",
+            handled=f"handled:{tag}:ids",
+            token=f"token:{tag}",
+        )
+
+    # Every key this library writes matches one of these (used by SCAN-based tools and ACLs).
+    patterns = (
+        "user:{*}:state",
+        "session:{*}:data",
+        "form:{*}:data",
+        "handled:{*}:ids",
+        "token:{*}",
+    )

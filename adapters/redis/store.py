@@ -1,0 +1,168 @@
+"""Redis repositories: the key schema, TTLs, and one round trip per load and per save."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis
+
+from adapters import codec
+from adapters.redis.keys import KeySchema
+from domain.conversation import CriticalData, Session
+from domain.errors import StateError, StateUnavailable
+from domain.form import Form
+from domain.phone import PhoneNumber
+from domain.ports import ConversationWrite, StoredConversation, WriteResult, WriteStatus
+from domain.timeouts import Timeouts
+
+T = TypeVar("T")
+
+# TTLs are set a little past the domain's deadline: Redis only collects garbage, the domain
+# decides what has expired.
+GRACE_MS = 2000
+_STATUS = {
+    b"ok": WriteStatus.APPLIED,
+    b"applied": WriteStatus.APPLIED,
+    b"conflict": WriteStatus.CONFLICT,
+    b"duplicate": WriteStatus.DUPLICATE,
+}
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(moment: datetime) -> int:
+    # Integer arithmetic: float timestamps lose the last microsecond and break equality.
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_micros(value: bytes) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(value))
+
+
+def _ms(duration: timedelta) -> int:
+    return int(duration.total_seconds() * 1000) + GRACE_MS
+
+
+def _script(name: str) -> str:
+    return resources.files("adapters.redis").joinpath(name).read_text(encoding="utf-8")
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Every redis-py failure becomes a StateError; a caller never sees a redis exception."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise StateUnavailable(f"Redis is unreachable or did not answer in time: {exc}") from exc
+    except redis.exceptions.ResponseError as exc:
+        if str(exc).startswith(("OOM", "READONLY", "MASTERDOWN", "LOADING", "CLUSTERDOWN")):
+            raise StateUnavailable(f"Redis refused the command: {exc}") from exc
+        raise StateError(f"Redis rejected the command: {exc}") from exc
+    except redis.exceptions.RedisError as exc:
+        raise StateUnavailable(f"Redis failed: {exc}") from exc
+
+
+def message_member(message_id: str) -> str:
+    # WhatsApp ids are long and caller-supplied: a digest keeps the set small and inert.
+    return "m:" + hashlib.sha256(message_id.encode()).hexdigest()[:32]
+
+
+class RedisConversationRepository:
+    """Conversations under ``user:{phone}:state``, ``session:{phone}:data`` and
+    ``form:{phone}:data``, plus the handled operation and message ids."""
+
+    def __init__(self, client: redis.Redis, timeouts: Timeouts, keys: KeySchema | None = None):
+        self._client = client
+        self._timeouts = timeouts
+        self._keys = keys or KeySchema()
+        self._load: Callable[..., Any] = client.register_script(_script("load.lua"))
+        self._save: Callable[..., Any] = client.register_script(_script("save.lua"))
+        self._session_timeout_us = int(timeouts.session.total_seconds() * 1_000_000)
+
+    def load(
+        self, phone: PhoneNumber, now: datetime, message_id: str | None = None
+    ) -> StoredConversation:
+        t = self._timeouts
+        args = [
+            _micros(now),
+            self._session_timeout_us,
+            _ms(t.state),
+            _ms(t.session),
+            message_member(message_id) if message_id is not None else "",
+        ]
+        with _translated():
+            version, critical, session, seen, form, duplicate = self._load(
+                keys=self._keys.for_user(phone).conversation, args=args
+            )
+        stored_session = None
+        if session is not None and seen is not None:
+            stored_session = codec.decode(Session, session)
+            stored_session.last_seen_at = _from_micros(seen)
+        return StoredConversation(
+            critical=codec.decode(CriticalData, critical) if critical is not None else None,
+            session=stored_session,
+            form=codec.decode(Form, form) if form is not None else None,
+            version=int(version) if critical is not None and version is not None else 0,
+            message_seen=bool(duplicate),
+        )
+
+    def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:
+        t = self._timeouts
+        form = b""
+        form_ms = 0
+        if write.form is not None:
+            form = codec.encode(write.form)
+            form_ms = max(1, int((write.form.expires_at - now).total_seconds() * 1000)) + GRACE_MS
+        now_us = _micros(now)
+        args = [
+            write.expected_version,
+            "o:" + write.op_id,
+            message_member(write.message_id) if write.message_id is not None else "",
+            now_us,
+            codec.encode(write.critical),
+            _ms(t.state),
+            codec.encode(write.session),
+            _micros(write.session.last_seen_at),
+            _ms(t.session),
+            form,
+            form_ms,
+            now_us + int(t.session.total_seconds() * 1_000_000),
+            now_us + int(t.dedupe.total_seconds() * 1_000_000),
+            _ms(max(t.session, t.dedupe if write.message_id is not None else t.session)),
+        ]
+        with _translated():
+            status, version = self._save(keys=self._keys.for_user(phone).conversation, args=args)
+        return WriteResult(_STATUS[status], int(version))
+
+    def delete(self, phone: PhoneNumber) -> None:
+        with _translated():
+            self._client.delete(*self._keys.for_user(phone).conversation)
+
+
+class RedisTokenRepository:
+    """Sealed tokens under ``token:{phone}`` with the token TTL."""
+
+    def __init__(self, client: redis.Redis, keys: KeySchema | None = None) -> None:
+        self._client = client
+        self._keys = keys or KeySchema()
+
+    def put(self, phone: PhoneNumber, sealed: bytes, ttl: timedelta) -> None:
+        with _translated():
+            self._client.set(self._keys.for_user(phone).token, sealed, px=_ms(ttl))
+
+    def get(self, phone: PhoneNumber) -> bytes | None:
+        with _translated():
+            value = self._client.get(self._keys.for_user(phone).token)
+        # The client is built without decode_responses, so this is bytes or None.
+        return value.encode() if isinstance(value, str) else value
+
+    def delete(self, phone: PhoneNumber) -> bool:
+        with _translated():
+            return bool(self._client.delete(self._keys.for_user(phone).token))

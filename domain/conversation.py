@@ -1,0 +1,240 @@
+"""The conversation: critical data, the session's navigation, an optional form, and the rules."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from dataclasses_json import DataClassJsonMixin
+
+from domain.errors import InvalidInput
+from domain.form import Form
+from domain.offer import Denomination, Offer, parse_handle
+from domain.profile import Account, Member, Profile
+from domain.timestamps import timestamp
+
+SCHEMA_VERSION = 1
+DEFAULT_STAGE = "handle_action_menu"
+MAX_MENU_DEPTH = 16
+_STEP = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+# Greetings in English, Shona and Ndebele restart the conversation at the menu.
+GREETINGS = frozenset(
+    {
+        "hi",
+        "hie",
+        "hey",
+        "hello",
+        "hallo",
+        "good morning",
+        "good afternoon",
+        "good evening",
+        "menu",
+        "start",
+        "mhoro",
+        "mhoroi",
+        "makadii",
+        "makadini",
+        "manheru",
+        "mangwanani",
+        "masikati",
+        "salibonani",
+        "sawubona",
+        "yebo",
+        "livuke njani",
+        "lotshani",
+    }
+)
+
+
+class Direction(StrEnum):
+    IN = "IN"
+    OUT = "OUT"
+
+
+class Notice(StrEnum):
+    """What happened to the conversation that the user should be told about."""
+
+    WELCOME = "welcome"
+    SESSION_EXPIRED = "session_expired"
+    FORM_EXPIRED = "form_expired"
+    RESTARTED = "restarted"
+    STATE_LOST = "state_lost"
+
+
+def is_greeting(text: str) -> bool:
+    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    return " ".join(words) in GREETINGS
+
+
+def check_step(kind: str, value: object) -> str:
+    """Stages and options are handler names; user text must never pass as one."""
+    if not isinstance(value, str) or not _STEP.fullmatch(value):
+        raise InvalidInput(f"{kind} must be lower_snake_case (at most 64 characters): {value!r}")
+    return value
+
+
+@dataclass(kw_only=True)
+class CriticalData(DataClassJsonMixin):
+    """What survives session expiry and greetings: stored under ``user:{phone}:state``."""
+
+    schema_version: int = SCHEMA_VERSION
+    profile: Profile | None = None
+    current_account: Account | None = None
+    created_at: datetime = timestamp()
+
+
+@dataclass(kw_only=True)
+class Session(DataClassJsonMixin):
+    """The live session and its navigation: stored under ``session:{phone}:data``.
+
+    Navigation lives here, not with the critical data, so that it can only ever expire
+    together with the session that gives it meaning.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    started_at: datetime = timestamp()
+    last_seen_at: datetime = timestamp()
+    stage: str = DEFAULT_STAGE
+    option: str | None = None
+    direction: Direction = Direction.OUT
+    menu: list[str] = field(default_factory=list)
+    offer: Offer | None = None
+
+    @classmethod
+    def begin(cls, now: datetime) -> Session:
+        return cls(id=secrets.token_hex(8), started_at=now, last_seen_at=now)
+
+
+@dataclass(kw_only=True)
+class Conversation(DataClassJsonMixin):
+    """One user's conversation as bot code sees it; mutate it inside ``StateService.update``."""
+
+    phone: str
+    critical: CriticalData
+    session: Session
+    form: Form | None = None
+    version: int = 0
+    notices: list[Notice] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, phone: str, now: datetime) -> Conversation:
+        return cls(phone=phone, critical=CriticalData(created_at=now), session=Session.begin(now))
+
+    # The public fields bot code reads and writes, kept where they are stored.
+    @property
+    def stage(self) -> str:
+        return self.session.stage
+
+    @stage.setter
+    def stage(self, value: str) -> None:
+        self.session.stage = check_step("stage", value)
+
+    @property
+    def option(self) -> str | None:
+        return self.session.option
+
+    @option.setter
+    def option(self, value: str | None) -> None:
+        self.session.option = None if value is None else check_step("option", value)
+
+    @property
+    def direction(self) -> Direction:
+        return self.session.direction
+
+    @direction.setter
+    def direction(self, value: Direction | str) -> None:
+        try:
+            self.session.direction = Direction(value)
+        except ValueError as exc:
+            raise InvalidInput("direction is IN or OUT") from exc
+
+    @property
+    def menu(self) -> list[str]:
+        return self.session.menu
+
+    @property
+    def offer(self) -> Offer | None:
+        return self.session.offer
+
+    @property
+    def profile(self) -> Profile | None:
+        return self.critical.profile
+
+    @property
+    def current_account(self) -> Account | None:
+        return self.critical.current_account
+
+    # Navigation
+    def navigate(self, option: str) -> None:
+        """Enter a menu option, remembering where we were for ``back``."""
+        check_step("option", option)
+        self.session.menu.append(self.session.option or self.session.stage)
+        del self.session.menu[:-MAX_MENU_DEPTH]
+        self.session.option = option
+        self.session.stage = option
+
+    def back(self) -> None:
+        """Return to the previous menu choice; at the top this stays at the menu."""
+        previous = self.session.menu.pop() if self.session.menu else DEFAULT_STAGE
+        self.session.stage = previous
+        self.session.option = None if previous == DEFAULT_STAGE else previous
+
+    def restart(self, now: datetime, notice: Notice) -> None:
+        """Back to the menu with a fresh session; critical data and a live form are kept."""
+        self.session = Session.begin(now)
+        self.notices.append(notice)
+
+    # Critical data
+    def set_profile(self, member: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]]) -> None:
+        profile = Profile(
+            member=Member.from_mapping(member),
+            accounts=[Account.from_mapping(a) for a in accounts],
+        )
+        current = self.critical.current_account
+        kept = profile.account(current.account_id) if current else None
+        self.critical.profile = profile
+        self.critical.current_account = kept or (profile.accounts[0] if profile.accounts else None)
+
+    def select_account(self, account_id: str) -> Account:
+        account = self.profile.account(account_id) if self.profile else None
+        if account is None:
+            raise InvalidInput(f"no account {account_id!r} in this member's profile")
+        self.critical.current_account = account
+        return account
+
+    # The offer flow
+    def propose_offer(self, values: Mapping[str, str], now: datetime) -> Offer:
+        """Turn a completed offer form into an offer awaiting the member's signature."""
+        try:
+            amount = Decimal(values["amount"])
+            denomination = Denomination(values.get("denomination", Denomination.USD.value))
+            recipient = parse_handle(values["recipient"])
+        except (KeyError, ValueError, ArithmeticError) as exc:
+            raise InvalidInput(f"an offer needs amount, denomination and recipient: {exc}") from exc
+        offer = Offer(amount=amount, denomination=denomination, recipient=recipient, created_at=now)
+        self.session.offer = offer
+        return offer
+
+    def confirm_offer(self) -> Offer:
+        offer = self._pending_offer()
+        member = self.profile.member.member_id if self.profile else ""
+        offer.confirm(signature=member)
+        return offer
+
+    def cancel_offer(self) -> Offer:
+        offer = self._pending_offer()
+        offer.cancel()
+        return offer
+
+    def _pending_offer(self) -> Offer:
+        if self.session.offer is None:
+            raise InvalidInput("there is no offer to confirm or cancel")
+        return self.session.offer

@@ -1,0 +1,59 @@
+"""Every error the library raises. Bot code catches ``StateError`` or one of its children."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+class StateError(Exception):
+    """Base class of every error raised by vimbiso-state."""
+
+
+class InvalidPhoneNumber(StateError, ValueError):
+    """The text given as a phone number is not an E.164 number."""
+
+
+class InvalidInput(StateError, ValueError):
+    """A value passed by the caller is malformed (an option, a form name, a message id...)."""
+
+
+class ConcurrencyConflict(StateError):
+    """Other writers kept changing this conversation; the change was not stored."""
+
+
+class StateUnavailable(StateError):
+    """The state backend cannot be reached or did not answer in time; nothing was stored."""
+
+
+class StateTooLarge(StateError):
+    """A conversation or form is larger than the documented limit; nothing was stored."""
+
+
+class NoActiveForm(StateError):
+    """There is no form in progress for this user (never started, completed or expired)."""
+
+
+class FormIncomplete(StateError):
+    """The form is missing required values."""
+
+    def __init__(self, name: str, missing: Sequence[str]) -> None:
+        self.name = name
+        self.missing = list(missing)
+        super().__init__(f"form {name!r} is missing: {', '.join(self.missing)}")
+
+
+class FormValidationError(StateError, ValueError):
+    """One or more submitted form values are invalid; none of them was stored."""
+
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        self.errors = dict(errors)
+        detail = "; ".join(f"{field}: {message}" for field, message in self.errors.items())
+        super().__init__(detail)
+
+
+class TokenError(StateError):
+    """A stored token cannot be used (wrong key, tampered, or bound to another user)."""
+
+
+class ConfigurationError(StateError, ValueError):
+    """The library's configuration is invalid or incomplete."""

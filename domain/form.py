@@ -1,0 +1,116 @@
+"""Forms: partial submissions over several messages, validated field by field."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from dataclasses_json import DataClassJsonMixin
+
+from domain.errors import FormIncomplete, FormValidationError, InvalidInput
+from domain.offer import parse_amount, parse_denomination, parse_handle
+from domain.timestamps import timestamp
+
+NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_FIELDS = 32
+MAX_VALUE_LENGTH = 500
+
+# A rule turns one answer into the normalised values it stands for, or raises InvalidInput.
+# "amount" may carry its denomination ("USD 100"), so a rule can fill more than one field.
+Rule = Callable[[str], dict[str, str]]
+
+
+def _amount(text: str) -> dict[str, str]:
+    amount, denomination = parse_amount(text)
+    return {"amount": str(amount), "denomination": denomination.value}
+
+
+def _text(name: str) -> Rule:
+    def rule(text: str) -> dict[str, str]:
+        cleaned = text.strip()
+        if not cleaned:
+            raise InvalidInput("this answer cannot be empty")
+        if len(cleaned) > MAX_VALUE_LENGTH:
+            raise InvalidInput(f"at most {MAX_VALUE_LENGTH} characters")
+        return {name: cleaned}
+
+    return rule
+
+
+RULES: dict[str, Rule] = {
+    "amount": _amount,
+    "denomination": lambda text: {"denomination": parse_denomination(text).value},
+    "recipient": lambda text: {"recipient": parse_handle(text)},
+    "handle": lambda text: {"handle": parse_handle(text)},
+}
+
+
+def check_name(kind: str, name: object) -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise InvalidInput(f"{kind} must be lower_snake_case (at most 64 characters): {name!r}")
+    return name
+
+
+@dataclass(kw_only=True)
+class Form(DataClassJsonMixin):
+    """A form in progress; it has its own deadline, independent of the session's."""
+
+    name: str
+    required: list[str]
+    values: dict[str, str] = field(default_factory=dict)
+    started_at: datetime = timestamp()
+    expires_at: datetime = timestamp()
+
+    @classmethod
+    def start(cls, name: str, required: Iterable[str], now: datetime, ttl: timedelta) -> Form:
+        fields = [check_name("a form field", f) for f in required]
+        if not fields or len(fields) > MAX_FIELDS or len(set(fields)) != len(fields):
+            raise InvalidInput(f"a form needs 1 to {MAX_FIELDS} distinct required fields")
+        return cls(
+            name=check_name("a form name", name),
+            required=fields,
+            started_at=now,
+            expires_at=now + ttl,
+        )
+
+    def is_expired(self, now: datetime) -> bool:
+        return now >= self.expires_at
+
+    def fill(self, answers: Mapping[str, object], now: datetime, ttl: timedelta) -> None:
+        """Validate every answer first, then store them all; a bad one stores none."""
+        accepted: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        for name, answer in answers.items():
+            if not isinstance(name, str) or not NAME.fullmatch(name):
+                errors[str(name)[:64]] = "unknown field name"
+                continue
+            if not isinstance(answer, str | int | float):
+                errors[name] = "answer must be text"
+                continue
+            rule = RULES.get(name, _text(name))
+            try:
+                accepted.update(rule(str(answer)))
+            except InvalidInput as exc:
+                errors[name] = str(exc)
+        if errors:
+            raise FormValidationError(errors)
+        if len(self.values.keys() | accepted.keys()) > MAX_FIELDS:
+            raise FormValidationError({"form": f"at most {MAX_FIELDS} fields"})
+        self.values.update(accepted)
+        self.expires_at = now + ttl
+
+    def missing(self) -> list[str]:
+        return [name for name in self.required if name not in self.values]
+
+    @property
+    def is_complete(self) -> bool:
+        return not self.missing()
+
+    def result(self) -> dict[str, str]:
+        """Every value collected; FormIncomplete names what is still missing."""
+        missing = self.missing()
+        if missing:
+            raise FormIncomplete(self.name, missing)
+        return dict(self.values)

@@ -1,0 +1,51 @@
+"""Expiry rules: what a stored conversation means at a given moment, on every backend."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from domain.conversation import Conversation, CriticalData, Notice, Session
+from domain.ports import StoredConversation
+from domain.timeouts import Timeouts
+
+
+def session_alive(session: Session, now: datetime, timeouts: Timeouts) -> bool:
+    return now - session.last_seen_at <= timeouts.session
+
+
+def resume(
+    phone: str, stored: StoredConversation, now: datetime, timeouts: Timeouts
+) -> tuple[Conversation, bool]:
+    """Build the conversation the user is in now; True when that must be written back.
+
+    Critical data is the anchor: a session or form without it (evicted by allkeys-lru, or
+    expired) cannot be trusted and starts over. An expired session returns to the menu while
+    the profile, current account and a form still within its own deadline are kept.
+    """
+    if stored.critical is None:
+        conversation = Conversation(
+            phone=phone,
+            critical=CriticalData(created_at=now),
+            session=Session.begin(now),
+            version=stored.version,
+        )
+        known = stored.session is not None or stored.form is not None
+        conversation.notices.append(Notice.STATE_LOST if known else Notice.WELCOME)
+        return conversation, True
+
+    changed = False
+    conversation = Conversation(
+        phone=phone,
+        critical=stored.critical,
+        session=stored.session or Session.begin(now),
+        form=stored.form,
+        version=stored.version,
+    )
+    if stored.session is None or not session_alive(stored.session, now, timeouts):
+        conversation.restart(now, Notice.SESSION_EXPIRED)
+        changed = True
+    if conversation.form is not None and conversation.form.is_expired(now):
+        conversation.form = None
+        conversation.notices.append(Notice.FORM_EXPIRED)
+        changed = True
+    return conversation, changed

@@ -1,0 +1,94 @@
+"""The repository ports: the few operations the service needs from a storage backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Protocol
+
+from domain.conversation import CriticalData, Session
+from domain.form import Form
+from domain.phone import PhoneNumber
+
+
+@dataclass(frozen=True, slots=True)
+class StoredConversation:
+    """What a backend holds for one user; any part may be missing (expired or evicted)."""
+
+    critical: CriticalData | None
+    session: Session | None
+    form: Form | None
+    version: int
+    message_seen: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationWrite:
+    """A versioned, all-or-nothing write of every part of one conversation.
+
+    ``op_id`` makes the write idempotent: a retry after a lost reply is recognised as
+    already applied. ``message_id``, when given, is remembered as handled in the same step.
+    """
+
+    expected_version: int
+    op_id: str
+    critical: CriticalData
+    session: Session
+    form: Form | None
+    message_id: str | None = None
+
+
+class WriteStatus(Enum):
+    APPLIED = "applied"
+    CONFLICT = "conflict"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    status: WriteStatus
+    version: int
+
+
+class ConversationRepository(Protocol):
+    """Stores conversations under the key schema; atomic per user."""
+
+    def load(
+        self, phone: PhoneNumber, now: datetime, message_id: str | None = None
+    ) -> StoredConversation:
+        """Read every part in one step.
+
+        A session last seen no longer than the session timeout ago is moved to ``now`` in the
+        same step (the sliding refresh); an older one is returned as it is, for the domain to
+        expire.
+        """
+        ...
+
+    def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:
+        """Apply ``write`` if the stored version is still ``expected_version``."""
+        ...
+
+    def delete(self, phone: PhoneNumber) -> None:
+        """Forget every part of this user's conversation (the token has its own port)."""
+        ...
+
+
+class TokenRepository(Protocol):
+    """Stores sealed (encrypted) tokens; never sees a token in plain text."""
+
+    def put(self, phone: PhoneNumber, sealed: bytes, ttl: timedelta) -> None: ...
+
+    def get(self, phone: PhoneNumber) -> bytes | None: ...
+
+    def delete(self, phone: PhoneNumber) -> bool: ...
+
+
+class TokenCipher(Protocol):
+    """Encrypts a token bound to its owner; ``open`` rejects a token sealed for someone else."""
+
+    def seal(
+        self, phone: PhoneNumber, value: str, issued_at: datetime, expires_at: datetime
+    ) -> bytes: ...
+
+    def open(self, phone: PhoneNumber, sealed: bytes) -> tuple[str, datetime, datetime]: ...

@@ -1,0 +1,29 @@
+"""How long each part of a conversation lives: the domain's deadlines, not Redis's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from domain.errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Session 5 min, token 30 min, form 10 min (from the seed); the rest is retention."""
+
+    session: timedelta = timedelta(minutes=5)
+    token: timedelta = timedelta(minutes=30)
+    form: timedelta = timedelta(minutes=10)
+    # Critical data (profile, current account) outlives sessions; it is dropped after this
+    # long without any message so that abandoned numbers do not fill the server.
+    state: timedelta = timedelta(days=1)
+    # How long a handled WhatsApp message id is remembered (WhatsApp retries for hours).
+    dedupe: timedelta = timedelta(days=1)
+
+    def __post_init__(self) -> None:
+        for name in ("session", "token", "form", "state", "dedupe"):
+            if getattr(self, name) <= timedelta(0):
+                raise ConfigurationError(f"timeout {name} must be positive")
+        if self.state < max(self.session, self.form):
+            raise ConfigurationError("state retention must be at least the session and form TTL")

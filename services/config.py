@@ -1,0 +1,110 @@
+"""Configuration: one validated Settings object, from a dict or from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from typing import Any
+
+from domain.errors import ConfigurationError
+from domain.timeouts import Timeouts
+
+BACKENDS = ("memory", "redis")
+
+# Environment variable for each setting. REDIS_STATE_URL is deliberately not REDIS_URL: the
+# state Redis is its own instance, separate from the cache's.
+ENVIRONMENT = {
+    "backend": "STATE_BACKEND",
+    "redis_url": "REDIS_STATE_URL",
+    "session_ttl": "STATE_SESSION_TTL",
+    "token_ttl": "STATE_TOKEN_TTL",
+    "form_ttl": "STATE_FORM_TTL",
+    "state_ttl": "STATE_RETENTION_TTL",
+    "dedupe_ttl": "STATE_DEDUPE_TTL",
+    "max_retries": "STATE_MAX_RETRIES",
+    "socket_timeout": "STATE_SOCKET_TIMEOUT",
+    "connect_timeout": "STATE_CONNECT_TIMEOUT",
+    "redis_retries": "STATE_REDIS_RETRIES",
+    "token_keys": "STATE_TOKEN_KEYS",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob, with its default. Durations are seconds."""
+
+    backend: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    session_ttl: float = 300
+    token_ttl: float = 1800
+    form_ttl: float = 600
+    state_ttl: float = 86400
+    dedupe_ttl: float = 86400
+    max_retries: int = 8
+    socket_timeout: float = 0.5
+    connect_timeout: float = 0.25
+    redis_retries: int = 2
+    # Fernet keys, newest first; never shown in a repr.
+    token_keys: tuple[str, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigurationError(
+                f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}"
+            )
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigurationError("redis_url must start with redis://, rediss:// or unix://")
+        if self.max_retries < 0 or self.redis_retries < 0:
+            raise ConfigurationError("retry counts cannot be negative")
+        if self.socket_timeout <= 0 or self.connect_timeout <= 0:
+            raise ConfigurationError("timeouts must be positive")
+        self.timeouts  # noqa: B018 - validates the durations now rather than at first use
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return Timeouts(
+            session=timedelta(seconds=self.session_ttl),
+            token=timedelta(seconds=self.token_ttl),
+            form=timedelta(seconds=self.form_ttl),
+            state=timedelta(seconds=self.state_ttl),
+            dedupe=timedelta(seconds=self.dedupe_ttl),
+        )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> Settings:
+        """Build from a dict such as ``container.config``; unknown keys are an error."""
+        known = {f.name: f for f in fields(cls)}
+        given = {k: v for k, v in (values or {}).items() if v is not None}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ConfigurationError(f"unknown setting(s): {', '.join(unknown)}")
+        converted: dict[str, Any] = {}
+        for name, value in given.items():
+            converted[name] = _convert(name, known[name].type, value)
+        return cls(**converted)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls.from_mapping(
+            {name: env[var] for name, var in ENVIRONMENT.items() if env.get(var, "") != ""}
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _convert(name: str, kind: object, value: Any) -> Any:
+    try:
+        if kind == "tuple[str, ...]":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"setting {name} has an invalid value") from exc

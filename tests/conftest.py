@@ -1,0 +1,109 @@
+"""Real-Redis fixtures shared by every test folder.
+
+redis_url      (session)  a server the whole run shares: $REDIS_URL, else a testcontainers Redis
+                          when a Docker engine answers, else one private redis-server. Tests
+                          on it must use unique keys and never flush, kill or reconfigure it.
+private_redis  (function) a fresh private RedisProcess per test, for anything destructive.
+redis_server_bin (session) path of redis-server, for tests that build their own RedisProcess.
+
+Either fixture skips (fails under CI=true) when no server can be had, and marks its tests
+`redis`, so `pytest -m "not redis"` runs the fast suite without any server.
+This module deliberately imports nothing from domain/, adapters/ or services/.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+from redis_servers import RedisProcess, docker_available, find_redis_server, start_container
+
+# Fixtures that need a real server; a test using any of them (directly or through another
+# fixture) gets the `redis` marker. Other conftests may add names here.
+REDIS_FIXTURES = {"redis_url", "private_redis", "redis_server_bin"}
+
+INSTALL_HELP = (
+    "Install redis-server (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew "
+    "install redis) and put it on PATH or set REDIS_SERVER=/path/to/redis-server. "
+    'Run `pytest -m "not redis"` for the suite that needs no server.'
+)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def _no_server(reason: str) -> NoReturn:
+    # Locally a missing server is a skip; in CI a silent skip would hide the real-Redis suite.
+    if _in_ci():
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _redacted(url: str) -> str:
+    # Never print a password from the URL.
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}{parts.path}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        # fixturenames is the transitive closure, so backend fixtures built on these count too.
+        if REDIS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.redis)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    explicit = os.environ.get("REDIS_URL")
+    if explicit:
+        client = redis.Redis.from_url(explicit, socket_timeout=3, socket_connect_timeout=3)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            reason = f"REDIS_URL={_redacted(explicit)} does not answer PING: {exc}"
+            pytest.fail(reason, pytrace=False)
+        finally:
+            client.close()
+        yield explicit
+        return
+
+    if docker_available():
+        try:
+            container = start_container()
+        except Exception as exc:  # e.g. image pull failed offline: fall back to a process
+            warnings.warn(f"testcontainers Redis failed: {exc!r}; using redis-server", stacklevel=1)
+        else:
+            try:
+                yield container.url
+            finally:
+                container.stop()
+            return
+
+    if find_redis_server() is None:
+        _no_server(
+            "no Redis for the real-Redis tests: REDIS_URL is unset, no Docker engine answers "
+            f"and redis-server is not installed. Set REDIS_URL, or: {INSTALL_HELP}"
+        )
+    with RedisProcess() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def redis_server_bin() -> str:
+    path = find_redis_server()
+    if path is None:
+        _no_server(f"redis-server is not installed (private servers need it). {INSTALL_HELP}")
+    return path
+
+
+@pytest.fixture
+def private_redis(redis_server_bin: str) -> Iterator[RedisProcess]:
+    # Always a fresh process: never $REDIS_URL, a container or the machine's own 6379.
+    with RedisProcess(executable=redis_server_bin) as server:
+        yield server
