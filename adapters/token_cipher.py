@@ -10,6 +10,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from domain.errors import ConfigurationError, TokenError
 from domain.phone import PhoneNumber
+from domain.token import Token
 
 
 class _Sealed(msgspec.Struct, frozen=True):
@@ -48,7 +49,7 @@ class FernetTokenCipher:
         plain = _encoder.encode(_Sealed(phone.digits, value, issued_at, expires_at))
         return self._fernet.encrypt(plain)
 
-    def open(self, phone: PhoneNumber, sealed: bytes) -> tuple[str, datetime, datetime]:
+    def open(self, phone: PhoneNumber, sealed: bytes) -> Token:
         try:
             token = _decoder.decode(self._fernet.decrypt(sealed))
         except (InvalidToken, msgspec.DecodeError) as exc:
@@ -57,7 +58,7 @@ class FernetTokenCipher:
         # what stops one member from acting with another's token.
         if token.owner != phone.digits:
             raise TokenError("stored token belongs to another user")
-        return token.value, token.issued_at, token.expires_at
+        return Token(value=token.value, issued_at=token.issued_at, expires_at=token.expires_at)
 
     def rotate(self, sealed: bytes) -> bytes:
         """Re-encrypt under the primary key."""

@@ -88,6 +88,8 @@ class CriticalData(DataClassJsonMixin):
     profile: Profile | None = None
     current_account: Account | None = None
     created_at: datetime = timestamp()
+    # Kept by the store beside the document and slid on every read, like the session's.
+    last_seen_at: datetime = timestamp()
 
 
 @dataclass(kw_only=True)
@@ -126,7 +128,11 @@ class Conversation(DataClassJsonMixin):
 
     @classmethod
     def new(cls, phone: str, now: datetime) -> Conversation:
-        return cls(phone=phone, critical=CriticalData(created_at=now), session=Session.begin(now))
+        return cls(
+            phone=phone,
+            critical=CriticalData(created_at=now, last_seen_at=now),
+            session=Session.begin(now),
+        )
 
     # The public fields bot code reads and writes, kept where they are stored.
     @property

@@ -13,6 +13,10 @@ def session_alive(session: Session, now: datetime, timeouts: Timeouts) -> bool:
     return now - session.last_seen_at <= timeouts.session
 
 
+def critical_alive(critical: CriticalData, now: datetime, timeouts: Timeouts) -> bool:
+    return now - critical.last_seen_at <= timeouts.state
+
+
 def resume(
     phone: str, stored: StoredConversation, now: datetime, timeouts: Timeouts
 ) -> tuple[Conversation, bool]:
@@ -22,15 +26,16 @@ def resume(
     expired) cannot be trusted and starts over. An expired session returns to the menu while
     the profile, current account and a form still within its own deadline are kept.
     """
-    if stored.critical is None:
-        conversation = Conversation(
-            phone=phone,
-            critical=CriticalData(created_at=now),
-            session=Session.begin(now),
-            version=stored.version,
+    if stored.critical is None or not critical_alive(stored.critical, now, timeouts):
+        conversation = Conversation.new(phone, now)
+        conversation.version = stored.version
+        # Critical data outlives the session, so a live session or form without it means the
+        # server lost it (allkeys-lru eviction): tell the user rather than greet a stranger.
+        lost = stored.critical is None and (
+            (stored.session is not None and session_alive(stored.session, now, timeouts))
+            or (stored.form is not None and not stored.form.is_expired(now))
         )
-        known = stored.session is not None or stored.form is not None
-        conversation.notices.append(Notice.STATE_LOST if known else Notice.WELCOME)
+        conversation.notices.append(Notice.STATE_LOST if lost else Notice.WELCOME)
         return conversation, True
 
     changed = False

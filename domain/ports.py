@@ -10,6 +10,7 @@ from typing import Protocol
 from domain.conversation import CriticalData, Session
 from domain.form import Form
 from domain.phone import PhoneNumber
+from domain.token import Token
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,4 +92,4 @@ class TokenCipher(Protocol):
         self, phone: PhoneNumber, value: str, issued_at: datetime, expires_at: datetime
     ) -> bytes: ...
 
-    def open(self, phone: PhoneNumber, sealed: bytes) -> tuple[str, datetime, datetime]: ...
+    def open(self, phone: PhoneNumber, sealed: bytes) -> Token: ...

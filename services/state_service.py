@@ -175,8 +175,8 @@ class StateService:
         sealed = self._tokens.get(number)
         if sealed is None:
             return None
-        value, _issued, expires = self._require_cipher().open(number, sealed)
-        return None if self._clock.now() >= expires else value
+        token = self._require_cipher().open(number, sealed)
+        return None if token.is_expired(self._clock.now()) else token.value
 
     def revoke_token(self, phone: str) -> bool:
         """Delete the token; True when there was one."""
@@ -200,6 +200,7 @@ class StateService:
             conversation, _ = resume(phone.digits, stored, now, self._timeouts)
             result = change(conversation, now)
             conversation.session.last_seen_at = now
+            conversation.critical.last_seen_at = now
             write = ConversationWrite(
                 expected_version=stored.version,
                 op_id=op_id,

@@ -32,6 +32,7 @@ class _Part:
 @dataclass
 class _User:
     critical: _Part | None = None
+    critical_seen: datetime | None = None
     version: int = 0
     session: _Part | None = None
     last_seen: datetime | None = None
@@ -41,7 +42,7 @@ class _User:
     def collect(self, now: datetime) -> None:
         """Drop what has outlived its TTL, as Redis would."""
         if self.critical and now >= self.critical.expires_at:
-            self.critical, self.version = None, 0
+            self.critical, self.critical_seen, self.version = None, None, 0
         if self.session and now >= self.session.expires_at:
             self.session, self.last_seen = None, None
         if self.form and now >= self.form.expires_at:
@@ -80,8 +81,14 @@ class MemoryConversationRepository:
             if user is None:
                 return StoredConversation(None, None, None, 0)
             wall = self._clock.now()
-            if user.critical:
-                user.critical.expires_at = wall + t.state + GRACE
+            # Slide only what is still alive, as load.lua does.
+            critical = None
+            if user.critical and user.critical_seen is not None:
+                critical = codec.decode(CriticalData, user.critical.data)
+                if now - user.critical_seen <= t.state:
+                    user.critical_seen = now
+                    user.critical.expires_at = wall + t.state + GRACE
+                critical.last_seen_at = user.critical_seen
             session = None
             if user.session and user.last_seen is not None:
                 session = codec.decode(Session, user.session.data)
@@ -90,7 +97,7 @@ class MemoryConversationRepository:
                     user.session.expires_at = wall + t.session + GRACE
                 session.last_seen_at = user.last_seen
             return StoredConversation(
-                critical=codec.decode(CriticalData, user.critical.data) if user.critical else None,
+                critical=critical,
                 session=session,
                 form=codec.decode(Form, user.form.data) if user.form else None,
                 version=user.version,
@@ -114,6 +121,7 @@ class MemoryConversationRepository:
                 return WriteResult(WriteStatus.CONFLICT, user.version)
             user.version += 1
             user.critical = _Part(critical, wall + t.state + GRACE)
+            user.critical_seen = write.critical.last_seen_at
             user.session = _Part(session, wall + t.session + GRACE)
             user.last_seen = write.session.last_seen_at
             user.form = (

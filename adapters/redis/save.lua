@@ -1,7 +1,7 @@
 -- Compare-and-set every part of one user's conversation, in one round trip.
 -- KEYS: user, session, form, handled
 -- ARGV: 1 expected version, 2 op member, 3 message member ('' for none), 4 now_us,
---       5 critical json, 6 state_px, 7 session json, 8 last_seen_us, 9 session_px,
+--       5 critical json, 6 state_px, 15 critical last seen us, 7 session json, 8 last_seen_us, 9 session_px,
 --       10 form json ('' deletes the form), 11 form_px,
 --       12 op expiry_us, 13 message expiry_us, 14 handled_px
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[4])
@@ -17,7 +17,7 @@ if version ~= tonumber(ARGV[1]) then
   return {'conflict', version}
 end
 version = version + 1
-redis.call('HSET', KEYS[1], 'v', version, 'd', ARGV[5])
+redis.call('HSET', KEYS[1], 'v', version, 'd', ARGV[5], 't', ARGV[15])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('HSET', KEYS[2], 'd', ARGV[7], 't', ARGV[8])
 redis.call('PEXPIRE', KEYS[2], ARGV[9])

@@ -42,6 +42,10 @@ def _micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def _micros_of(duration: timedelta) -> int:
+    return (duration.days * 86_400 + duration.seconds) * 1_000_000 + duration.microseconds
+
+
 def _from_micros(value: bytes) -> datetime:
     return _EPOCH + timedelta(microseconds=int(value))
 
@@ -84,7 +88,8 @@ class RedisConversationRepository:
         self._keys = keys or KeySchema()
         self._load: Callable[..., Any] = client.register_script(_script("load.lua"))
         self._save: Callable[..., Any] = client.register_script(_script("save.lua"))
-        self._session_timeout_us = int(timeouts.session.total_seconds() * 1_000_000)
+        self._state_timeout_us = _micros_of(timeouts.state)
+        self._session_timeout_us = _micros_of(timeouts.session)
 
     def load(
         self, phone: PhoneNumber, now: datetime, message_id: str | None = None
@@ -92,24 +97,29 @@ class RedisConversationRepository:
         t = self._timeouts
         args = [
             _micros(now),
+            self._state_timeout_us,
             self._session_timeout_us,
             _ms(t.state),
             _ms(t.session),
             message_member(message_id) if message_id is not None else "",
         ]
         with _translated():
-            version, critical, session, seen, form, duplicate = self._load(
+            critical, critical_seen, version, session, session_seen, form, duplicate = self._load(
                 keys=self._keys.for_user(phone).conversation, args=args
             )
+        stored_critical = None
+        if critical is not None and critical_seen is not None:
+            stored_critical = codec.decode(CriticalData, critical)
+            stored_critical.last_seen_at = _from_micros(critical_seen)
         stored_session = None
-        if session is not None and seen is not None:
+        if session is not None and session_seen is not None:
             stored_session = codec.decode(Session, session)
-            stored_session.last_seen_at = _from_micros(seen)
+            stored_session.last_seen_at = _from_micros(session_seen)
         return StoredConversation(
-            critical=codec.decode(CriticalData, critical) if critical is not None else None,
+            critical=stored_critical,
             session=stored_session,
             form=codec.decode(Form, form) if form is not None else None,
-            version=int(version) if critical is not None and version is not None else 0,
+            version=int(version) if version is not None else 0,
             message_seen=bool(duplicate),
         )
 
@@ -133,9 +143,10 @@ class RedisConversationRepository:
             _ms(t.session),
             form,
             form_ms,
-            now_us + int(t.session.total_seconds() * 1_000_000),
-            now_us + int(t.dedupe.total_seconds() * 1_000_000),
+            now_us + self._session_timeout_us,
+            now_us + _micros_of(t.dedupe),
             _ms(max(t.session, t.dedupe if write.message_id is not None else t.session)),
+            _micros(write.critical.last_seen_at),
         ]
         with _translated():
             status, version = self._save(keys=self._keys.for_user(phone).conversation, args=args)
