@@ -198,6 +198,11 @@ class Conversation(DataClassJsonMixin):
         self.session = Session.begin(now)
         self.notices.append(notice)
 
+    def greet(self, now: datetime) -> None:
+        """A greeting restarts at the menu; a brand-new conversation is already there."""
+        if Notice.WELCOME not in self.notices:
+            self.restart(now, Notice.RESTARTED)
+
     # Critical data
     def set_profile(self, member: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]]) -> None:
         profile = Profile(

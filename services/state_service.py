@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from domain.clock import Clock
-from domain.conversation import Conversation, Notice, check_step, is_greeting
+from domain.conversation import Conversation, check_step, is_greeting
 from domain.errors import ConcurrencyConflict, ConfigurationError, InvalidInput, NoActiveForm
 from domain.form import Form
 from domain.lifecycle import resume
@@ -73,7 +73,7 @@ class StateService:
     def restart(self, phone: str) -> Conversation:
         """Back to the menu with a fresh session, keeping critical data and a live form."""
         number = PhoneNumber.parse(phone)
-        return self._apply(number, lambda c, now: c.restart(now, Notice.RESTARTED))[0]
+        return self._apply(number, lambda c, now: c.greet(now))[0]
 
     def navigate(self, phone: str, option: str) -> Conversation:
         """Enter a menu option; it is remembered so that ``back`` returns here."""

@@ -35,7 +35,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def container(backend: str, clock: FakeClock, request: pytest.FixtureRequest) -> Iterator[Container]:
+def container(
+    backend: str, clock: FakeClock, request: pytest.FixtureRequest
+) -> Iterator[Container]:
     settings = Settings(backend=backend, token_keys=(Fernet.generate_key().decode(),))
     if backend == "redis":
         url = request.getfixturevalue("redis_url")

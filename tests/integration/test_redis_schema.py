@@ -1,0 +1,130 @@
+"""The Redis backend on a real server: key names, TTLs, sliding refresh, restarts."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from cryptography.fernet import Fernet
+from redis_servers import RedisProcess
+
+from services.config import Settings
+from services.container import Container
+from services.exceptions import ConfigurationError, StateUnavailable
+from services.state_service import StateService
+
+KEY = Fernet.generate_key().decode()
+
+
+def _service(url: str, **settings: object) -> tuple[Container, StateService]:
+    container = Container.from_settings(
+        Settings(backend="redis", redis_url=url, token_keys=(KEY,)), **settings
+    )
+    return container, container.state_service()
+
+
+@pytest.fixture
+def digits() -> str:
+    return str(263_780_000_000 + random.randrange(10_000_000))
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_url)
+    yield connection
+    connection.close()
+
+
+def test_keys_follow_the_schema_with_the_phone_as_hash_tag(
+    redis_url: str, client: redis.Redis, digits: str
+) -> None:
+    _, state = _service(redis_url)
+    state.start(f"+{digits}")
+    state.form_start(digits, "offer", required=["amount"])
+    state.save_token(digits, "jwt")
+    keys = sorted(k.decode() for k in client.scan_iter(match=f"*{digits}*"))
+    assert keys == [
+        f"form:{{{digits}}}:data",
+        f"handled:{{{digits}}}:ids",
+        f"session:{{{digits}}}:data",
+        f"token:{{{digits}}}",
+        f"user:{{{digits}}}:state",
+    ]
+    # One hash tag, hence one Redis Cluster slot, for every key of the user.
+    assert {k[k.index("{") : k.index("}") + 1] for k in keys} == {f"{{{digits}}}"}
+    state.reset(digits)
+    assert list(client.scan_iter(match=f"*{digits}*")) == []
+
+
+def test_every_key_has_the_configured_ttl(redis_url: str, client: redis.Redis, digits: str) -> None:
+    _, state = _service(redis_url, session_ttl=120, form_ttl=240, token_ttl=900, state_ttl=3600)
+    state.start(digits)
+    state.form_start(digits, "offer", required=["amount"])
+    state.save_token(digits, "jwt")
+    ttl = {k.decode().split(":")[0]: client.pttl(k) / 1000 for k in client.scan_iter(f"*{digits}*")}
+    # A TTL is never shorter than the domain's deadline, and only a little longer.
+    assert 120 <= ttl["session"] <= 123
+    assert 240 <= ttl["form"] <= 243
+    assert 900 <= ttl["token"] <= 903
+    assert 3600 <= ttl["user"] <= 3603
+    assert 120 <= ttl["handled"] <= 123
+    state.reset(digits)
+
+
+def test_reading_slides_the_session_ttl(redis_url: str, client: redis.Redis, digits: str) -> None:
+    _, state = _service(redis_url, session_ttl=60)
+    state.start(digits)
+    session = f"session:{{{digits}}}:data"
+    client.pexpire(session, 5_000)  # as if most of the session had passed
+    state.start(digits)
+    assert client.pttl(session) > 55_000
+    state.reset(digits)
+
+
+def test_stored_documents_are_json_and_hold_no_token(
+    redis_url: str, client: redis.Redis, digits: str
+) -> None:
+    _, state = _service(redis_url)
+    state.start(digits)
+    state.save_token(digits, "eyJ.very-secret.sig")
+    for key in client.scan_iter(f"*{digits}*"):
+        raw = client.dump(key) or b""
+        assert b"very-secret" not in raw
+    state.reset(digits)
+
+
+def test_state_survives_a_server_restart(private_redis: RedisProcess, digits: str) -> None:
+    container, state = _service(private_redis.url)
+    state.start(digits)
+    state.set_profile(digits, {"memberID": "m-9"}, [{"accountID": "a-9"}])
+    state.navigate(digits, "handle_action_offer_credex")
+    state.save_token(digits, "jwt-9")
+    time.sleep(1.2)  # appendfsync everysec
+    private_redis.restart()
+    conv = state.start(digits)  # the same container: it reconnects by itself
+    assert conv.stage == "handle_action_offer_credex"
+    assert conv.profile is not None and conv.profile.member.member_id == "m-9"
+    assert state.token(digits) == "jwt-9"
+    container.redis_client().close()
+
+
+def test_a_stopped_server_gives_state_unavailable_quickly(private_redis: RedisProcess) -> None:
+    _, state = _service(private_redis.url)
+    private_redis.stop()
+    began = time.monotonic()
+    with pytest.raises(StateUnavailable):
+        state.start("+263771234567")
+    assert time.monotonic() - began < 0.5
+
+
+def test_redis_backend_without_a_token_key_refuses_tokens(redis_url: str, digits: str) -> None:
+    container = Container()
+    container.config.from_dict({"backend": "redis", "redis_url": redis_url})
+    state = container.state_service()
+    state.start(digits)  # the rest of the contract works without a key
+    with pytest.raises(ConfigurationError, match="STATE_TOKEN_KEYS"):
+        state.save_token(digits, "jwt")
+    state.reset(digits)
