@@ -109,6 +109,8 @@ class Session(DataClassJsonMixin):
     direction: Direction = Direction.OUT
     menu: list[str] = field(default_factory=list)
     offer: Offer | None = None
+    # Flow data of the bot's own (JSON values); it expires with the session.
+    context: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def begin(cls, now: datetime) -> Session:
@@ -169,6 +171,10 @@ class Conversation(DataClassJsonMixin):
     @property
     def offer(self) -> Offer | None:
         return self.session.offer
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return self.session.context
 
     @property
     def profile(self) -> Profile | None:
