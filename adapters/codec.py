@@ -7,6 +7,8 @@ datetimes are ISO 8601 text, decimals are strings, enums are their values.
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -14,6 +16,9 @@ import msgspec
 from domain.conversation import CriticalData, Session
 from domain.errors import StateTooLarge
 from domain.form import Form
+from domain.schema import UnknownSchema, upgrade
+
+log = logging.getLogger("vimbiso_state")
 
 T = TypeVar("T")
 
@@ -40,6 +45,47 @@ def decode(kind: type[T], data: bytes) -> T:
     decoder = _decoders.get(kind) or msgspec.json.Decoder(kind)
     result: T = decoder.decode(data)
     return result
+
+
+def decode_stored(kind: type[T], data: bytes) -> T | None:
+    """Decode a stored document, migrating an older schema; None if it cannot be read.
+
+    The fast typed decode handles every current document. Anything else goes through the
+    migrations; what still fails is logged and dropped, so that a corrupt key costs the user
+    a restart at the menu instead of crashing every message they send.
+    """
+    try:
+        return decode(kind, data)
+    except msgspec.DecodeError:
+        pass
+    try:
+        return msgspec.convert(upgrade(msgspec.json.decode(data)), kind)
+    except (msgspec.DecodeError, UnknownSchema) as exc:
+        log.warning(
+            "dropping an undecodable %s document (%d bytes): %s", kind.__name__, len(data), exc
+        )
+        return None
+
+
+class StoredParts:
+    """Decodes the parts of one stored conversation, remembering whether any was dropped."""
+
+    def __init__(self) -> None:
+        self.damaged = False
+
+    def read(
+        self, kind: type[T], data: bytes | None, last_seen: datetime | None = None
+    ) -> T | None:
+        if data is None:
+            return None
+        part = decode_stored(kind, data)
+        if part is None:
+            self.damaged = True
+        elif last_seen is not None:
+            # The store keeps last-seen beside the document so it can slide it without
+            # rewriting the JSON; that copy is the true one.
+            part.last_seen_at = last_seen  # type: ignore[attr-defined]
+        return part
 
 
 DecodeError = msgspec.DecodeError

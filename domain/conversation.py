@@ -17,9 +17,9 @@ from domain.errors import InvalidInput
 from domain.form import Form
 from domain.offer import Denomination, Offer, parse_handle
 from domain.profile import Account, Member, Profile
+from domain.schema import SCHEMA_VERSION
 from domain.timestamps import timestamp
 
-SCHEMA_VERSION = 1
 DEFAULT_STAGE = "handle_action_menu"
 MAX_MENU_DEPTH = 16
 _STEP = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -236,6 +236,8 @@ class Conversation(DataClassJsonMixin):
             recipient = parse_handle(values["recipient"])
         except (KeyError, ValueError, ArithmeticError) as exc:
             raise InvalidInput(f"an offer needs amount, denomination and recipient: {exc}") from exc
+        if not amount.is_finite() or amount <= 0:
+            raise InvalidInput("the amount of an offer must be more than zero")
         offer = Offer(amount=amount, denomination=denomination, recipient=recipient, created_at=now)
         self.session.offer = offer
         return offer

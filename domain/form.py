@@ -11,6 +11,7 @@ from dataclasses_json import DataClassJsonMixin
 
 from domain.errors import FormIncomplete, FormValidationError, InvalidInput
 from domain.offer import parse_amount, parse_denomination, parse_handle
+from domain.schema import SCHEMA_VERSION
 from domain.timestamps import timestamp
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -57,6 +58,7 @@ def check_name(kind: str, name: object) -> str:
 class Form(DataClassJsonMixin):
     """A form in progress; it has its own deadline, independent of the session's."""
 
+    schema_version: int = SCHEMA_VERSION
     name: str
     required: list[str]
     values: dict[str, str] = field(default_factory=dict)

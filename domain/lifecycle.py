@@ -31,9 +31,12 @@ def resume(
         conversation.version = stored.version
         # Critical data outlives the session, so a live session or form without it means the
         # server lost it (allkeys-lru eviction): tell the user rather than greet a stranger.
-        lost = stored.critical is None and (
-            (stored.session is not None and session_alive(stored.session, now, timeouts))
-            or (stored.form is not None and not stored.form.is_expired(now))
+        lost = stored.damaged or (
+            stored.critical is None
+            and (
+                (stored.session is not None and session_alive(stored.session, now, timeouts))
+                or (stored.form is not None and not stored.form.is_expired(now))
+            )
         )
         conversation.notices.append(Notice.STATE_LOST if lost else Notice.WELCOME)
         return conversation, True
@@ -52,5 +55,8 @@ def resume(
     if conversation.form is not None and conversation.form.is_expired(now):
         conversation.form = None
         conversation.notices.append(Notice.FORM_EXPIRED)
+        changed = True
+    if stored.damaged:
+        conversation.notices.append(Notice.STATE_LOST)
         changed = True
     return conversation, changed

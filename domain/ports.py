@@ -22,6 +22,8 @@ class StoredConversation:
     form: Form | None
     version: int
     message_seen: bool = False
+    # A part could not be decoded (corrupt, or from an unknown schema) and was dropped.
+    damaged: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,10 @@ class _Part:
     expires_at: datetime
 
 
+def _data(part: _Part | None) -> bytes | None:
+    return part.data if part is not None else None
+
+
 @dataclass
 class _User:
     critical: _Part | None = None
@@ -82,26 +86,20 @@ class MemoryConversationRepository:
                 return StoredConversation(None, None, None, 0)
             wall = self._clock.now()
             # Slide only what is still alive, as load.lua does.
-            critical = None
-            if user.critical and user.critical_seen is not None:
-                critical = codec.decode(CriticalData, user.critical.data)
-                if now - user.critical_seen <= t.state:
-                    user.critical_seen = now
-                    user.critical.expires_at = wall + t.state + GRACE
-                critical.last_seen_at = user.critical_seen
-            session = None
-            if user.session and user.last_seen is not None:
-                session = codec.decode(Session, user.session.data)
-                if now - user.last_seen <= t.session:
-                    user.last_seen = now
-                    user.session.expires_at = wall + t.session + GRACE
-                session.last_seen_at = user.last_seen
+            if user.critical and user.critical_seen and now - user.critical_seen <= t.state:
+                user.critical_seen = now
+                user.critical.expires_at = wall + t.state + GRACE
+            if user.session and user.last_seen and now - user.last_seen <= t.session:
+                user.last_seen = now
+                user.session.expires_at = wall + t.session + GRACE
+            parts = codec.StoredParts()
             return StoredConversation(
-                critical=critical,
-                session=session,
-                form=codec.decode(Form, user.form.data) if user.form else None,
+                critical=parts.read(CriticalData, _data(user.critical), user.critical_seen),
+                session=parts.read(Session, _data(user.session), user.last_seen),
+                form=parts.read(Form, _data(user.form)),
                 version=user.version,
                 message_seen=message_id is not None and f"msg:{message_id}" in user.handled,
+                damaged=parts.damaged,
             )
 
     def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:

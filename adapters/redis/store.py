@@ -107,20 +107,16 @@ class RedisConversationRepository:
             critical, critical_seen, version, session, session_seen, form, duplicate = self._load(
                 keys=self._keys.for_user(phone).conversation, args=args
             )
-        stored_critical = None
-        if critical is not None and critical_seen is not None:
-            stored_critical = codec.decode(CriticalData, critical)
-            stored_critical.last_seen_at = _from_micros(critical_seen)
-        stored_session = None
-        if session is not None and session_seen is not None:
-            stored_session = codec.decode(Session, session)
-            stored_session.last_seen_at = _from_micros(session_seen)
+        parts = codec.StoredParts()
         return StoredConversation(
-            critical=stored_critical,
-            session=stored_session,
-            form=codec.decode(Form, form) if form is not None else None,
+            critical=parts.read(
+                CriticalData, critical, critical_seen and _from_micros(critical_seen)
+            ),
+            session=parts.read(Session, session, session_seen and _from_micros(session_seen)),
+            form=parts.read(Form, form),
             version=int(version) if version is not None else 0,
             message_seen=bool(duplicate),
+            damaged=parts.damaged,
         )
 
     def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ import redis
 from cryptography.fernet import Fernet
 from redis_servers import RedisProcess
 
+from domain.conversation import Notice
 from services.config import Settings
 from services.container import Container
 from services.exceptions import ConfigurationError, StateUnavailable
@@ -127,4 +129,57 @@ def test_redis_backend_without_a_token_key_refuses_tokens(redis_url: str, digits
     state.start(digits)  # the rest of the contract works without a key
     with pytest.raises(ConfigurationError, match="STATE_TOKEN_KEYS"):
         state.save_token(digits, "jwt")
+    state.reset(digits)
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"\x00\xffnot json", b'{"schema_version": 99, "id": "x"}', b"[]", b'{"id": 5}']
+)
+def test_undecodable_session_returns_to_menu_with_a_notice(
+    redis_url: str,
+    client: redis.Redis,
+    digits: str,
+    garbage: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, state = _service(redis_url)
+    state.start(digits)
+    state.set_profile(digits, {"memberID": "m-1"}, [{"accountID": "a-1"}])
+    state.navigate(digits, "handle_action_offer_credex")
+    client.hset(f"session:{{{digits}}}:data", "d", garbage)
+    with caplog.at_level("WARNING", logger="vimbiso_state"):
+        conv = state.start(digits)
+    assert conv.stage == "handle_action_menu"
+    assert Notice.STATE_LOST in conv.notices
+    assert conv.profile is not None  # the readable parts are kept
+    assert "undecodable Session" in caplog.text
+    assert state.start(digits).notices == []  # the clean state was written back
+    state.reset(digits)
+
+
+def test_undecodable_critical_data_starts_over_with_a_notice(
+    redis_url: str, client: redis.Redis, digits: str
+) -> None:
+    _, state = _service(redis_url)
+    state.start(digits)
+    client.hset(f"user:{{{digits}}}:state", "d", b"{broken")
+    conv = state.start(digits)
+    assert conv.notices == [Notice.STATE_LOST]
+    assert conv.profile is None
+    state.reset(digits)
+
+
+def test_a_document_from_the_first_schema_is_migrated(
+    redis_url: str, client: redis.Redis, digits: str
+) -> None:
+    _, state = _service(redis_url)
+    state.start(digits)
+    state.set_profile(digits, {"memberID": "m-1"}, [{"accountID": "a-1"}])
+    key = f"user:{{{digits}}}:state"
+    current = json.loads(client.hget(key, "d") or b"{}")
+    legacy = {k: v for k, v in current.items() if k not in ("schema_version", "last_seen_at")}
+    client.hset(key, "d", json.dumps({**legacy, "schema": 1}))
+    conv = state.start(digits)
+    assert conv.notices == []
+    assert conv.profile is not None and conv.profile.member.member_id == "m-1"
     state.reset(digits)
