@@ -9,7 +9,12 @@ from dependency_injector import containers, providers
 
 from adapters.clock import SystemClock
 from adapters.memory import MemoryConversationRepository, MemoryTokenRepository
-from adapters.redis import RedisConversationRepository, RedisTokenRepository, connect
+from adapters.redis import (
+    RedisConversationRepository,
+    RedisTokenRepository,
+    RetryPolicy,
+    connect,
+)
 from adapters.token_cipher import FernetTokenCipher
 from domain.ports import TokenCipher
 from services.config import Settings
@@ -35,25 +40,23 @@ class Container(containers.DeclarativeContainer):
 
     redis_client = providers.Singleton(
         lambda s: connect(
-            s.redis_url,
-            socket_timeout=s.socket_timeout,
-            connect_timeout=s.connect_timeout,
-            retries=s.redis_retries,
+            s.redis_url, socket_timeout=s.socket_timeout, connect_timeout=s.connect_timeout
         ),
         settings,
     )
+    redis_retry = providers.Singleton(lambda s: RetryPolicy(s.redis_retries), settings)
 
     _backend = providers.Callable(lambda s: s.backend, settings)
 
     conversations = providers.Selector(
         _backend,
         memory=providers.Singleton(MemoryConversationRepository, clock, timeouts),
-        redis=providers.Singleton(RedisConversationRepository, redis_client, timeouts),
+        redis=providers.Singleton(RedisConversationRepository, redis_client, timeouts, redis_retry),
     )
     tokens = providers.Selector(
         _backend,
         memory=providers.Singleton(MemoryTokenRepository, clock),
-        redis=providers.Singleton(RedisTokenRepository, redis_client),
+        redis=providers.Singleton(RedisTokenRepository, redis_client, redis_retry),
     )
     cipher = providers.Singleton(_cipher, settings)
 

@@ -1,7 +1,13 @@
 """The Redis backend: the key schema, TTLs and one-round-trip scripts."""
 
-from adapters.redis.connection import connect
+from adapters.redis.connection import RetryPolicy, connect
 from adapters.redis.keys import KeySchema
 from adapters.redis.store import RedisConversationRepository, RedisTokenRepository
 
-__all__ = ["KeySchema", "RedisConversationRepository", "RedisTokenRepository", "connect"]
+__all__ = [
+    "KeySchema",
+    "RedisConversationRepository",
+    "RedisTokenRepository",
+    "RetryPolicy",
+    "connect",
+]

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, TypeVar
@@ -12,9 +11,9 @@ from typing import Any, TypeVar
 import redis
 
 from adapters import codec
+from adapters.redis.connection import RetryPolicy
 from adapters.redis.keys import KeySchema
 from domain.conversation import CriticalData, Session
-from domain.errors import StateError, StateUnavailable
 from domain.form import Form
 from domain.phone import PhoneNumber
 from domain.ports import ConversationWrite, StoredConversation, WriteResult, WriteStatus
@@ -58,21 +57,6 @@ def _script(name: str) -> str:
     return resources.files("adapters.redis").joinpath(name).read_text(encoding="utf-8")
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Every redis-py failure becomes a StateError; a caller never sees a redis exception."""
-    try:
-        yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise StateUnavailable(f"Redis is unreachable or did not answer in time: {exc}") from exc
-    except redis.exceptions.ResponseError as exc:
-        if str(exc).startswith(("OOM", "READONLY", "MASTERDOWN", "LOADING", "CLUSTERDOWN")):
-            raise StateUnavailable(f"Redis refused the command: {exc}") from exc
-        raise StateError(f"Redis rejected the command: {exc}") from exc
-    except redis.exceptions.RedisError as exc:
-        raise StateUnavailable(f"Redis failed: {exc}") from exc
-
-
 def message_member(message_id: str) -> str:
     # WhatsApp ids are long and caller-supplied: a digest keeps the set small and inert.
     return "m:" + hashlib.sha256(message_id.encode()).hexdigest()[:32]
@@ -82,8 +66,15 @@ class RedisConversationRepository:
     """Conversations under ``user:{phone}:state``, ``session:{phone}:data`` and
     ``form:{phone}:data``, plus the handled operation and message ids."""
 
-    def __init__(self, client: redis.Redis, timeouts: Timeouts, keys: KeySchema | None = None):
+    def __init__(
+        self,
+        client: redis.Redis,
+        timeouts: Timeouts,
+        retry: RetryPolicy | None = None,
+        keys: KeySchema | None = None,
+    ) -> None:
         self._client = client
+        self._retry = retry or RetryPolicy()
         self._timeouts = timeouts
         self._keys = keys or KeySchema()
         self._load: Callable[..., Any] = client.register_script(_script("load.lua"))
@@ -103,10 +94,9 @@ class RedisConversationRepository:
             _ms(t.session),
             message_member(message_id) if message_id is not None else "",
         ]
-        with _translated():
-            critical, critical_seen, version, session, session_seen, form, duplicate = self._load(
-                keys=self._keys.for_user(phone).conversation, args=args
-            )
+        keys = self._keys.for_user(phone).conversation
+        reply = self._retry.call(lambda: self._load(keys=keys, args=args))
+        critical, critical_seen, version, session, session_seen, form, duplicate = reply
         parts = codec.StoredParts()
         return StoredConversation(
             critical=parts.read(
@@ -144,32 +134,35 @@ class RedisConversationRepository:
             _ms(max(t.session, t.dedupe if write.message_id is not None else t.session)),
             _micros(write.critical.last_seen_at),
         ]
-        with _translated():
-            status, version = self._save(keys=self._keys.for_user(phone).conversation, args=args)
+        keys = self._keys.for_user(phone).conversation
+        status, version = self._retry.call(lambda: self._save(keys=keys, args=args))
         return WriteResult(_STATUS[status], int(version))
 
     def delete(self, phone: PhoneNumber) -> None:
-        with _translated():
-            self._client.delete(*self._keys.for_user(phone).conversation)
+        keys = self._keys.for_user(phone).conversation
+        self._retry.call(lambda: self._client.delete(*keys))
 
 
 class RedisTokenRepository:
     """Sealed tokens under ``token:{phone}`` with the token TTL."""
 
-    def __init__(self, client: redis.Redis, keys: KeySchema | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, retry: RetryPolicy | None = None, keys: KeySchema | None = None
+    ) -> None:
         self._client = client
+        self._retry = retry or RetryPolicy()
         self._keys = keys or KeySchema()
 
     def put(self, phone: PhoneNumber, sealed: bytes, ttl: timedelta) -> None:
-        with _translated():
-            self._client.set(self._keys.for_user(phone).token, sealed, px=_ms(ttl))
+        key = self._keys.for_user(phone).token
+        self._retry.call(lambda: self._client.set(key, sealed, px=_ms(ttl)))
 
     def get(self, phone: PhoneNumber) -> bytes | None:
-        with _translated():
-            value = self._client.get(self._keys.for_user(phone).token)
+        key = self._keys.for_user(phone).token
+        value = self._retry.call(lambda: self._client.get(key))
         # The client is built without decode_responses, so this is bytes or None.
         return value.encode() if isinstance(value, str) else value
 
     def delete(self, phone: PhoneNumber) -> bool:
-        with _translated():
-            return bool(self._client.delete(self._keys.for_user(phone).token))
+        key = self._keys.for_user(phone).token
+        return bool(self._retry.call(lambda: self._client.delete(key)))

@@ -1,0 +1,94 @@
+"""A dead or hung Redis gives StateUnavailable within a bounded time, never a hang."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from services.config import Settings
+from services.container import Container
+from services.exceptions import StateUnavailable
+
+
+def _redis_state(url: str) -> Container:
+    return Container.from_settings(Settings(backend="redis", redis_url=url))
+
+
+@pytest.fixture
+def hung_server() -> Iterator[str]:
+    """Accepts connections and never answers: what a stalled or half-dead Redis looks like."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_refused_connection_fails_within_half_a_second() -> None:
+    state = _redis_state(f"redis://127.0.0.1:{_free_port()}/0").state_service()
+    began = time.monotonic()
+    with pytest.raises(StateUnavailable, match="unreachable"):
+        state.start("+263771234567")
+    assert time.monotonic() - began < 0.5
+
+
+@pytest.mark.parametrize("call", ["start", "update", "token"])
+def test_hung_server_fails_within_two_seconds(hung_server: str, call: str) -> None:
+    state = _redis_state(hung_server).state_service()
+    operations = {
+        "start": lambda: state.start("+263771234567"),
+        "update": lambda: state.update("+263771234567", lambda c: None),
+        "token": lambda: state.revoke_token("+263771234567"),
+    }
+    began = time.monotonic()
+    with pytest.raises(StateUnavailable):
+        operations[call]()
+    assert time.monotonic() - began < 2.0
+
+
+def test_no_thread_stays_blocked_on_a_hung_server(hung_server: str) -> None:
+    state = _redis_state(hung_server).state_service()
+    outcomes: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            state.start("+263771234567")
+        except BaseException as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=5)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(outcomes) == 8 and all(isinstance(e, StateUnavailable) for e in outcomes)
+    assert time.monotonic() - began < 2.5
