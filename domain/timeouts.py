@@ -20,9 +20,12 @@ class Timeouts:
     state: timedelta = timedelta(days=1)
     # How long a handled WhatsApp message id is remembered (WhatsApp retries for hours).
     dedupe: timedelta = timedelta(days=1)
+    # How long a write's operation id is remembered: longer than any retry of that write
+    # (RetryPolicy gives up within a few seconds), short enough to keep the set tiny.
+    retry_window: timedelta = timedelta(seconds=60)
 
     def __post_init__(self) -> None:
-        for name in ("session", "token", "form", "state", "dedupe"):
+        for name in ("session", "token", "form", "state", "dedupe", "retry_window"):
             if getattr(self, name) <= timedelta(0):
                 raise ConfigurationError(f"timeout {name} must be positive")
         if self.state < max(self.session, self.form):

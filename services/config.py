@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from domain.errors import ConfigurationError
 from domain.timeouts import Timeouts
 
-BACKENDS = ("memory", "redis")
+BACKENDS = ("memory", "redis", "redis-cluster")
 
 # Environment variable for each setting. REDIS_STATE_URL is deliberately not REDIS_URL: the
 # state Redis is its own instance, separate from the cache's.
@@ -56,6 +57,8 @@ class Settings:
             )
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError("redis_url must start with redis://, rediss:// or unix://")
+        if self.backend == "redis-cluster":
+            _check_cluster_url(self.redis_url)
         if self.max_retries < 0 or self.redis_retries < 0:
             raise ConfigurationError("retry counts cannot be negative")
         if self.socket_timeout <= 0 or self.connect_timeout <= 0:
@@ -94,6 +97,15 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _check_cluster_url(url: str) -> None:
+    # A cluster is found from the TCP address of any node, and has only database 0.
+    if url.startswith("unix://"):
+        raise ConfigurationError("redis-cluster needs a redis:// or rediss:// node address")
+    database = urlsplit(url).path.strip("/")
+    if database not in ("", "0"):
+        raise ConfigurationError("redis-cluster has only database 0 (redis_url path /0 or none)")
 
 
 def _convert(name: str, kind: object, value: Any) -> Any:

@@ -10,10 +10,12 @@ from dependency_injector import containers, providers
 from adapters.clock import SystemClock
 from adapters.memory import MemoryConversationRepository, MemoryTokenRepository
 from adapters.redis import (
+    RedisClient,
     RedisConversationRepository,
     RedisTokenRepository,
     RetryPolicy,
     connect,
+    connect_cluster,
 )
 from adapters.token_cipher import FernetTokenCipher
 from domain.ports import TokenCipher
@@ -29,8 +31,18 @@ def _cipher(settings: Settings) -> TokenCipher | None:
     return FernetTokenCipher.ephemeral() if settings.backend == "memory" else None
 
 
+def _redis_client(settings: Settings) -> RedisClient:
+    """The client of the configured backend: one server, or a cluster found from any node."""
+    connect_to = connect_cluster if settings.backend == "redis-cluster" else connect
+    return connect_to(
+        settings.redis_url,
+        socket_timeout=settings.socket_timeout,
+        connect_timeout=settings.connect_timeout,
+    )
+
+
 class Container(containers.DeclarativeContainer):
-    """Wires a StateService from configuration (``backend``: memory or redis)."""
+    """Wires a StateService from configuration (``backend``: memory, redis or redis-cluster)."""
 
     config = providers.Configuration(default=Settings().as_dict())
 
@@ -38,12 +50,10 @@ class Container(containers.DeclarativeContainer):
     timeouts = providers.Callable(lambda s: s.timeouts, settings)
     clock = providers.Singleton(SystemClock)
 
-    redis_client = providers.Singleton(
-        lambda s: connect(
-            s.redis_url, socket_timeout=s.socket_timeout, connect_timeout=s.connect_timeout
-        ),
-        settings,
-    )
+    # redis: a redis.Redis; redis-cluster: a redis.cluster.RedisCluster (reads the slot map
+    # when first built). The same repositories run on both: every call names one user's keys,
+    # which share one hash slot.
+    redis_client = providers.Singleton(_redis_client, settings)
     redis_retry = providers.Singleton(lambda s: RetryPolicy(s.redis_retries), settings)
 
     _backend = providers.Callable(lambda s: s.backend, settings)
@@ -52,11 +62,17 @@ class Container(containers.DeclarativeContainer):
         _backend,
         memory=providers.Singleton(MemoryConversationRepository, clock, timeouts),
         redis=providers.Singleton(RedisConversationRepository, redis_client, timeouts, redis_retry),
+        **{
+            "redis-cluster": providers.Singleton(
+                RedisConversationRepository, redis_client, timeouts, redis_retry
+            )
+        },
     )
     tokens = providers.Selector(
         _backend,
         memory=providers.Singleton(MemoryTokenRepository, clock),
         redis=providers.Singleton(RedisTokenRepository, redis_client, redis_retry),
+        **{"redis-cluster": providers.Singleton(RedisTokenRepository, redis_client, redis_retry)},
     )
     cipher = providers.Singleton(_cipher, settings)
 

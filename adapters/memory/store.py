@@ -41,7 +41,10 @@ class _User:
     session: _Part | None = None
     last_seen: datetime | None = None
     form: _Part | None = None
-    handled: dict[str, datetime] = field(default_factory=dict)
+    # Handled operation and message ids with their expiry, each in insertion order, which is
+    # expiry order (one window per kind): pruning only ever looks at the front.
+    ops: dict[str, datetime] = field(default_factory=dict)
+    messages: dict[str, datetime] = field(default_factory=dict)
 
     def collect(self, now: datetime) -> None:
         """Drop what has outlived its TTL, as Redis would."""
@@ -51,11 +54,13 @@ class _User:
             self.session, self.last_seen = None, None
         if self.form and now >= self.form.expires_at:
             self.form = None
-        self.handled = {k: t for k, t in self.handled.items() if t > now}
+        for handled in (self.ops, self.messages):
+            while handled and next(iter(handled.values())) <= now:
+                del handled[next(iter(handled))]
 
     @property
     def empty(self) -> bool:
-        return not (self.critical or self.session or self.form or self.handled)
+        return not (self.critical or self.session or self.form or self.ops or self.messages)
 
 
 class MemoryConversationRepository:
@@ -98,7 +103,7 @@ class MemoryConversationRepository:
                 session=parts.read(Session, _data(user.session), user.last_seen),
                 form=parts.read(Form, _data(user.form)),
                 version=user.version,
-                message_seen=message_id is not None and f"msg:{message_id}" in user.handled,
+                message_seen=message_id is not None and message_id in user.messages,
                 damaged=parts.damaged,
             )
 
@@ -111,9 +116,9 @@ class MemoryConversationRepository:
         with self._lock:
             user = self._user(phone) or _User()
             wall = self._clock.now()
-            if f"op:{write.op_id}" in user.handled:
+            if write.op_id in user.ops:
                 return WriteResult(WriteStatus.APPLIED, write.expected_version + 1)
-            if write.message_id is not None and f"msg:{write.message_id}" in user.handled:
+            if write.message_id is not None and write.message_id in user.messages:
                 return WriteResult(WriteStatus.DUPLICATE, user.version)
             if user.version != write.expected_version:
                 return WriteResult(WriteStatus.CONFLICT, user.version)
@@ -127,9 +132,9 @@ class MemoryConversationRepository:
                 if write.form is not None and form is not None
                 else None
             )
-            user.handled[f"op:{write.op_id}"] = wall + t.session
+            user.ops[write.op_id] = wall + t.retry_window
             if write.message_id is not None:
-                user.handled[f"msg:{write.message_id}"] = wall + t.dedupe
+                user.messages[write.message_id] = wall + t.dedupe
             self._users[phone.digits] = user
             return WriteResult(WriteStatus.APPLIED, user.version)
 

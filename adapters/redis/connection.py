@@ -14,16 +14,40 @@ from typing import TypeVar
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    ClusterError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from domain.errors import StateError, StateUnavailable
 
 T = TypeVar("T")
 
+# What the repositories accept: a client of one server, or of a cluster. Every call they make
+# names keys of one user only, so both route it the same way.
+RedisClient = redis.Redis | RedisCluster
+
 # Errors after which the same call may be sent again. A write sent again is safe because it
 # carries an operation id (see save.lua). BusyLoadingError (a restart reading its AOF) is a
-# ConnectionError subclass in redis-py, so it is retried too.
-_TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# ConnectionError subclass in redis-py, so it is retried too. The cluster's own transient
+# states are answered before the command runs: CLUSTERDOWN (a shard without a master during a
+# failover; MASTERDOWN is its subclass), TRYAGAIN (a multi-key command during resharding), a
+# slot the client's map does not cover yet, and ClusterError ("TTL exhausted": too many
+# MOVED/ASK redirections in a row while the slot map settles). RedisCluster refreshes its slot
+# map on each of them before raising, so the next attempt goes to the new owner.
+_TRANSIENT: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    SlotNotCoveredError,
+    ClusterError,
+)
 _UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "CLUSTERDOWN", "TRYAGAIN")
 
 
@@ -43,6 +67,34 @@ def connect(
         health_check_interval=30,
         max_connections=max_connections,
     )
+
+
+def connect_cluster(
+    url: str,
+    *,
+    socket_timeout: float = 0.5,
+    connect_timeout: float = 0.25,
+    max_connections: int = 64,
+) -> RedisCluster:
+    """A Redis Cluster client discovered from ``url``, the address of any one node.
+
+    Fails fast like ``connect``: no retries inside redis-py (``retry`` with 0 retries is the
+    cluster client's own loop; its node connections never retry either), so RetryPolicy's
+    loop is the only one. MOVED and ASK are not errors but redirections, followed inside one
+    call whatever the retry settings: that is how a call finds a slot's new master after a
+    failover. The slot map is read here, so an unreachable cluster raises StateUnavailable now.
+    """
+    try:
+        return RedisCluster.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=30,
+            max_connections=max_connections,
+        )
+    except (redis.exceptions.RedisError, RedisClusterException) as exc:
+        raise StateUnavailable(f"Redis Cluster could not be reached: {exc}") from exc
 
 
 class RetryPolicy:
@@ -69,4 +121,8 @@ class RetryPolicy:
                 raise StateError(f"Redis rejected the command: {exc}") from exc
             except redis.exceptions.RedisError as exc:
                 raise StateUnavailable(f"Redis failed: {exc}") from exc
+            except RedisClusterException as exc:
+                # Not a RedisError: raised when no node of the cluster answers a topology
+                # refresh, or when a command cannot be routed.
+                raise StateUnavailable(f"Redis Cluster failed: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises

@@ -3,6 +3,7 @@ every key of one user lives in one slot and one script can touch them all atomic
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from domain.phone import PhoneNumber
@@ -47,3 +48,18 @@ class KeySchema:
         "handled:{*}:ids",
         "token:{*}",
     )
+
+    # The inverse of for_user, for tools that walk the keyspace (SCAN): (kind, digits) or None.
+    _parsed = re.compile(
+        r"(?P<kind>user|session|form|handled|token):\{(?P<digits>[1-9][0-9]{7,14})\}"
+        r"(?P<suffix>:state|:data|:ids|)"
+    )
+    _suffixes = {"user": ":state", "session": ":data", "form": ":data", "handled": ":ids", "token": ""}
+
+    def parse(self, key: str | bytes) -> tuple[str, str] | None:
+        """The kind (a UserKeys field name) and phone digits of a key of this schema, or None."""
+        text = key.decode(errors="replace") if isinstance(key, bytes) else key
+        match = self._parsed.fullmatch(text)
+        if match is None or self._suffixes[match["kind"]] != match["suffix"]:
+            return None
+        return match["kind"], match["digits"]

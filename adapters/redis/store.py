@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, TypeVar
 
-import redis
+from redis.exceptions import NoScriptError
 
 from adapters import codec
-from adapters.redis.connection import RetryPolicy
+from adapters.redis.connection import RedisClient, RetryPolicy
 from adapters.redis.keys import KeySchema
 from domain.conversation import CriticalData, Session
 from domain.form import Form
@@ -57,6 +57,28 @@ def _script(name: str) -> str:
     return resources.files("adapters.redis").joinpath(name).read_text(encoding="utf-8")
 
 
+class LuaScript:
+    """A script run by EVALSHA, with EVAL of its source when the server answers NOSCRIPT.
+
+    A server forgets its scripts on restart and SCRIPT FLUSH, and in a cluster a replica
+    promoted by a failover never saw them (scripts are not replicated). EVAL both runs the
+    script and caches it, on the node that owns the keys, in one more round trip. redis-py's
+    own fallback (register_script) instead sends SCRIPT LOAD to every master of the cluster,
+    so one unreachable shard would fail the calls of every other shard.
+    """
+
+    def __init__(self, client: RedisClient, source: str) -> None:
+        self._client = client
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return self._client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return self._client.eval(self.source, len(keys), *keys, *args)
+
+
 def message_member(message_id: str) -> str:
     # WhatsApp ids are long and caller-supplied: a digest keeps the set small and inert.
     return "m:" + hashlib.sha256(message_id.encode()).hexdigest()[:32]
@@ -68,7 +90,7 @@ class RedisConversationRepository:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         timeouts: Timeouts,
         retry: RetryPolicy | None = None,
         keys: KeySchema | None = None,
@@ -77,8 +99,8 @@ class RedisConversationRepository:
         self._retry = retry or RetryPolicy()
         self._timeouts = timeouts
         self._keys = keys or KeySchema()
-        self._load: Callable[..., Any] = client.register_script(_script("load.lua"))
-        self._save: Callable[..., Any] = client.register_script(_script("save.lua"))
+        self._load: Callable[..., Any] = LuaScript(client, _script("load.lua"))
+        self._save: Callable[..., Any] = LuaScript(client, _script("save.lua"))
         self._state_timeout_us = _micros_of(timeouts.state)
         self._session_timeout_us = _micros_of(timeouts.session)
 
@@ -129,9 +151,9 @@ class RedisConversationRepository:
             _ms(t.session),
             form,
             form_ms,
-            now_us + self._session_timeout_us,
+            now_us + _micros_of(t.retry_window),
             now_us + _micros_of(t.dedupe),
-            _ms(max(t.session, t.dedupe if write.message_id is not None else t.session)),
+            _ms(t.dedupe if write.message_id is not None else t.retry_window),
             _micros(write.critical.last_seen_at),
         ]
         keys = self._keys.for_user(phone).conversation
@@ -147,7 +169,7 @@ class RedisTokenRepository:
     """Sealed tokens under ``token:{phone}`` with the token TTL."""
 
     def __init__(
-        self, client: redis.Redis, retry: RetryPolicy | None = None, keys: KeySchema | None = None
+        self, client: RedisClient, retry: RetryPolicy | None = None, keys: KeySchema | None = None
     ) -> None:
         self._client = client
         self._retry = retry or RetryPolicy()

@@ -1,0 +1,285 @@
+"""What every StateService operation does, written once for the sync and the async service.
+
+Each operation is a generator that yields the I/O it needs (a Request) and receives the
+answer; it never touches a backend itself. StateService and AsyncStateService only differ
+in how they carry out a request, so the rules (validation, expiry, compare-and-set, bounded
+retries, handle-once) cannot drift apart between them.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
+
+from domain.clock import Clock
+from domain.conversation import Conversation, check_step, is_greeting
+from domain.errors import ConcurrencyConflict, ConfigurationError, InvalidInput, NoActiveForm
+from domain.form import Form
+from domain.lifecycle import resume
+from domain.phone import PhoneNumber
+from domain.ports import (
+    ConversationWrite,
+    StoredConversation,
+    TokenCipher,
+    WriteResult,
+    WriteStatus,
+)
+from domain.timeouts import Timeouts
+
+T = TypeVar("T")
+MAX_MESSAGE_ID = 256
+MAX_TOKEN = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    phone: PhoneNumber
+    now: datetime
+    message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Save:
+    phone: PhoneNumber
+    write: ConversationWrite
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """Delete the conversation and the token."""
+
+    phone: PhoneNumber
+
+
+@dataclass(frozen=True, slots=True)
+class PutToken:
+    phone: PhoneNumber
+    sealed: bytes
+    ttl: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class GetToken:
+    phone: PhoneNumber
+
+
+@dataclass(frozen=True, slots=True)
+class DropToken:
+    phone: PhoneNumber
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Back off before retrying a conflicting write."""
+
+    seconds: float
+
+
+Request = Load | Save | Forget | PutToken | GetToken | DropToken | Pause
+Flow = Generator[Request, Any, T]
+Change = Callable[[Conversation, datetime], T]
+
+
+class Duplicate(Exception):
+    """The WhatsApp message id was handled before."""
+
+
+class Flows:
+    """The rules of every operation, as I/O-free generators."""
+
+    def __init__(
+        self, clock: Clock, timeouts: Timeouts, cipher: TokenCipher | None, max_retries: int
+    ) -> None:
+        self.clock = clock
+        self.timeouts = timeouts
+        self.cipher = cipher
+        self.max_retries = max_retries
+
+    # Conversation
+    def start(self, phone: str, message: str | None) -> Flow[Conversation]:
+        number = PhoneNumber.parse(phone)
+        if message is not None and is_greeting(message):
+            return self.restart(number.digits)
+        return self._start(number)
+
+    def _start(self, number: PhoneNumber) -> Flow[Conversation]:
+        now = self.clock.now()
+        stored = cast(StoredConversation, (yield Load(number, now)))
+        conversation, changed = resume(number.digits, stored, now, self.timeouts)
+        if not changed:
+            return conversation
+        # First contact or an expiry: store the outcome so that concurrent deliveries agree.
+        done, _ = yield from self._apply(number, _nothing, first=stored)
+        return done
+
+    def restart(self, phone: str) -> Flow[Conversation]:
+        return self._conversation(PhoneNumber.parse(phone), lambda c, now: c.greet(now))
+
+    def navigate(self, phone: str, option: str) -> Flow[Conversation]:
+        number = PhoneNumber.parse(phone)
+        check_step("option", option)
+        return self._conversation(number, lambda c, now: c.navigate(option))
+
+    def back(self, phone: str) -> Flow[Conversation]:
+        return self._conversation(PhoneNumber.parse(phone), lambda c, now: c.back())
+
+    def update(self, phone: str, change: Callable[[Conversation], object]) -> Flow[Conversation]:
+        return self._conversation(PhoneNumber.parse(phone), lambda c, now: change(c))
+
+    def handle_once(
+        self, phone: str, message_id: str, change: Callable[[Conversation], object]
+    ) -> Flow[Conversation | None]:
+        number = PhoneNumber.parse(phone)
+        if not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_MESSAGE_ID:
+            raise InvalidInput(f"message_id must be 1 to {MAX_MESSAGE_ID} characters of text")
+        return self._once(number, message_id, change)
+
+    def _once(
+        self, number: PhoneNumber, message_id: str, change: Callable[[Conversation], object]
+    ) -> Flow[Conversation | None]:
+        try:
+            done, _ = yield from self._apply(number, lambda c, now: change(c), message_id)
+        except Duplicate:
+            return None
+        return done
+
+    def set_profile(
+        self, phone: str, member: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]]
+    ) -> Flow[Conversation]:
+        number = PhoneNumber.parse(phone)
+        Conversation.new(number.digits, self.clock.now()).set_profile(member, accounts)
+        return self._conversation(number, lambda c, now: c.set_profile(member, accounts))
+
+    def reset(self, phone: str) -> Flow[None]:
+        number = PhoneNumber.parse(phone)
+        return _single(Forget(number), None)
+
+    # Forms
+    def form_start(self, phone: str, name: str, required: Sequence[str]) -> Flow[Form]:
+        number = PhoneNumber.parse(phone)
+        required = list(required)
+        Form.start(name, required, self.clock.now(), self.timeouts.form)  # validate early
+
+        def begin(conversation: Conversation, now: datetime) -> Form:
+            conversation.form = Form.start(name, required, now, self.timeouts.form)
+            return conversation.form
+
+        return self._result(number, begin)
+
+    def form_fill(self, phone: str, values: Mapping[str, object]) -> Flow[Form]:
+        def fill(conversation: Conversation, now: datetime) -> Form:
+            form = _active_form(conversation)
+            form.fill(values, now, self.timeouts.form)
+            return form
+
+        return self._result(PhoneNumber.parse(phone), fill)
+
+    def form_complete(self, phone: str) -> Flow[dict[str, str]]:
+        def complete(conversation: Conversation, now: datetime) -> dict[str, str]:
+            values = _active_form(conversation).result()
+            conversation.form = None
+            return values
+
+        return self._result(PhoneNumber.parse(phone), complete)
+
+    # Tokens
+    def save_token(self, phone: str, value: str) -> Flow[None]:
+        number = PhoneNumber.parse(phone)
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_TOKEN:
+            raise InvalidInput(f"a token is 1 to {MAX_TOKEN} characters of text")
+        now = self.clock.now()
+        sealed = self._cipher().seal(number, value, now, now + self.timeouts.token)
+        return _single(PutToken(number, sealed, self.timeouts.token), None)
+
+    def token(self, phone: str) -> Flow[str | None]:
+        return self._token(PhoneNumber.parse(phone))
+
+    def _token(self, number: PhoneNumber) -> Flow[str | None]:
+        sealed = cast(bytes | None, (yield GetToken(number)))
+        if sealed is None:
+            return None
+        token = self._cipher().open(number, sealed)
+        return None if token.is_expired(self.clock.now()) else token.value
+
+    def revoke_token(self, phone: str) -> Flow[bool]:
+        return _answer(DropToken(PhoneNumber.parse(phone)), bool)
+
+    # The one write path
+    def _conversation(self, number: PhoneNumber, change: Change[object]) -> Flow[Conversation]:
+        done, _ = yield from self._apply(number, change)
+        return done
+
+    def _result(self, number: PhoneNumber, change: Change[T]) -> Flow[T]:
+        _, result = yield from self._apply(number, change)
+        return result
+
+    def _apply(
+        self,
+        number: PhoneNumber,
+        change: Change[T],
+        message_id: str | None = None,
+        first: StoredConversation | None = None,
+    ) -> Flow[tuple[Conversation, T]]:
+        """Load, apply ``change``, compare-and-set; retry on conflict, at most max_retries."""
+        op_id = secrets.token_hex(8)  # the same id on every attempt: applied at most once
+        for attempt in range(self.max_retries + 1):
+            now = self.clock.now()
+            stored = first or cast(StoredConversation, (yield Load(number, now, message_id)))
+            first = None
+            if stored.message_seen:
+                raise Duplicate
+            conversation, _ = resume(number.digits, stored, now, self.timeouts)
+            result = change(conversation, now)  # an exception here stores nothing
+            conversation.session.last_seen_at = now
+            conversation.critical.last_seen_at = now
+            write = ConversationWrite(
+                expected_version=stored.version,
+                op_id=op_id,
+                critical=conversation.critical,
+                session=conversation.session,
+                form=conversation.form,
+                message_id=message_id,
+            )
+            outcome = cast(WriteResult, (yield Save(number, write, now)))
+            if outcome.status is WriteStatus.APPLIED:
+                conversation.version = outcome.version
+                return conversation, result
+            if outcome.status is WriteStatus.DUPLICATE:
+                raise Duplicate
+            # Jittered backoff so that colliding writers do not collide again in lockstep.
+            yield Pause(random.uniform(0, 0.002 * 2 ** min(attempt, 5)))
+        raise ConcurrencyConflict(
+            f"the conversation kept changing; gave up after {self.max_retries + 1} attempts"
+        )
+
+    def _cipher(self) -> TokenCipher:
+        if self.cipher is None:
+            raise ConfigurationError(
+                "tokens are encrypted at rest: set STATE_TOKEN_KEYS (config token_keys) to a "
+                "Fernet key, e.g. from `vimbiso-state keygen`"
+            )
+        return self.cipher
+
+
+def _nothing(conversation: Conversation, now: datetime) -> None:
+    return None
+
+
+def _single(request: Request, value: T) -> Flow[T]:
+    yield request
+    return value
+
+
+def _answer(request: Request, kind: Callable[[Any], T]) -> Flow[T]:
+    return kind((yield request))
+
+
+def _active_form(conversation: Conversation) -> Form:
+    if conversation.form is None:
+        raise NoActiveForm("there is no form in progress (never started, completed or expired)")
+    return conversation.form
