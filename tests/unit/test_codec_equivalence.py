@@ -1,0 +1,289 @@
+"""The storage codec (msgspec) and dataclasses-json read what the other writes, for every type.
+
+Domain objects keep the dataclasses-json API for their users while the storage path uses the
+fast codec; a field that one side writes differently from the other (a datetime as an epoch
+float, a Decimal as a float, an enum as its name) would silently corrupt stored state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters import codec
+from domain.conversation import Conversation, CriticalData, Direction, Notice, Session
+from domain.errors import StateTooLarge
+from domain.form import Form
+from domain.offer import Denomination, Offer, OfferStatus
+from domain.profile import Account, Member, Profile
+
+# Aware UTC datetimes with microseconds, across a wide range of years.
+utc_datetimes = st.datetimes(
+    min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC)
+)
+amounts = st.one_of(
+    *(
+        st.decimals(
+            min_value=Decimal("0.01"),
+            max_value=Decimal("999999999999.99"),
+            places=places,
+            allow_nan=False,
+            allow_infinity=False,
+        )
+        for places in (0, 1, 2)
+    )
+)
+texts = st.text(max_size=20)
+optional_texts = st.none() | texts
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | texts
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+details = st.dictionaries(st.text(max_size=10), json_values, max_size=4)
+
+# Every init field of every stored type, with an explicit strategy (checked below, so that a
+# field added to the domain cannot go untested by accident).
+FIELDS: dict[type[Any], dict[str, st.SearchStrategy[Any]]] = {}
+STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {}
+
+
+def _builds(kind: type[Any], **fields: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    FIELDS[kind] = fields
+    STRATEGIES[kind] = st.builds(kind, **fields)
+    return STRATEGIES[kind]
+
+
+schema_versions = st.integers(min_value=0, max_value=2**31)
+members = _builds(Member, member_id=texts, name=texts, tier=optional_texts, details=details)
+accounts = _builds(Account, account_id=texts, name=texts, handle=texts, details=details)
+profiles = _builds(Profile, member=members, accounts=st.lists(accounts, max_size=3))
+offers = _builds(
+    Offer,
+    amount=amounts,
+    denomination=st.sampled_from(Denomination),
+    recipient=texts,
+    created_at=utc_datetimes,
+    status=st.sampled_from(OfferStatus),
+    signed_by=optional_texts,
+)
+forms = _builds(
+    Form,
+    schema_version=schema_versions,
+    name=texts,
+    required=st.lists(texts, max_size=4),
+    values=st.dictionaries(texts, st.text(max_size=40), max_size=4),
+    started_at=utc_datetimes,
+    expires_at=utc_datetimes,
+)
+sessions = _builds(
+    Session,
+    schema_version=schema_versions,
+    id=texts,
+    started_at=utc_datetimes,
+    last_seen_at=utc_datetimes,
+    stage=texts,
+    option=optional_texts,
+    direction=st.sampled_from(Direction),
+    menu=st.lists(texts, max_size=5),
+    offer=st.none() | offers,
+    context=details,
+)
+criticals = _builds(
+    CriticalData,
+    schema_version=schema_versions,
+    profile=st.none() | profiles,
+    current_account=st.none() | accounts,
+    created_at=utc_datetimes,
+    last_seen_at=utc_datetimes,
+    form_expires_at=st.none() | utc_datetimes,
+)
+conversations = _builds(
+    Conversation,
+    phone=st.from_regex(r"\A[1-9][0-9]{7,14}\Z"),
+    critical=criticals,
+    session=sessions,
+    form=st.none() | forms,
+    version=st.integers(min_value=0, max_value=2**53),
+    notices=st.lists(st.sampled_from(Notice), max_size=3),
+)
+
+
+@pytest.mark.parametrize("kind", list(FIELDS), ids=lambda k: k.__name__)
+def test_strategies_give_every_field_of_every_stored_type(kind: type[Any]) -> None:
+    declared = {f.name for f in dataclasses.fields(kind) if f.init}
+    assert set(FIELDS[kind]) == declared, "update the strategy for the new or removed field(s)"
+
+
+def assert_same(left: Any, right: Any, path: str = "$") -> None:
+    """Equal and of the same types all the way down.
+
+    ``==`` alone is too forgiving: a StrEnum equals its text, ``Decimal(1) == 1`` and
+    ``True == 1``, so a decoder that drops a type would still compare equal.
+    """
+    assert type(left) is type(right), f"{path}: {type(left).__name__} != {type(right).__name__}"
+    if dataclasses.is_dataclass(left):
+        for f in dataclasses.fields(left):
+            assert_same(getattr(left, f.name), getattr(right, f.name), f"{path}.{f.name}")
+    elif isinstance(left, dict):
+        assert list(left) == list(right), path
+        for key in left:
+            assert_same(left[key], right[key], f"{path}[{key!r}]")
+    elif isinstance(left, list):
+        assert len(left) == len(right), path
+        for i, (a, b) in enumerate(zip(left, right, strict=True)):
+            assert_same(a, b, f"{path}[{i}]")
+    elif isinstance(left, datetime):
+        assert left == right and left.utcoffset() == right.utcoffset(), path
+    elif isinstance(left, Decimal):
+        # The same value with the same exponent: "12.50" stays "12.50".
+        assert left.as_tuple() == right.as_tuple(), f"{path}: {left!r} != {right!r}"
+    else:
+        assert left == right, f"{path}: {left!r} != {right!r}"
+
+
+def _check_round_trips(kind: type[Any], obj: Any) -> None:
+    # dataclasses-json writes, the codec reads.
+    from_library = codec.decode(kind, obj.to_json().encode())
+    assert from_library == obj
+    assert_same(from_library, obj)
+    # The codec writes, dataclasses-json reads.
+    from_codec = kind.from_json(codec.encode(obj))
+    assert from_codec == obj
+    assert_same(from_codec, obj)
+    # The codec on its own.
+    round_trip = codec.decode(kind, codec.encode(obj))
+    assert round_trip == obj
+    assert_same(round_trip, obj)
+    # dataclasses-json on its own.
+    assert_same(kind.from_json(obj.to_json()), obj)
+    # Both write the same document (modulo whitespace and datetime offset spelling).
+    assert _normalised(json.loads(codec.encode(obj))) == _normalised(json.loads(obj.to_json()))
+
+
+def _normalised(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _normalised(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalised(v) for v in value]
+    if isinstance(value, str) and value.endswith(("Z", "+00:00")):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
+@pytest.mark.parametrize("kind", list(STRATEGIES), ids=lambda k: k.__name__)
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_codec_and_dataclasses_json_read_what_the_other_writes(
+    kind: type[Any], data: st.DataObject
+) -> None:
+    _check_round_trips(kind, data.draw(STRATEGIES[kind], label=kind.__name__))
+
+
+@pytest.mark.parametrize("kind", [Conversation, Offer, Profile, Member, Account])
+def test_codec_builds_a_decoder_for_types_it_does_not_preload(kind: type[Any]) -> None:
+    example = {
+        Conversation: Conversation.new("263771234567", datetime(2025, 1, 1, tzinfo=UTC)),
+        Offer: Offer(
+            amount=Decimal("12.50"),
+            denomination=Denomination.XAU,
+            recipient="alice_1",
+            created_at=datetime(2025, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        ),
+        Profile: Profile(member=Member(member_id="m"), accounts=[Account(account_id="a")]),
+        Member: Member(member_id="m", details={"n": [1, 2.5, None, {"x": True}]}),
+        Account: Account(account_id="a", name="Main", handle="main"),
+    }[kind]
+    assert_same(codec.decode(kind, codec.encode(example)), example)
+
+
+def test_decoded_datetimes_are_aware_utc_and_decimals_keep_their_places() -> None:
+    offer = Offer(
+        amount=Decimal("12.50"),
+        denomination=Denomination.USD,
+        recipient="bob",
+        created_at=datetime(2025, 6, 1, 12, 30, 15, 123456, tzinfo=UTC),
+    )
+    for decoded in (
+        codec.decode(Offer, offer.to_json().encode()),
+        Offer.from_json(codec.encode(offer)),
+    ):
+        assert decoded.created_at.utcoffset() is not None
+        assert decoded.created_at.microsecond == 123456
+        assert str(decoded.amount) == "12.50"
+        assert decoded.denomination is Denomination.USD
+
+
+def test_codec_refuses_a_document_of_the_wrong_shape() -> None:
+    with pytest.raises(codec.DecodeError):
+        codec.decode(Session, b'{"id": 5}')
+    with pytest.raises(codec.DecodeError):
+        codec.decode(
+            Offer,
+            b'{"amount": "1", "denomination": "EUR", "recipient": "x",'
+            b' "created_at": "2025-01-01T00:00:00Z"}',
+        )
+
+
+def test_codec_refuses_to_encode_an_oversized_document() -> None:
+    member = Member(member_id="m", details={"blob": "x" * codec.MAX_DOCUMENT_BYTES})
+    with pytest.raises(StateTooLarge):
+        codec.encode(member)
+
+
+def test_msgspec_is_the_codec_in_use() -> None:
+    # Guards the premise of this module: the storage path is not dataclasses-json.
+    assert codec.DecodeError is msgspec.DecodeError
+
+
+# Stored documents from older releases, or damaged ones
+def test_decode_stored_migrates_a_version_0_document() -> None:
+    data = b'{"schema": 0, "created_at": "2025-01-01T00:00:00Z"}'
+    critical = codec.decode_stored(CriticalData, data)
+    assert critical is not None
+    assert critical.schema_version == 1
+    assert critical.last_seen_at == critical.created_at == datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"garbage",
+        b"[1, 2]",
+        b'{"schema_version": 99, "name": "offer", "required": []}',
+        b'{"schema_version": -1}',
+        b'{"name": 5}',
+    ],
+)
+def test_decode_stored_drops_an_undecodable_document_instead_of_raising(data: bytes) -> None:
+    assert codec.decode_stored(Form, data) is None
+
+
+def test_stored_parts_flags_a_dropped_part_as_damaged() -> None:
+    parts = codec.StoredParts()
+    session = Session.begin(datetime(2025, 1, 1, tzinfo=UTC))
+    assert parts.read(Session, codec.encode(session)) == session
+    assert parts.read(Session, None) is None
+    assert not parts.damaged
+    assert parts.read(Form, b"{not json") is None
+    assert parts.damaged

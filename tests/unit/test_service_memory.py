@@ -1,0 +1,747 @@
+"""StateService through the real container on the in-memory backend, with a fake clock."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from conftest import DIGITS, OTHER_PHONE, PHONE
+from dependency_injector import providers
+from fakes import FakeClock
+
+import services.state_service as state_service_module
+from domain.conversation import DEFAULT_STAGE, Conversation, Notice
+from domain.phone import PhoneNumber
+from domain.ports import ConversationWrite, StoredConversation, WriteResult, WriteStatus
+from services.container import Container
+from services.exceptions import (
+    ConcurrencyConflict,
+    ConfigurationError,
+    FormIncomplete,
+    FormValidationError,
+    InvalidInput,
+    InvalidPhoneNumber,
+    NoActiveForm,
+    StateError,
+    TokenError,
+)
+from services.state_service import StateService
+
+OFFER = "handle_action_offer_credex"
+SECRET = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LWp3dC00MjQy.sig-XYZZY-4242"
+MEMBER = {"memberID": "m-101", "firstname": "Tendai", "lastname": "Moyo"}
+ACCOUNTS = [
+    {"accountID": "a-1", "accountName": "Personal", "accountHandle": "tendai"},
+    {"accountID": "a-2", "accountName": "Business", "accountHandle": "moyo_traders"},
+]
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the retry backoff instead of sleeping it."""
+    recorded: list[float] = []
+    monkeypatch.setattr(state_service_module, "time", SimpleNamespace(sleep=recorded.append))
+    return recorded
+
+
+class ConflictingRepository:
+    """Wraps the memory repository; the first ``conflicts`` saves (all if None) conflict."""
+
+    def __init__(self, inner: Any, conflicts: int | None = None) -> None:
+        self.inner = inner
+        self.conflicts = conflicts
+        self.saves = 0
+
+    def load(self, *args: Any, **kwargs: Any) -> StoredConversation:
+        return self.inner.load(*args, **kwargs)
+
+    def save(self, phone: PhoneNumber, write: ConversationWrite, now: Any) -> WriteResult:
+        self.saves += 1
+        if self.conflicts is None or self.saves <= self.conflicts:
+            return WriteResult(WriteStatus.CONFLICT, write.expected_version + 1)
+        return self.inner.save(phone, write, now)
+
+    def delete(self, phone: PhoneNumber) -> None:
+        self.inner.delete(phone)
+
+
+class Untouchable:
+    """A repository that fails the test if it is used at all."""
+
+    def __getattr__(self, name: str) -> Any:
+        def used(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"storage was used ({name}) before the input was validated")
+
+        return used
+
+
+def _with_conflicts(container: Container, conflicts: int | None) -> ConflictingRepository:
+    wrapper = ConflictingRepository(container.conversations(), conflicts)
+    container.conversations.override(providers.Object(wrapper))
+    return wrapper
+
+
+# start, navigate, back
+def test_start_creates_state_at_the_menu_with_welcome_and_version_1(state: StateService) -> None:
+    conversation = state.start(PHONE)
+    assert conversation.phone == DIGITS
+    assert conversation.stage == DEFAULT_STAGE
+    assert conversation.option is None
+    assert conversation.notices == [Notice.WELCOME]
+    assert conversation.version == 1
+
+
+def test_start_again_resumes_without_writing_or_repeating_the_welcome(
+    state: StateService, clock: FakeClock
+) -> None:
+    state.start(PHONE)
+    clock.advance(30)
+    conversation = state.start("00263771234567")
+    assert conversation.notices == []
+    assert conversation.version == 1
+
+
+def test_navigate_and_back_walk_the_menu(state: StateService) -> None:
+    state.start(PHONE)
+    state.navigate(PHONE, OFFER)
+    conversation = state.navigate(PHONE, "offer_amount")
+    assert (conversation.stage, conversation.menu) == ("offer_amount", [DEFAULT_STAGE, OFFER])
+    conversation = state.back(PHONE)
+    assert (conversation.stage, conversation.option) == (OFFER, OFFER)
+    conversation = state.back(PHONE)
+    assert (conversation.stage, conversation.option) == (DEFAULT_STAGE, None)
+    assert state.back(PHONE).stage == DEFAULT_STAGE
+    assert state.start(PHONE).stage == DEFAULT_STAGE
+
+
+def test_navigate_to_user_text_is_refused_and_stores_nothing(state: StateService) -> None:
+    state.start(PHONE)
+    with pytest.raises(InvalidInput):
+        state.navigate(PHONE, "DROP *")
+    assert state.start(PHONE).version == 1
+
+
+# update
+def test_update_returns_the_changed_conversation_with_a_bumped_version(
+    state: StateService,
+) -> None:
+    state.start(PHONE)
+    conversation = state.update(PHONE, lambda c: c.navigate(OFFER))
+    assert conversation.stage == OFFER
+    assert conversation.version == 2
+    assert state.start(PHONE).stage == OFFER
+    assert state.update(PHONE, lambda c: None).version == 3
+
+
+def test_update_that_raises_stores_nothing_and_propagates(state: StateService) -> None:
+    state.start(PHONE)
+    state.set_profile(PHONE, MEMBER, ACCOUNTS)
+
+    def change(conversation: Conversation) -> None:
+        conversation.navigate(OFFER)
+        conversation.select_account("a-2")
+        raise RuntimeError("the bot crashed mid-change")
+
+    with pytest.raises(RuntimeError, match="mid-change"):
+        state.update(PHONE, change)
+    after = state.start(PHONE)
+    assert after.stage == DEFAULT_STAGE
+    assert after.current_account is not None and after.current_account.account_id == "a-1"
+    assert after.version == 2
+
+
+def test_mutating_a_returned_conversation_does_not_change_stored_state(
+    state: StateService,
+) -> None:
+    state.start(PHONE)
+    state.set_profile(PHONE, MEMBER, ACCOUNTS)
+    conversation = state.navigate(PHONE, OFFER)
+    conversation.navigate("offer_amount")
+    conversation.session.menu.append("evil")
+    assert conversation.profile is not None
+    conversation.profile.accounts.clear()
+    conversation.critical.current_account = None
+    stored = state.start(PHONE)
+    assert stored.stage == OFFER
+    assert stored.menu == [DEFAULT_STAGE]
+    assert stored.profile is not None and len(stored.profile.accounts) == 2
+    assert stored.current_account is not None
+
+
+def test_mutating_the_conversation_given_to_a_change_after_it_returns_has_no_effect(
+    state: StateService,
+) -> None:
+    state.start(PHONE)
+    kept: list[Conversation] = []
+    state.update(PHONE, kept.append)
+    kept[0].navigate(OFFER)
+    assert state.start(PHONE).stage == DEFAULT_STAGE
+
+
+def test_mutating_input_dicts_or_returned_forms_does_not_change_stored_state(
+    state: StateService,
+) -> None:
+    member = {**MEMBER, "extra": {"nested": [1]}}
+    state.set_profile(PHONE, member, ACCOUNTS)
+    member["extra"]["nested"].append(2)
+    state.form_start(PHONE, "offer", ["amount", "recipient"])
+    form = state.form_fill(PHONE, recipient="alice_1")
+    form.values["amount"] = "1000000"
+    stored = state.start(PHONE)
+    assert stored.profile is not None
+    assert stored.profile.member.details == {"extra": {"nested": [1]}}
+    assert stored.form is not None and stored.form.values == {"recipient": "alice_1"}
+
+
+# expiry through the clock
+def _conversation_in_progress(state: StateService) -> None:
+    state.start(PHONE)
+    state.set_profile(PHONE, MEMBER, ACCOUNTS)
+    state.update(PHONE, lambda c: c.select_account("a-2"))
+    state.save_token(PHONE, SECRET)
+    state.form_start(PHONE, "offer", ["amount", "recipient"])
+    state.form_fill(PHONE, recipient="alice_1")
+    state.navigate(PHONE, OFFER)
+    state.navigate(PHONE, "offer_amount")
+
+
+def test_session_expiry_returns_to_menu_keeping_profile_token_and_live_form(
+    state: StateService, clock: FakeClock
+) -> None:
+    _conversation_in_progress(state)
+    clock.advance(minutes=5, seconds=1)
+    conversation = state.start(PHONE)
+    assert conversation.notices == [Notice.SESSION_EXPIRED]
+    assert (conversation.stage, conversation.option, conversation.menu) == (
+        DEFAULT_STAGE,
+        None,
+        [],
+    )
+    assert conversation.profile is not None
+    assert conversation.profile.member.member_id == "m-101"
+    assert conversation.current_account is not None
+    assert conversation.current_account.account_id == "a-2"
+    assert conversation.form is not None
+    assert conversation.form.values == {"recipient": "alice_1"}
+    assert state.token(PHONE) == SECRET
+    # The user is told once; the next message finds a live session.
+    assert state.start(PHONE).notices == []
+
+
+def test_session_is_still_live_at_exactly_five_minutes(
+    state: StateService, clock: FakeClock
+) -> None:
+    _conversation_in_progress(state)
+    clock.advance(minutes=5)
+    conversation = state.start(PHONE)
+    assert conversation.notices == []
+    assert conversation.stage == "offer_amount"
+
+
+def test_each_message_slides_the_session(state: StateService, clock: FakeClock) -> None:
+    state.set_profile(PHONE, MEMBER, ACCOUNTS)
+    state.navigate(PHONE, OFFER)
+    for _ in range(6):
+        clock.advance(minutes=4, seconds=59)
+        assert state.start(PHONE).notices == []
+    assert state.start(PHONE).stage == OFFER
+
+
+def test_form_expiry_is_reported_however_late_the_user_returns(
+    state: StateService, clock: FakeClock
+) -> None:
+    _conversation_in_progress(state)
+    clock.advance(hours=3)  # long after the form's key has been collected
+    conversation = state.start(PHONE)
+    assert Notice.FORM_EXPIRED in conversation.notices
+    assert Notice.SESSION_EXPIRED in conversation.notices
+    assert conversation.form is None
+    assert conversation.profile is not None
+    assert state.start(PHONE).notices == []
+
+
+def test_form_expires_ten_minutes_after_its_last_answer(
+    state: StateService, clock: FakeClock
+) -> None:
+    _conversation_in_progress(state)
+    clock.advance(minutes=4)
+    state.navigate(PHONE, "offer_recipient")
+    clock.advance(minutes=4)
+    state.back(PHONE)
+    clock.advance(minutes=2)
+    conversation = state.start(PHONE)
+    assert conversation.notices == [Notice.FORM_EXPIRED]
+    assert conversation.form is None
+    assert conversation.stage == "offer_amount"
+    with pytest.raises(NoActiveForm):
+        state.form_fill(PHONE, amount="100")
+
+
+def test_filling_the_form_slides_its_deadline(state: StateService, clock: FakeClock) -> None:
+    _conversation_in_progress(state)
+    clock.advance(minutes=4)
+    state.form_fill(PHONE, amount="USD 5")
+    clock.advance(minutes=4)
+    state.start(PHONE)
+    clock.advance(minutes=4)
+    conversation = state.start(PHONE)
+    assert conversation.notices == []
+    assert conversation.form is not None and conversation.form.values["amount"] == "5"
+
+
+def test_idle_past_both_deadlines_reports_session_and_form_expiry(
+    state: StateService, clock: FakeClock
+) -> None:
+    _conversation_in_progress(state)
+    clock.advance(minutes=10, seconds=1)
+    conversation = state.start(PHONE)
+    assert conversation.notices == [Notice.SESSION_EXPIRED, Notice.FORM_EXPIRED]
+    assert conversation.form is None
+    assert conversation.profile is not None
+    assert state.token(PHONE) == SECRET
+
+
+def test_greeting_restarts_at_the_menu_keeping_the_profile(
+    state: StateService, clock: FakeClock
+) -> None:
+    _conversation_in_progress(state)
+    clock.advance(10)
+    conversation = state.start(PHONE, "mhoro")
+    assert conversation.notices == [Notice.RESTARTED]
+    assert (conversation.stage, conversation.menu) == (DEFAULT_STAGE, [])
+    assert conversation.profile is not None
+    assert conversation.current_account is not None
+    assert conversation.current_account.account_id == "a-2"
+    assert conversation.form is not None
+    assert state.start(PHONE).stage == DEFAULT_STAGE
+
+
+def test_greeting_as_the_first_message_welcomes_once(state: StateService) -> None:
+    conversation = state.start(PHONE, "Hello!")
+    assert conversation.notices == [Notice.WELCOME]
+    assert conversation.stage == DEFAULT_STAGE
+    assert conversation.version == 1
+
+
+def test_a_message_that_is_not_a_greeting_resumes(state: StateService) -> None:
+    _conversation_in_progress(state)
+    conversation = state.start(PHONE, "hi there bob")
+    assert conversation.notices == []
+    assert conversation.stage == "offer_amount"
+
+
+# forms
+def test_form_fill_with_a_bad_value_raises_and_keeps_earlier_values(state: StateService) -> None:
+    state.form_start(PHONE, "offer", ["amount", "denomination", "recipient"])
+    state.form_fill(PHONE, recipient="alice_1")
+    with pytest.raises(FormValidationError) as caught:
+        state.form_fill(PHONE, amount="100 EUR", denomination="ZWG")
+    assert set(caught.value.errors) == {"amount"}
+    stored = state.start(PHONE)
+    assert stored.form is not None and stored.form.values == {"recipient": "alice_1"}
+
+
+def test_form_fill_amount_with_code_fills_both_fields(state: StateService) -> None:
+    state.form_start(PHONE, "offer", ["amount", "denomination", "recipient"])
+    form = state.form_fill(PHONE, amount="ZWG 5")
+    assert form.values == {"amount": "5", "denomination": "ZWG"}
+    assert form.missing() == ["recipient"]
+
+
+def test_form_complete_returns_the_values_and_closes_the_form(state: StateService) -> None:
+    state.form_start(PHONE, "offer", ["amount", "recipient"])
+    state.form_fill(PHONE, amount="100 USD")
+    state.form_fill(PHONE, recipient="alice_1")
+    values = state.form_complete(PHONE)
+    assert values == {"amount": "100", "denomination": "USD", "recipient": "alice_1"}
+    assert state.start(PHONE).form is None
+    with pytest.raises(NoActiveForm):
+        state.form_complete(PHONE)
+
+
+def test_form_complete_of_an_incomplete_form_lists_missing_fields_and_keeps_it(
+    state: StateService,
+) -> None:
+    state.form_start(PHONE, "offer", ["amount", "denomination", "recipient"])
+    state.form_fill(PHONE, recipient="alice_1")
+    with pytest.raises(FormIncomplete) as caught:
+        state.form_complete(PHONE)
+    assert caught.value.missing == ["amount", "denomination"]
+    assert state.start(PHONE).form is not None
+
+
+@pytest.mark.parametrize("call", ["form_fill", "form_complete"])
+def test_form_calls_without_a_form_raise_no_active_form(state: StateService, call: str) -> None:
+    state.start(PHONE)
+    with pytest.raises(NoActiveForm):
+        if call == "form_fill":
+            state.form_fill(PHONE, amount="100")
+        else:
+            state.form_complete(PHONE)
+
+
+def test_form_start_replaces_a_previous_form(state: StateService) -> None:
+    state.form_start(PHONE, "offer", ["amount"])
+    state.form_fill(PHONE, amount="5")
+    form = state.form_start(PHONE, "transfer", ["recipient"])
+    assert (form.name, form.values) == ("transfer", {})
+
+
+def test_form_start_with_a_bad_name_stores_nothing(state: StateService) -> None:
+    state.start(PHONE)
+    with pytest.raises(InvalidInput):
+        state.form_start(PHONE, "offer:*", ["amount"])
+    assert state.start(PHONE).version == 1
+
+
+# tokens
+def test_saved_token_can_be_read_and_revoked(state: StateService) -> None:
+    assert state.token(PHONE) is None
+    state.save_token(PHONE, SECRET)
+    assert state.token(PHONE) == SECRET
+    assert state.revoke_token(PHONE) is True
+    assert state.token(PHONE) is None
+    assert state.revoke_token(PHONE) is False
+
+
+def test_saving_a_token_again_replaces_it(state: StateService) -> None:
+    state.save_token(PHONE, SECRET)
+    state.save_token(PHONE, "second-token")
+    assert state.token(PHONE) == "second-token"
+
+
+def test_token_expires_after_thirty_minutes(state: StateService, clock: FakeClock) -> None:
+    state.save_token(PHONE, SECRET)
+    clock.advance(minutes=29, seconds=59)
+    assert state.token(PHONE) == SECRET
+    clock.advance(1)
+    assert state.token(PHONE) is None
+
+
+def test_tokens_are_per_user(state: StateService) -> None:
+    state.save_token(PHONE, SECRET)
+    assert state.token(OTHER_PHONE) is None
+
+
+@pytest.mark.parametrize("value", ["", None, 12345, "x" * 8193])
+def test_save_token_rejects_a_value_that_is_not_a_token(state: StateService, value: object) -> None:
+    with pytest.raises(InvalidInput):
+        state.save_token(PHONE, value)  # type: ignore[arg-type]
+
+
+def test_token_value_never_appears_in_reprs_strings_stored_bytes_or_logs(
+    state: StateService, container: Container, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    state.start(PHONE)
+    state.save_token(PHONE, SECRET)
+    conversation = state.navigate(PHONE, OFFER)
+    number = PhoneNumber.parse(PHONE)
+    sealed = container.tokens().get(number)
+    assert sealed is not None
+    token = container.cipher().open(number, sealed)
+    assert token.value == SECRET  # the cipher does hold it...
+    shown = [
+        repr(state),
+        str(state),
+        repr(conversation),
+        str(conversation),
+        conversation.to_json(),
+        repr(token),
+        str(token),
+        repr(container.settings()),
+        sealed.decode("latin-1"),
+        caplog.text,
+    ]
+    for text in shown:  # ...but nothing shows it
+        assert SECRET not in text
+        assert "XYZZY" not in text
+
+
+def test_token_sealed_for_one_phone_is_rejected_for_another(
+    state: StateService, container: Container
+) -> None:
+    state.save_token(PHONE, SECRET)
+    tokens = container.tokens()
+    sealed = tokens.get(PhoneNumber.parse(PHONE))
+    assert sealed is not None
+    tokens.put(PhoneNumber.parse(OTHER_PHONE), sealed, timedelta(minutes=30))
+    with pytest.raises(TokenError) as caught:
+        state.token(OTHER_PHONE)
+    assert SECRET not in str(caught.value)
+    assert state.token(PHONE) == SECRET
+
+
+def test_tampered_token_is_rejected(state: StateService, container: Container) -> None:
+    state.save_token(PHONE, SECRET)
+    number = PhoneNumber.parse(PHONE)
+    sealed = container.tokens().get(number)
+    assert sealed is not None
+    tampered = sealed[:-5] + (b"AAAAA" if not sealed.endswith(b"AAAAA") else b"BBBBB")
+    container.tokens().put(number, tampered, timedelta(minutes=30))
+    with pytest.raises(TokenError):
+        state.token(PHONE)
+
+
+# reset
+def test_reset_forgets_conversation_form_token_and_handled_messages(state: StateService) -> None:
+    _conversation_in_progress(state)
+    state.handle_once(PHONE, "wamid.1", lambda c: None)
+    state.reset(PHONE)
+    assert state.token(PHONE) is None
+    conversation = state.start(PHONE)
+    assert conversation.notices == [Notice.WELCOME]
+    assert conversation.version == 1
+    assert conversation.profile is None and conversation.current_account is None
+    assert conversation.form is None
+    assert conversation.stage == DEFAULT_STAGE
+    assert state.handle_once(PHONE, "wamid.1", lambda c: None) is not None
+
+
+def test_reset_of_one_user_leaves_others_alone(state: StateService) -> None:
+    state.set_profile(PHONE, MEMBER, ACCOUNTS)
+    state.set_profile(OTHER_PHONE, MEMBER, ACCOUNTS)
+    state.save_token(OTHER_PHONE, SECRET)
+    state.reset(PHONE)
+    assert state.start(OTHER_PHONE).profile is not None
+    assert state.token(OTHER_PHONE) == SECRET
+
+
+# profile
+def test_set_profile_keeps_member_and_first_account(state: StateService) -> None:
+    conversation = state.set_profile(PHONE, MEMBER, ACCOUNTS)
+    assert conversation.profile is not None
+    assert conversation.profile.member.name == "Tendai Moyo"
+    assert conversation.current_account is not None
+    assert conversation.current_account.account_id == "a-1"
+    assert state.start(PHONE).current_account == conversation.current_account
+
+
+def test_set_profile_with_bad_data_raises_and_stores_nothing(state: StateService) -> None:
+    state.start(PHONE)
+    with pytest.raises(InvalidInput):
+        state.set_profile(PHONE, {"firstname": "no id"}, ACCOUNTS)
+    after = state.start(PHONE)
+    assert after.profile is None and after.version == 1
+
+
+# phone validation happens before storage
+CALLS = {
+    "start": lambda s, p: s.start(p),
+    "start_greeting": lambda s, p: s.start(p, "hi"),
+    "restart": lambda s, p: s.restart(p),
+    "navigate": lambda s, p: s.navigate(p, OFFER),
+    "back": lambda s, p: s.back(p),
+    "update": lambda s, p: s.update(p, lambda c: None),
+    "handle_once": lambda s, p: s.handle_once(p, "wamid.1", lambda c: None),
+    "set_profile": lambda s, p: s.set_profile(p, MEMBER, ACCOUNTS),
+    "reset": lambda s, p: s.reset(p),
+    "form_start": lambda s, p: s.form_start(p, "offer", ["amount"]),
+    "form_fill": lambda s, p: s.form_fill(p, amount="5"),
+    "form_complete": lambda s, p: s.form_complete(p),
+    "save_token": lambda s, p: s.save_token(p, SECRET),
+    "token": lambda s, p: s.token(p),
+    "revoke_token": lambda s, p: s.revoke_token(p),
+}
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+@pytest.mark.parametrize("phone", ["263*", "{263771234567}", "user:263771234567", "", None])
+def test_invalid_phone_raises_before_any_storage(
+    container: Container, call: str, phone: object
+) -> None:
+    container.conversations.override(providers.Object(Untouchable()))
+    container.tokens.override(providers.Object(Untouchable()))
+    state = container.state_service()
+    with pytest.raises(InvalidPhoneNumber):
+        CALLS[call](state, phone)
+
+
+@pytest.mark.parametrize("option", ["DROP *", "x:y", "{263771234567}"])
+def test_navigate_rejects_user_text_before_touching_storage(
+    container: Container, option: str
+) -> None:
+    container.conversations.override(providers.Object(Untouchable()))
+    with pytest.raises(InvalidInput):
+        container.state_service().navigate(PHONE, option)
+
+
+def test_errors_share_the_state_error_base() -> None:
+    for error in (InvalidPhoneNumber, ConcurrencyConflict, FormIncomplete, FormValidationError):
+        assert issubclass(error, StateError)
+
+
+# handle_once
+def test_handle_once_applies_a_message_once_and_returns_none_for_a_repeat(
+    state: StateService,
+) -> None:
+    state.start(PHONE)
+    calls: list[int] = []
+
+    def change(conversation: Conversation) -> None:
+        calls.append(1)
+        conversation.navigate(OFFER)
+
+    first = state.handle_once(PHONE, "wamid.HBgM123", change)
+    assert first is not None and first.stage == OFFER and first.version == 2
+    assert state.handle_once(PHONE, "wamid.HBgM123", change) is None
+    assert calls == [1]
+    stored = state.start(PHONE)
+    assert stored.menu == [DEFAULT_STAGE]
+    assert stored.version == 2
+
+
+def test_handle_once_applies_different_message_ids(state: StateService) -> None:
+    state.handle_once(PHONE, "wamid.1", lambda c: c.navigate(OFFER))
+    conversation = state.handle_once(PHONE, "wamid.2", lambda c: c.navigate("offer_amount"))
+    assert conversation is not None and conversation.menu == [DEFAULT_STAGE, OFFER]
+
+
+def test_handle_once_that_raises_does_not_mark_the_message_handled(state: StateService) -> None:
+    def broken(conversation: Conversation) -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        state.handle_once(PHONE, "wamid.1", broken)
+    assert state.handle_once(PHONE, "wamid.1", lambda c: c.navigate(OFFER)) is not None
+
+
+@pytest.mark.parametrize("message_id", ["", "x" * 257, None, 42])
+def test_handle_once_rejects_a_bad_message_id(state: StateService, message_id: object) -> None:
+    with pytest.raises(InvalidInput):
+        state.handle_once(PHONE, message_id, lambda c: None)  # type: ignore[arg-type]
+
+
+# concurrency
+def test_update_gives_up_with_concurrency_conflict_after_max_retries(
+    container: Container, sleeps: list[float]
+) -> None:
+    inner = container.conversations()
+    wrapper = _with_conflicts(container, conflicts=None)
+    state = container.state_service()
+    calls: list[int] = []
+
+    def change(conversation: Conversation) -> None:
+        calls.append(1)
+        conversation.navigate(OFFER)
+
+    with pytest.raises(ConcurrencyConflict, match="9 attempts"):
+        state.update(PHONE, change)
+    assert wrapper.saves == 9  # max_retries (8) + 1
+    assert len(calls) == 9
+    assert len(sleeps) == 9
+    assert inner.load(PhoneNumber.parse(PHONE), container.clock().now()).version == 0
+
+
+def test_max_retries_comes_from_configuration(container: Container, sleeps: list[float]) -> None:
+    container.config.from_dict({"max_retries": 2})
+    wrapper = _with_conflicts(container, conflicts=None)
+    with pytest.raises(ConcurrencyConflict):
+        container.state_service().navigate(PHONE, OFFER)
+    assert wrapper.saves == 3
+
+
+def test_update_retries_a_conflict_and_applies_the_change_once(
+    container: Container, sleeps: list[float]
+) -> None:
+    wrapper = _with_conflicts(container, conflicts=2)
+    state = container.state_service()
+    calls: list[int] = []
+
+    def change(conversation: Conversation) -> None:
+        calls.append(1)
+        conversation.navigate(OFFER)
+
+    conversation = state.update(PHONE, change)
+    assert wrapper.saves == 3 and len(calls) == 3
+    assert conversation.version == 1
+    assert state.start(PHONE).menu == [DEFAULT_STAGE]
+
+
+def test_an_update_on_a_stale_copy_conflicts_rather_than_overwrites(
+    state: StateService, container: Container
+) -> None:
+    state.start(PHONE)
+    repository = container.conversations()
+    number = PhoneNumber.parse(PHONE)
+    now = container.clock().now()
+    stale = repository.load(number, now)
+    state.navigate(PHONE, OFFER)
+    write = ConversationWrite(
+        expected_version=stale.version,
+        op_id="stale-writer",
+        critical=stale.critical,
+        session=stale.session,
+        form=None,
+    )
+    assert repository.save(number, write, now).status is WriteStatus.CONFLICT
+    assert state.start(PHONE).stage == OFFER
+
+
+# configuration
+def test_container_from_env_honours_the_session_ttl() -> None:
+    container = Container.from_env({"STATE_BACKEND": "memory", "STATE_SESSION_TTL": "60"})
+    clock = FakeClock()
+    container.clock.override(clock)
+    state = container.state_service()
+    state.navigate(PHONE, OFFER)
+    clock.advance(60)
+    assert state.start(PHONE).notices == []
+    clock.advance(61)
+    conversation = state.start(PHONE)
+    assert conversation.notices == [Notice.SESSION_EXPIRED]
+    assert conversation.stage == DEFAULT_STAGE
+
+
+def test_container_from_env_ignores_unrelated_variables() -> None:
+    container = Container.from_env({"STATE_BACKEND": "memory", "HOME": "/root", "REDIS_URL": "x"})
+    assert container.settings().session_ttl == 300
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"backend": "mongo"},
+        {"session_ttl": -1},
+        {"form_ttl": 0},
+        {"bogus": 1},
+        {"max_retries": -1},
+        {"session_ttl": "soon"},
+        {"redis_url": "http://127.0.0.1:6379"},
+        {"session_ttl": 600, "form_ttl": 600, "state_ttl": 60},
+    ],
+)
+def test_bad_config_raises_configuration_error(config: dict[str, object]) -> None:
+    container = Container()
+    container.config.from_dict(config)
+    with pytest.raises(ConfigurationError):
+        container.state_service()
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{"STATE_BACKEND": "mongo"}, {"STATE_SESSION_TTL": "-5"}, {"STATE_MAX_RETRIES": "many"}],
+)
+def test_bad_environment_raises_configuration_error(environ: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError):
+        Container.from_env(environ).state_service()
+
+
+def test_redis_backend_without_token_keys_refuses_to_store_tokens() -> None:
+    container = Container()
+    container.config.from_dict({"backend": "redis", "redis_url": "redis://127.0.0.1:1/0"})
+    state = container.state_service()  # builds without contacting a server
+    with pytest.raises(ConfigurationError, match="STATE_TOKEN_KEYS") as caught:
+        state.save_token(PHONE, SECRET)
+    assert SECRET not in str(caught.value)
+
+
+def test_bad_token_key_is_refused_without_echoing_it() -> None:
+    container = Container()
+    container.config.from_dict({"backend": "memory", "token_keys": ["not-a-fernet-key-XYZZY"]})
+    with pytest.raises(ConfigurationError) as caught:
+        container.state_service()
+    assert "XYZZY" not in str(caught.value)
