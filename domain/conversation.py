@@ -90,6 +90,10 @@ class CriticalData(DataClassJsonMixin):
     created_at: datetime = timestamp()
     # Kept by the store beside the document and slid on every read, like the session's.
     last_seen_at: datetime = timestamp()
+    # The deadline of the form stored with this data (None: no form). The form's own key is
+    # collected soon after its deadline; this is how the domain still knows that a form
+    # expired, however late the user comes back (set by ConversationWrite on every write).
+    form_expires_at: datetime | None = timestamp(default=None)
 
 
 @dataclass(kw_only=True)

@@ -56,6 +56,13 @@ def resume(
         conversation.form = None
         conversation.notices.append(Notice.FORM_EXPIRED)
         changed = True
+    elif conversation.form is None and stored.critical.form_expires_at and not stored.damaged:
+        # The form's key is gone although the critical data says there was a form: collected
+        # after its deadline (by a TTL, so how late the user comes back must not matter), or
+        # evicted before it (allkeys-lru), which is a loss the user must hear about too.
+        past = now >= stored.critical.form_expires_at
+        conversation.notices.append(Notice.FORM_EXPIRED if past else Notice.STATE_LOST)
+        changed = True
     if stored.damaged:
         conversation.notices.append(Notice.STATE_LOST)
         changed = True

@@ -77,6 +77,14 @@ class ConversationRepository(Protocol):
         ...
 
 
+class ConversationReader(Protocol):
+    """Read-only access for operators' tools (``vimbiso-state inspect``); both backends have it."""
+
+    def peek(self, phone: PhoneNumber) -> StoredConversation:
+        """Read every part as stored: no deadline slides, nothing is written."""
+        ...
+
+
 class TokenRepository(Protocol):
     """Stores sealed (encrypted) tokens; never sees a token in plain text."""
 
@@ -95,3 +103,27 @@ class TokenCipher(Protocol):
     ) -> bytes: ...
 
     def open(self, phone: PhoneNumber, sealed: bytes) -> Token: ...
+
+
+class AsyncConversationRepository(Protocol):
+    """ConversationRepository for asyncio: the same operations and guarantees, awaited."""
+
+    async def load(
+        self, phone: PhoneNumber, now: datetime, message_id: str | None = None
+    ) -> StoredConversation: ...
+
+    async def save(
+        self, phone: PhoneNumber, write: ConversationWrite, now: datetime
+    ) -> WriteResult: ...
+
+    async def delete(self, phone: PhoneNumber) -> None: ...
+
+
+class AsyncTokenRepository(Protocol):
+    """TokenRepository for asyncio."""
+
+    async def put(self, phone: PhoneNumber, sealed: bytes, ttl: timedelta) -> None: ...
+
+    async def get(self, phone: PhoneNumber) -> bytes | None: ...
+
+    async def delete(self, phone: PhoneNumber) -> bool: ...

@@ -9,12 +9,12 @@ from typing import Any
 from dataclasses_json import config
 
 
-def _encode(value: datetime) -> str:
-    return value.isoformat()
+def _encode(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
-def _decode(value: Any) -> datetime:
-    if isinstance(value, datetime):
+def _decode(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
         return value
     return datetime.fromisoformat(value)
 

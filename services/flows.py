@@ -237,6 +237,10 @@ class Flows:
             result = change(conversation, now)  # an exception here stores nothing
             conversation.session.last_seen_at = now
             conversation.critical.last_seen_at = now
+            # The critical data records the deadline of the form written with it, so that a
+            # form whose key has been collected still expires with a notice (see resume()).
+            form = conversation.form
+            conversation.critical.form_expires_at = form.expires_at if form else None
             write = ConversationWrite(
                 expected_version=stored.version,
                 op_id=op_id,

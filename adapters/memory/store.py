@@ -107,6 +107,21 @@ class MemoryConversationRepository:
                 damaged=parts.damaged,
             )
 
+    def peek(self, phone: PhoneNumber) -> StoredConversation:
+        """Read every part without sliding a deadline (operators' tools)."""
+        with self._lock:
+            user = self._user(phone)
+            if user is None:
+                return StoredConversation(None, None, None, 0)
+            parts = codec.StoredParts()
+            return StoredConversation(
+                critical=parts.read(CriticalData, _data(user.critical), user.critical_seen),
+                session=parts.read(Session, _data(user.session), user.last_seen),
+                form=parts.read(Form, _data(user.form)),
+                version=user.version,
+                damaged=parts.damaged,
+            )
+
     def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:
         t = self._timeouts
         # Encode before taking the lock: a too-large part fails here and stores nothing.
@@ -165,4 +180,6 @@ class MemoryTokenRepository:
 
     def delete(self, phone: PhoneNumber) -> bool:
         with self._lock:
-            return self._tokens.pop(phone.digits, None) is not None
+            part = self._tokens.pop(phone.digits, None)
+            # Like DEL on Redis, where an expired key is gone: it answers 0 for it.
+            return part is not None and self._clock.now() < part.expires_at

@@ -1,0 +1,260 @@
+"""Faults on a real Redis: a stalled server under a short socket timeout.
+
+``DEBUG SLEEP`` freezes the server's event loop. A command sent during the stall waits in the
+server's socket buffer and runs when the stall ends, after the client has timed out: its reply
+is lost, so the client cannot know whether the write happened. The adapter's RetryPolicy
+(adapters/redis/connection.py; redis-py itself is built to retry nothing) sends the same
+EVALSHA again on a fresh connection, and save.lua, finding the write's op id already
+recorded, answers ``applied`` without applying it again. The tests prove that a timeout really
+happened and that the change was applied exactly once.
+
+Each stall test runs its own redis-server with DEBUG enabled (redis 7 refuses DEBUG by
+default): stalling the shared server would disturb every other test.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from cryptography.fernet import Fernet
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis_servers import RedisProcess
+
+from adapters.redis.store import RedisConversationRepository
+from domain.conversation import Conversation, Notice
+from services.config import Settings
+from services.container import Container
+from services.exceptions import StateUnavailable
+from services.state_service import StateService
+
+KEY = Fernet.generate_key().decode()
+PHONE = "+263771234567"
+SOCKET_TIMEOUT = 0.2
+STALL = 0.6  # three socket timeouts: the first attempt and at least one retry time out
+
+
+@pytest.fixture
+def debug_redis(redis_server_bin: str) -> Iterator[RedisProcess]:
+    with RedisProcess(
+        extra_args=("--enable-debug-command", "yes"), executable=redis_server_bin
+    ) as server:
+        yield server
+
+
+class Stall:
+    """Freezes the server for STALL seconds from a connection of its own."""
+
+    def __init__(self, server: RedisProcess) -> None:
+        # Connected before the test measures anything, so they do not count as reconnects.
+        self.admin = server.client(single_connection_client=True)
+        self._sleeper = server.client(single_connection_client=True, socket_timeout=5)
+        # No retries on the probe: its first timeout is the signal that the server is asleep.
+        self._probe = server.client(
+            single_connection_client=True, socket_timeout=0.05, retry=Retry(NoBackoff(), 0)
+        )
+        for client in (self.admin, self._sleeper, self._probe):
+            client.ping()
+        self._thread: threading.Thread | None = None
+
+    def begin(self) -> None:
+        """Return once the server is asleep, so the next command is certain to be queued."""
+        self._thread = threading.Thread(
+            target=self._sleeper.execute_command, args=("DEBUG", "SLEEP", STALL), daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                self._probe.ping()
+            except redis.TimeoutError:
+                return  # the server stopped answering: it is sleeping
+            time.sleep(0.005)
+        raise AssertionError("DEBUG SLEEP never stalled the server")
+
+    def wait(self) -> None:
+        assert self._thread is not None
+        self._thread.join(5)
+
+    def connections(self) -> int:
+        return int(self.admin.info("stats")["total_connections_received"])
+
+    def evalsha_calls(self) -> int:
+        stats = self.admin.info("commandstats").get("cmdstat_evalsha", {})
+        return int(stats.get("calls", 0))
+
+    def close(self) -> None:
+        for client in (self.admin, self._sleeper, self._probe):
+            client.close()
+
+
+def _service(server: RedisProcess, retries: int) -> tuple[Container, StateService]:
+    container = Container.from_settings(
+        Settings(
+            backend="redis",
+            redis_url=server.url,
+            token_keys=(KEY,),
+            socket_timeout=SOCKET_TIMEOUT,
+            redis_retries=retries,
+        )
+    )
+    return container, container.state_service()
+
+
+def _count(conv: Conversation) -> None:
+    # A function of the conversation it is given: running it again on fresh state is correct.
+    conv.context["count"] = conv.context.get("count", 0) + 1
+
+
+def _instrument(
+    repo: RedisConversationRepository, script: str, before_first_call: Callable[[], None]
+) -> list[Any]:
+    """Wrap the repository's load or save script: run a hook before its first call and record
+    each raw reply (the status save.lua returned, as the client saw it)."""
+    original = getattr(repo, script)
+    replies: list[Any] = []
+    hooks = [before_first_call]
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        while hooks:
+            hooks.pop()()
+        reply = original(*args, **kwargs)
+        replies.append(reply)
+        return reply
+
+    setattr(repo, script, call)
+    return replies
+
+
+@pytest.mark.parametrize("stalled", ["_save", "_load"])
+def test_a_write_retried_after_a_timeout_is_applied_exactly_once(
+    debug_redis: RedisProcess, stalled: str
+) -> None:
+    container, state = _service(debug_redis, retries=3)
+    stall = Stall(debug_redis)
+    try:
+        state.update(PHONE, _count)  # connects and loads both scripts before the fault
+        before = state.start(PHONE)
+        assert before.context["count"] == 1
+        replies = _instrument(container.conversations(), stalled, stall.begin)
+        connections, evalshas = stall.connections(), stall.evalsha_calls()
+
+        started = time.monotonic()
+        conv = state.update(PHONE, _count)
+        elapsed = time.monotonic() - started
+        stall.wait()
+        reconnects = stall.connections() - connections
+        scripts_run = stall.evalsha_calls() - evalshas
+
+        # The change was applied exactly once...
+        assert conv.context["count"] == 2
+        assert conv.version == before.version + 1
+        after = state.start(PHONE)
+        assert after.context["count"] == 2
+        assert after.version == before.version + 1
+
+        # ...after a real fault: the call outlasted the socket timeout, the client dropped its
+        # connection and reconnected, and the server ran exactly one EVALSHA more than the
+        # one load and one save of an undisturbed update (the stalled one, sent again).
+        assert elapsed > SOCKET_TIMEOUT
+        assert reconnects >= 1
+        assert scripts_run == 3
+        if stalled == "_save":
+            # The first EVALSHA ran when the stall ended and its reply was lost; the only
+            # reply the client saw is the retry's, answered from the recorded op id.
+            assert [status for status, _ in replies] == [b"applied"]
+    finally:
+        stall.close()
+        container.redis_client().close()
+
+
+def test_a_timed_out_write_that_is_not_retried_raises_state_unavailable(
+    debug_redis: RedisProcess,
+) -> None:
+    """Without transport retries the outcome is unknown: StateUnavailable, never silence.
+
+    The queued write still runs when the stall ends, so the caller must not assume "failed";
+    it may have been applied (exactly once, never twice, never half).
+    """
+    container, state = _service(debug_redis, retries=0)
+    stall = Stall(debug_redis)
+    try:
+        state.update(PHONE, _count)
+        before = state.start(PHONE)
+        replies = _instrument(container.conversations(), "_save", stall.begin)
+
+        started = time.monotonic()
+        with pytest.raises(StateUnavailable):
+            state.update(PHONE, _count)
+        elapsed = time.monotonic() - started
+        stall.wait()
+
+        assert SOCKET_TIMEOUT < elapsed < STALL  # gave up after one timeout, not after the stall
+        assert replies == []  # no reply ever reached the caller
+        after = state.start(PHONE)
+        applied = after.version - before.version
+        assert applied in (0, 1)
+        assert after.context["count"] == before.context["count"] + applied
+    finally:
+        stall.close()
+        container.redis_client().close()
+
+
+def test_handle_once_makes_the_callers_retry_after_state_unavailable_safe(
+    debug_redis: RedisProcess,
+) -> None:
+    """The op id lives for one call; across calls the WhatsApp message id does the job.
+
+    A bot that retries a message after StateUnavailable (or WhatsApp redelivering it) goes
+    through handle_once, which applies it if the lost write did not happen and returns None
+    if it did: exactly once either way.
+    """
+    container, state = _service(debug_redis, retries=0)
+    stall = Stall(debug_redis)
+    try:
+        state.update(PHONE, _count)
+        before = state.start(PHONE)
+        _instrument(container.conversations(), "_save", stall.begin)
+
+        with pytest.raises(StateUnavailable):
+            state.handle_once(PHONE, "wamid.stalled", _count)
+        stall.wait()
+        retried = state.handle_once(PHONE, "wamid.stalled", _count)
+
+        after = state.start(PHONE)
+        assert after.context["count"] == before.context["count"] + 1
+        assert after.version == before.version + 1
+        # The queued write ran when the stall ended, so the retry is recognised as a duplicate.
+        assert retried is None
+    finally:
+        stall.close()
+        container.redis_client().close()
+
+
+def test_a_form_evicted_before_its_deadline_is_reported_lost(redis_url: str) -> None:
+    """allkeys-lru may evict the form key alone; the critical data remembers the form's
+    deadline, so the user is told it was lost instead of finding it silently gone."""
+    digits = str(263_760_000_000 + random.randrange(10_000_000))
+    container = Container.from_settings(
+        Settings(backend="redis", redis_url=redis_url, token_keys=(KEY,))
+    )
+    state = container.state_service()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        state.form_start(digits, "offer", required=["amount"])
+        state.form_fill(digits, amount="100")
+        assert client.delete(f"form:{{{digits}}}:data") == 1  # what an eviction does
+        conv = state.start(digits)
+        assert conv.form is None
+        assert conv.notices == [Notice.STATE_LOST]
+        assert state.start(digits).notices == []  # told once
+    finally:
+        state.reset(digits)
+        client.close()
+        container.redis_client().close()
