@@ -29,7 +29,7 @@ class OfferStatus(StrEnum):
 
 _CODES = "|".join(d.value for d in Denomination)
 _AMOUNT = re.compile(
-    rf"(?:(?P<pre>{_CODES})\s*)?(?P<num>\d{{1,12}}(?:\.\d{{1,2}})?)(?:\s*(?P<post>{_CODES}))?",
+    rf"(?:(?P<pre>{_CODES})\s*)?(?P<num>[0-9]{{1,12}}(?:\.[0-9]{{1,2}})?)(?:\s*(?P<post>{_CODES}))?",
     re.IGNORECASE,
 )
 _HANDLE = re.compile(r"[a-zA-Z0-9_]{1,64}")

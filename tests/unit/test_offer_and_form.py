@@ -249,3 +249,10 @@ def test_form_is_expired_exactly_at_its_deadline_and_not_a_microsecond_before() 
     assert not form.is_expired(T0 + TTL - timedelta(microseconds=1))
     assert form.is_expired(T0 + TTL)
     assert form.is_expired(T0 + TTL + timedelta(seconds=1))
+
+
+@pytest.mark.parametrize("text", ["\u0661\u0660\u0660", "\uff11\uff10\uff10", "USD \u0967\u0966"])
+def test_amounts_in_non_ascii_digits_are_refused(text: str) -> None:
+    # Like phone numbers: only ASCII digits, so what is stored is what the user can read back.
+    with pytest.raises(InvalidInput):
+        parse_amount(text)
