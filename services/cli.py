@@ -1,63 +1,145 @@
-"""The ``vimbiso-state`` command line."""
+"""The ``vimbiso-state`` command line: conversation state for operators and newcomers.
+
+Every command reads configuration the way the library does (STATE_BACKEND, REDIS_STATE_URL,
+STATE_* ...); ``--redis URL`` points it at a Redis server instead. Bad input gets one line on
+stderr and a non-zero exit: 2 for bad input or configuration, 3 when the backend cannot be
+reached, 1 when ``doctor`` finds a failure.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from cryptography.fernet import Fernet
 
-from domain.errors import StateError
-from services.config import Settings
-from services.container import Container
+from domain.errors import StateError, StateUnavailable
+from services.commands import chat, doctor, inspect_reset, stats
+from services.commands.common import (
+    EXIT_FAIL,
+    EXIT_INPUT,
+    EXIT_UNAVAILABLE,
+    CliError,
+    close,
+    container,
+    describe,
+    one_line,
+    settings,
+)
 from services.demo import run_demo
 
+PROG = "vimbiso-state"
 
-def _container(redis_url: str | None) -> tuple[Container, list[str]]:
-    settings = Settings.from_env()
-    notes: list[str] = []
-    overrides: dict[str, object] = {}
-    if redis_url:
-        overrides.update(backend="redis", redis_url=redis_url)
-    elif settings.backend == "memory" and not settings.token_keys:
-        pass
-    backend = overrides.get("backend", settings.backend)
-    if backend == "redis" and not settings.token_keys:
-        # The demo may invent a key; a real deployment must configure one (see keygen).
-        overrides["token_keys"] = (Fernet.generate_key().decode(),)
-        notes.append("no STATE_TOKEN_KEYS set: the demo uses a throwaway token key")
-    return Container.from_settings(settings, **overrides), notes
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: the --help text is one command away.
+        self.exit(EXIT_INPUT, f"{PROG}: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Conversation state for the VimbisoPay WhatsApp bot: try it, look inside, "
+        "check the server.",
+        epilog="Configuration comes from the environment, as for the library (STATE_BACKEND, "
+        "REDIS_STATE_URL, STATE_TOKEN_KEYS, ...; see docs/configuration.md). Exit codes: 0 ok, "
+        "1 doctor found a failure, 2 bad input or configuration, 3 backend unreachable.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    backend = _Parser(add_help=False)
+    backend.add_argument(
+        "--redis",
+        metavar="URL",
+        help="use Redis at URL (default: REDIS_STATE_URL with STATE_BACKEND=redis, "
+        "else the in-memory backend)",
+    )
+    phone = _Parser(add_help=False)
+    phone.add_argument("phone", metavar="PHONE", help="the user's number, e.g. +263771234567")
+
+    def add(name: str, text: str, *parents: _Parser) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=text, parents=list(parents))
+
+    add("demo", "play a realistic WhatsApp conversation against the backend", backend)
+    chatting = add("chat", "be the WhatsApp user: the bot's menu and forms, from stdin", backend)
+    chatting.add_argument(
+        "--phone", default="+263 77 000 0002", help="your number (default: %(default)s)"
+    )
+    chatting.add_argument("--fresh", action="store_true", help="forget this number first")
+    add("inspect", "show one user's state, form, session, token and key TTLs", backend, phone)
+    add("reset", "forget one user: conversation, form, handled ids and token", backend, phone)
+    counting = add("stats", "count conversations and keys, measure memory (SCAN)", backend)
+    counting.add_argument(
+        "--sample", type=int, default=200, help="users measured with MEMORY USAGE (default 200)"
+    )
+    add("doctor", "check the state server's settings: a verdict per line", backend)
+    add("keygen", "print a new Fernet key for STATE_TOKEN_KEYS")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    if args.command == "keygen":
+        print(Fernet.generate_key().decode(), file=out)
+        return 0
+    config = settings(args.redis)
+    if args.command == "demo":
+        built, notes = container(config, throwaway_key=True)
+        try:
+            print(f"backend: {describe(config)}", file=out)
+            for note in notes:
+                print(f"note: {note}", file=out)
+            run_demo(built, out)
+        finally:
+            close(built)
+        return 0
+    if args.command == "chat":
+        return chat.run(config, args.phone, sys.stdin, out, fresh=args.fresh)
+    if args.command == "inspect":
+        return inspect_reset.run_inspect(config, args.phone, out)
+    if args.command == "reset":
+        return inspect_reset.run_reset(config, args.phone, out)
+    if args.command == "stats":
+        if args.sample < 0:
+            raise CliError("--sample cannot be negative")
+        return stats.run(config, out, sys.stderr, sample=args.sample)
+    return doctor.run(config, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vimbiso-state", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="play a realistic WhatsApp conversation")
-    demo.add_argument(
-        "--redis",
-        metavar="URL",
-        help="use Redis at URL (default: REDIS_STATE_URL "
-        "with STATE_BACKEND=redis, else the in-memory backend)",
-    )
-    commands.add_parser("keygen", help="print a new Fernet key for STATE_TOKEN_KEYS")
-    args = parser.parse_args(argv)
-
     try:
-        if args.command == "keygen":
-            print(Fernet.generate_key().decode())
-            return 0
-        container, notes = _container(args.redis)
-        settings = container.settings()
-        where = settings.redis_url if settings.backend == "redis" else "in-memory"
-        print(f"backend: {settings.backend} ({where})")
-        for note in notes:
-            print(f"note: {note}")
-        run_demo(container, sys.stdout)
-        return 0
-    except StateError as exc:
-        print(f"vimbiso-state: {exc}", file=sys.stderr)
-        return 2
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error already printed on one line
+        return exit_.code if isinstance(exit_.code, int) else EXIT_INPUT
+    try:
+        return _run(args)
+    except CliError as exc:
+        return _fail(str(exc), exc.code)
+    except StateUnavailable as exc:
+        return _fail(one_line(exc), EXIT_UNAVAILABLE)
+    except StateError as exc:  # invalid phone number, configuration, ...
+        return _fail(one_line(exc), EXIT_INPUT)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `vimbiso-state stats | head`: the reader left
+        sys.stderr.close()
+        return EXIT_FAIL
+    except Exception as exc:
+        if os.environ.get("VIMBISO_STATE_DEBUG"):
+            raise
+        return _fail(
+            f"internal error: {type(exc).__name__}: {one_line(exc)} "
+            "(set VIMBISO_STATE_DEBUG=1 for the traceback)",
+            EXIT_FAIL,
+        )
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -114,7 +114,10 @@ def check_server(
             "appendfsync",
             lambda: _appendfsync(config("appendfsync"), config("appendonly", "aof_enabled")),
         ),
-        _guard("maxmemory", lambda: _maxmemory(int(config("maxmemory", "maxmemory")), conversation_bytes)),
+        _guard(
+            "maxmemory",
+            lambda: _maxmemory(int(config("maxmemory", "maxmemory")), conversation_bytes),
+        ),
         _used_memory(info, info_problem),
         _evictions(info, info_problem),
         _latency(client, read, pings, latency_warn_ms),
@@ -324,7 +327,7 @@ def _scripting(client: redis.Redis, read: Callable[[Callable[[], Any]], Any]) ->
     except _Unreadable as exc:
         return Finding(
             "scripting",
-            f"EVAL {exc.reason}",
+            f"cannot run EVAL ({exc.reason})",
             Verdict.FAIL,
             "the library loads and saves with Lua scripts: allow EVAL, EVALSHA and SCRIPT LOAD",
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 from domain.phone import PhoneNumber
 
@@ -54,7 +55,13 @@ class KeySchema:
         r"(?P<kind>user|session|form|handled|token):\{(?P<digits>[1-9][0-9]{7,14})\}"
         r"(?P<suffix>:state|:data|:ids|)"
     )
-    _suffixes = {"user": ":state", "session": ":data", "form": ":data", "handled": ":ids", "token": ""}
+    _suffixes: ClassVar[dict[str, str]] = {
+        "user": ":state",
+        "session": ":data",
+        "form": ":data",
+        "handled": ":ids",
+        "token": "",
+    }
 
     def parse(self, key: str | bytes) -> tuple[str, str] | None:
         """The kind (a UserKeys field name) and phone digits of a key of this schema, or None."""

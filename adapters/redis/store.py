@@ -131,6 +131,29 @@ class RedisConversationRepository:
             damaged=parts.damaged,
         )
 
+    def peek(self, phone: PhoneNumber) -> StoredConversation:
+        """Read every part without sliding a deadline or writing (operators' tools)."""
+        keys = self._keys.for_user(phone)
+
+        def read() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)  # plain reads, one round trip
+            pipe.hmget(keys.user, "d", "t", "v")
+            pipe.hmget(keys.session, "d", "t")
+            pipe.get(keys.form)
+            return list(pipe.execute())
+
+        (critical, critical_seen, version), (session, session_seen), form = self._retry.call(read)
+        parts = codec.StoredParts()
+        return StoredConversation(
+            critical=parts.read(
+                CriticalData, critical, critical_seen and _from_micros(critical_seen)
+            ),
+            session=parts.read(Session, session, session_seen and _from_micros(session_seen)),
+            form=parts.read(Form, form),
+            version=int(version) if version is not None else 0,
+            damaged=parts.damaged,
+        )
+
     def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:
         t = self._timeouts
         form = b""

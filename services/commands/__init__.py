@@ -1,0 +1,1 @@
+"""The ``vimbiso-state`` commands, one small module each; ``services.cli`` wires them up."""

@@ -1,0 +1,210 @@
+"""``vimbiso-state inspect PHONE`` and ``reset PHONE``: one user's stored state, read or erased."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TextIO
+
+from adapters.redis.keyspace import KeyInfo, describe_user_keys
+from domain.phone import PhoneNumber
+from services.commands.common import close, container, describe, is_redis
+from services.config import Settings
+from services.container import Container
+from services.inspection import Inspector, Snapshot
+
+MEMORY_NOTE = (
+    "note: the memory backend lives inside one process; this command's process holds nothing. "
+    "Use --redis URL (or STATE_BACKEND=redis) to look at a shared store."
+)
+
+
+def span(delta: timedelta | float) -> str:
+    """A duration for people: 42s, 4m18s, 23h59m, 2d3h; negative spans read 'ago'."""
+    seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+    sign, seconds = ("-" if seconds < 0 else ""), abs(int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        text = f"{days}d{hours}h"
+    elif hours:
+        text = f"{hours}h{minutes}m"
+    elif minutes:
+        text = f"{minutes}m{secs}s"
+    else:
+        text = f"{secs}s"
+    return sign + text
+
+
+def _until(deadline: datetime | None, now: datetime) -> str:
+    if deadline is None:
+        return "-"
+    left = deadline - now
+    return f"expires in {span(left)}" if left > timedelta(0) else f"expired {span(-left)} ago"
+
+
+def _ago(moment: datetime, now: datetime) -> str:
+    if moment <= now:
+        return f"{span(now - moment)} ago"
+    # A demo or chat that let time pass ('wait') writes with a clock ahead of the real one.
+    return f"{span(moment - now)} ahead of this clock"
+
+
+def inspector(built: Container) -> Inspector:
+    return Inspector(
+        built.conversations(), built.tokens(), built.clock(), built.timeouts(), built.cipher()
+    )
+
+
+def show(snapshot: Snapshot, keys: list[KeyInfo] | None, out: TextIO) -> None:
+    now, stored = snapshot.now, snapshot.stored
+    rows: list[tuple[str, str]] = []
+    critical, session, form = stored.critical, stored.session, stored.form
+    rows.append(("version", str(stored.version)))
+    if critical is None:
+        rows.append(("critical data", "none (never stored, expired or evicted)"))
+    else:
+        profile = critical.profile
+        member = profile.member if profile else None
+        rows.append(
+            (
+                "member",
+                f"{member.name or '-'} ({member.member_id})" if member else "none (no profile yet)",
+            )
+        )
+        account = critical.current_account
+        count = len(profile.accounts) if profile else 0
+        rows.append(
+            (
+                "current account",
+                f"{account.handle or '-'}: {account.name or '-'} ({account.account_id}), "
+                f"{count} account(s)"
+                if account
+                else "none",
+            )
+        )
+        rows.append(
+            (
+                "critical data",
+                f"last seen {_ago(critical.last_seen_at, now)}, "
+                f"{_until(snapshot.critical_deadline, now)}",
+            )
+        )
+    if session is None:
+        rows.append(("session", "none (expired, evicted or never started)"))
+    else:
+        rows.append(
+            (
+                "session",
+                f"{session.id}, last seen {_ago(session.last_seen_at, now)}, "
+                f"{_until(snapshot.session_deadline, now)}",
+            )
+        )
+        rows.append(("stage", session.stage))
+        rows.append(("option", session.option or "-"))
+        rows.append(("direction", session.direction.value))
+        rows.append(("menu", " > ".join(session.menu) or "-"))
+        offer = session.offer
+        rows.append(
+            (
+                "offer",
+                f"{offer.amount} {offer.denomination.value} to {offer.recipient} "
+                f"({offer.status.value})"
+                if offer
+                else "-",
+            )
+        )
+        rows.append(("context", ", ".join(f"{k}={v!r}" for k, v in session.context.items()) or "-"))
+    if form is None:
+        rows.append(("form", "none"))
+    else:
+        values = ", ".join(f"{k}={v}" for k, v in form.values.items()) or "no answers yet"
+        missing = ", ".join(form.missing()) or "nothing"
+        rows.append(
+            (
+                "form",
+                f"{form.name}: {values}; missing {missing}; {_until(form.expires_at, now)}",
+            )
+        )
+    notices = ", ".join(n.value for n in snapshot.conversation.notices)
+    rows.append(("next message", f"would find: {notices}" if notices else "resumes as stored"))
+    if stored.damaged:
+        rows.append(("damaged", "a part could not be decoded and would be dropped"))
+    token = snapshot.token
+    if not token.stored:
+        rows.append(("token", "none"))
+    else:
+        detail = "present, value ********"
+        if token.length is not None:
+            detail += f" ({token.length} characters)"
+        if token.expires_at is not None:
+            detail += f", {_until(token.expires_at, now)}"
+        if token.problem:
+            detail += f" [{token.problem}]"
+        rows.append(("token", detail))
+
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"  {name.ljust(width)}  {value}", file=out)
+    if keys is None:
+        return
+    print("keys (Redis TTLs collect garbage; the deadlines above are the domain's):", file=out)
+    width = max(len(k.name) for k in keys)
+    for key in keys:
+        if not key.exists:
+            detail = "missing"
+        elif key.persistent:
+            detail = "no TTL (not written by this library?)"
+        else:
+            detail = f"ttl {span((key.ttl_ms or 0) / 1000)}"
+        if key.members is not None:
+            detail += f" ({key.members} handled id(s))"
+        kind = key.type if key.exists else ""
+        print(f"  {key.name.ljust(width)}  {kind.ljust(6)}  {detail}", file=out)
+
+
+def run_inspect(config: Settings, phone: str, out: TextIO) -> int:
+    number = PhoneNumber.parse(phone)  # a bad number fails before any connection
+    built, _ = container(config)
+    try:
+        snapshot = inspector(built).peek(number.digits)
+        keys = (
+            describe_user_keys(built.redis_client(), number, built.redis_retry())
+            if is_redis(config)
+            else None
+        )
+    finally:
+        close(built)
+    print(f"{number.e164}  {describe(config)}", file=out)
+    if not is_redis(config):
+        print(MEMORY_NOTE, file=out)
+    if snapshot.empty and not (keys and any(k.exists for k in keys)):
+        print("  nothing stored for this number", file=out)
+        return 0
+    show(snapshot, keys, out)
+    return 0
+
+
+def run_reset(config: Settings, phone: str, out: TextIO) -> int:
+    number = PhoneNumber.parse(phone)
+    built, _ = container(config)
+    try:
+        existing = None
+        if is_redis(config):
+            keys = describe_user_keys(built.redis_client(), number, built.redis_retry())
+            existing = sum(k.exists for k in keys)
+        built.state_service().reset(number.digits)
+    finally:
+        close(built)
+    if existing is None:
+        print(f"reset {number.e164}: forgotten ({describe(config)})", file=out)
+        print(MEMORY_NOTE, file=out)
+    elif existing:
+        print(
+            f"reset {number.e164}: deleted {existing} key(s): conversation, form, "
+            "handled message ids and token",
+            file=out,
+        )
+    else:
+        print(f"reset {number.e164}: nothing was stored", file=out)
+    return 0
