@@ -16,7 +16,7 @@ import msgspec
 from domain.conversation import CriticalData, Session
 from domain.errors import StateTooLarge
 from domain.form import Form
-from domain.schema import UnknownSchema, upgrade
+from domain.schema import SCHEMA_VERSION, UnknownSchema, upgrade
 
 log = logging.getLogger("vimbiso_state")
 
@@ -32,11 +32,22 @@ _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
 }
 
 
+# What each stored document holds, in the words of the bot code that filled it.
+_DOCUMENTS = {
+    "CriticalData": "the profile and current account (set_profile)",
+    "Session": "the session: navigation, offer and context",
+    "Form": "the form's answers",
+}
+
+
 def encode(value: object) -> bytes:
     data = _encoder.encode(value)
     if len(data) > MAX_DOCUMENT_BYTES:
+        kind = type(value).__name__
         raise StateTooLarge(
-            f"{type(value).__name__} is {len(data)} bytes, over the {MAX_DOCUMENT_BYTES} limit"
+            f"{kind} document is {len(data)} bytes, over the {MAX_DOCUMENT_BYTES}-byte limit "
+            f"(MAX_DOCUMENT_BYTES) for {_DOCUMENTS.get(kind, 'one stored document')}; "
+            "nothing was stored"
         )
     return data
 
@@ -55,7 +66,10 @@ def decode_stored(kind: type[T], data: bytes) -> T | None:
     a restart at the menu instead of crashing every message they send.
     """
     try:
-        return decode(kind, data)
+        part = decode(kind, data)
+        # An older document may decode (unknown fields are ignored) yet mean something else.
+        if getattr(part, "schema_version", SCHEMA_VERSION) == SCHEMA_VERSION:
+            return part
     except msgspec.DecodeError:
         pass
     try:

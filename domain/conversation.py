@@ -86,7 +86,8 @@ class CriticalData(DataClassJsonMixin):
 
     schema_version: int = SCHEMA_VERSION
     profile: Profile | None = None
-    current_account: Account | None = None
+    # The selected account is stored once, in the profile; this is its id.
+    current_account_id: str | None = None
     created_at: datetime = timestamp()
     # Kept by the store beside the document and slid on every read, like the session's.
     last_seen_at: datetime = timestamp()
@@ -94,6 +95,12 @@ class CriticalData(DataClassJsonMixin):
     # collected soon after its deadline; this is how the domain still knows that a form
     # expired, however late the user comes back (set by ConversationWrite on every write).
     form_expires_at: datetime | None = timestamp(default=None)
+
+    @property
+    def current_account(self) -> Account | None:
+        if self.profile is None or self.current_account_id is None:
+            return None
+        return self.profile.account(self.current_account_id)
 
 
 @dataclass(kw_only=True)
@@ -219,16 +226,17 @@ class Conversation(DataClassJsonMixin):
             member=Member.from_mapping(member),
             accounts=[Account.from_mapping(a) for a in accounts],
         )
-        current = self.critical.current_account
-        kept = profile.account(current.account_id) if current else None
+        current = self.critical.current_account_id
+        kept = profile.account(current) if current else None
+        selected = kept or (profile.accounts[0] if profile.accounts else None)
         self.critical.profile = profile
-        self.critical.current_account = kept or (profile.accounts[0] if profile.accounts else None)
+        self.critical.current_account_id = selected.account_id if selected else None
 
     def select_account(self, account_id: str) -> Account:
         account = self.profile.account(account_id) if self.profile else None
         if account is None:
             raise InvalidInput(f"no account {account_id!r} in this member's profile")
-        self.critical.current_account = account
+        self.critical.current_account_id = account.account_id
         return account
 
     # The offer flow

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from fakes import T0
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -110,7 +111,7 @@ criticals = _builds(
     CriticalData,
     schema_version=schema_versions,
     profile=st.none() | profiles,
-    current_account=st.none() | accounts,
+    current_account_id=st.none() | texts,
     created_at=utc_datetimes,
     last_seen_at=utc_datetimes,
     form_expires_at=st.none() | utc_datetimes,
@@ -257,12 +258,27 @@ def test_msgspec_is_the_codec_in_use() -> None:
 
 
 # Stored documents from older releases, or damaged ones
-def test_decode_stored_migrates_a_version_0_document() -> None:
-    data = b'{"schema": 0, "created_at": "2025-01-01T00:00:00Z"}'
+def test_decode_stored_migrates_a_version_1_document() -> None:
+    # Version 1 kept a full copy of the current account; version 2 keeps its id.
+    data = (
+        b'{"schema_version": 1, "created_at": "2025-01-01T00:00:00Z",'
+        b' "last_seen_at": "2025-01-01T00:00:00Z",'
+        b' "profile": {"member": {"member_id": "m-1"},'
+        b' "accounts": [{"account_id": "a-1"}, {"account_id": "a-2"}]},'
+        b' "current_account": {"account_id": "a-2", "name": "Farm"}}'
+    )
     critical = codec.decode_stored(CriticalData, data)
     assert critical is not None
-    assert critical.schema_version == 1
-    assert critical.last_seen_at == critical.created_at == datetime(2025, 1, 1, tzinfo=UTC)
+    assert critical.schema_version == 2
+    assert critical.current_account_id == "a-2"
+    assert critical.current_account is not None
+    assert critical.current_account.account_id == "a-2"
+    assert critical.created_at == datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def test_a_current_document_is_not_migrated_again() -> None:
+    critical = CriticalData(created_at=T0, last_seen_at=T0, current_account_id="a-1")
+    assert codec.decode_stored(CriticalData, codec.encode(critical)) == critical
 
 
 @pytest.mark.parametrize(

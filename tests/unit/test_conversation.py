@@ -6,7 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from conftest import DIGITS, T0
+from fakes import DIGITS, T0
 
 from domain.conversation import (
     DEFAULT_STAGE,
@@ -375,7 +375,7 @@ def _critical(last_seen_ago: timedelta = timedelta(0)) -> CriticalData:
     conversation.set_profile(MEMBER, [PERSONAL, BUSINESS])
     conversation.select_account("a-2")
     critical.profile = conversation.critical.profile
-    critical.current_account = conversation.critical.current_account
+    critical.current_account_id = conversation.critical.current_account_id
     return critical
 
 

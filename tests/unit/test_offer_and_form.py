@@ -6,7 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from conftest import T0
+from fakes import T0
 
 from domain.errors import FormIncomplete, FormValidationError, InvalidInput
 from domain.form import MAX_FIELDS, Form

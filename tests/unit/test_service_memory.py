@@ -8,9 +8,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import DIGITS, OTHER_PHONE, PHONE
 from dependency_injector import providers
-from fakes import FakeClock
+from fakes import DIGITS, OTHER_PHONE, PHONE, FakeClock
 
 import services.state_service as state_service_module
 from domain.conversation import DEFAULT_STAGE, Conversation, Notice
@@ -163,7 +162,7 @@ def test_mutating_a_returned_conversation_does_not_change_stored_state(
     conversation.session.menu.append("evil")
     assert conversation.profile is not None
     conversation.profile.accounts.clear()
-    conversation.critical.current_account = None
+    conversation.critical.current_account_id = None
     stored = state.start(PHONE)
     assert stored.stage == OFFER
     assert stored.menu == [DEFAULT_STAGE]
