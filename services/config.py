@@ -65,6 +65,18 @@ class Settings:
             raise ConfigurationError("timeouts must be positive")
         self.timeouts  # noqa: B018 - validates the durations now rather than at first use
 
+    def __repr__(self) -> str:
+        # Settings end up in logs and tracebacks: the URL's password and the token keys
+        # (repr=False) never appear.
+        shown = []
+        for f in fields(self):
+            if f.repr:
+                value = getattr(self, f.name)
+                if f.name == "redis_url":
+                    value = redact_url(value)
+                shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
     @property
     def timeouts(self) -> Timeouts:
         return Timeouts(
@@ -120,3 +132,12 @@ def _convert(name: str, kind: object, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"setting {name} has an invalid value") from exc
+
+
+def redact_url(url: str) -> str:
+    """``url`` for display, with its password (if any) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()

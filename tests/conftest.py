@@ -5,9 +5,14 @@ redis_url      (session)  a server the whole run shares: $REDIS_URL, else a test
                           on it must use unique keys and never flush, kill or reconfigure it.
 private_redis  (function) a fresh private RedisProcess per test, for anything destructive.
 redis_server_bin (session) path of redis-server, for tests that build their own RedisProcess.
+cluster_url    (session)  a Redis Cluster of three masters the run shares: $REDIS_CLUSTER_URL
+                          (any node), else a LocalCluster of private redis-server processes
+                          (tests/redis_cluster.py). Same rules as redis_url: unique keys only.
+redis_cli_bin  (session)  path of redis-cli, which forms a LocalCluster.
 
-Either fixture skips (fails under CI=true) when no server can be had, and marks its tests
-`redis`, so `pytest -m "not redis"` runs the fast suite without any server.
+Each of them skips (fails under CI=true) when no server can be had, and marks its tests
+`redis`, so `pytest -m "not redis"` runs the fast suite without any server. The cluster ones
+(and tests/cluster's replicated_cluster) also mark their tests `cluster`: `pytest -m cluster`.
 This module deliberately imports nothing from domain/, adapters/ or services/.
 """
 
@@ -21,11 +26,14 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
+from redis_cluster import LocalCluster, find_redis_cli
 from redis_servers import RedisProcess, docker_available, find_redis_server, start_container
 
+# Fixtures that need a local Redis Cluster; a test using any of them gets the `cluster` marker.
+CLUSTER_FIXTURES = {"cluster_url", "redis_cli_bin", "replicated_cluster"}
 # Fixtures that need a real server; a test using any of them (directly or through another
 # fixture) gets the `redis` marker. Other conftests may add names here.
-REDIS_FIXTURES = {"redis_url", "private_redis", "redis_server_bin"}
+REDIS_FIXTURES = {"redis_url", "private_redis", "redis_server_bin", *CLUSTER_FIXTURES}
 
 INSTALL_HELP = (
     "Install redis-server (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew "
@@ -54,8 +62,11 @@ def _redacted(url: str) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         # fixturenames is the transitive closure, so backend fixtures built on these count too.
-        if REDIS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        names = set(getattr(item, "fixturenames", ()))
+        if REDIS_FIXTURES & names:
             item.add_marker(pytest.mark.redis)
+        if CLUSTER_FIXTURES & names:
+            item.add_marker(pytest.mark.cluster)
 
 
 @pytest.fixture(scope="session")
@@ -107,3 +118,36 @@ def private_redis(redis_server_bin: str) -> Iterator[RedisProcess]:
     # Always a fresh process: never $REDIS_URL, a container or the machine's own 6379.
     with RedisProcess(executable=redis_server_bin) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cli_bin(redis_server_bin: str) -> str:
+    path = find_redis_cli(redis_server_bin)
+    if path is None:
+        _no_server(
+            "redis-cli is not installed (it forms the test cluster; Debian/Ubuntu: redis-tools) "
+            f"or set REDIS_CLI=/path/to/redis-cli. {INSTALL_HELP}"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def cluster_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    explicit = os.environ.get("REDIS_CLUSTER_URL")
+    if explicit:
+        client = redis.Redis.from_url(explicit, socket_timeout=3, socket_connect_timeout=3)
+        try:
+            state = client.cluster("info")["cluster_state"]
+        except redis.RedisError as exc:
+            reason = f"REDIS_CLUSTER_URL={_redacted(explicit)} does not answer CLUSTER INFO: {exc}"
+            pytest.fail(reason, pytrace=False)
+        finally:
+            client.close()
+        if state != "ok":
+            pytest.fail(f"REDIS_CLUSTER_URL={_redacted(explicit)}: {state=}", pytrace=False)
+        yield explicit
+        return
+    server = request.getfixturevalue("redis_server_bin")
+    cli = request.getfixturevalue("redis_cli_bin")
+    with LocalCluster(masters=3, executable=server, cli=cli) as cluster:
+        yield cluster.url

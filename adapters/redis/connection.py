@@ -48,7 +48,18 @@ _TRANSIENT: tuple[type[Exception], ...] = (
     SlotNotCoveredError,
     ClusterError,
 )
-_UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "CLUSTERDOWN", "TRYAGAIN")
+# Replies for a server state that time (or an operator) fixes: MISCONF is a server that cannot
+# persist (disk full, unwritable dir) and refuses writes; "BUSY " one running a long script.
+_UNAVAILABLE_REPLIES = (
+    "OOM",
+    "READONLY",
+    "MASTERDOWN",
+    "LOADING",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MISCONF",
+    "BUSY ",
+)
 
 
 def connect(
@@ -109,6 +120,13 @@ class RetryPolicy:
         for attempt in range(self.retries + 1):
             try:
                 return operation()
+            except redis.exceptions.AuthenticationError as exc:
+                # A ConnectionError subclass, but no retry can fix a wrong user or password,
+                # and "unreachable" would send the operator looking at the network. redis-py's
+                # message never contains the password.
+                raise StateUnavailable(
+                    f"Redis refused the credentials in the state Redis URL: {exc}"
+                ) from exc
             except _TRANSIENT as exc:
                 if attempt == self.retries:
                     raise StateUnavailable(

@@ -29,9 +29,19 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
+    ]
+)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+# The server fixture of each real backend (looked up only when that backend runs).
+SERVERS = {"redis": "redis_url", "redis-cluster": "cluster_url"}
 
 
 @pytest.fixture
@@ -39,13 +49,13 @@ def container(
     backend: str, clock: FakeClock, request: pytest.FixtureRequest
 ) -> Iterator[Container]:
     settings = Settings(backend=backend, token_keys=(Fernet.generate_key().decode(),))
-    if backend == "redis":
-        url = request.getfixturevalue("redis_url")
-        settings = Settings(backend="redis", redis_url=url, token_keys=settings.token_keys)
+    if backend in SERVERS:
+        url = request.getfixturevalue(SERVERS[backend])
+        settings = Settings(backend=backend, redis_url=url, token_keys=settings.token_keys)
     container = Container.from_settings(settings)
     container.clock.override(clock)
     yield container
-    if backend == "redis":
+    if backend in SERVERS:
         container.redis_client().close()
 
 

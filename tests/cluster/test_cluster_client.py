@@ -1,0 +1,162 @@
+"""The redis-cluster backend's client and errors: configuration, bounded failures, and which
+cluster errors are retried. Only the last test needs a cluster; the rest need no server, so
+they are marked `cluster` (run with the cluster tests) but not `redis`."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import (
+    ClusterCrossSlotError,
+    ClusterDownError,
+    ClusterError,
+    MasterDownError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+
+from adapters.redis import RetryPolicy, connect_cluster
+from services.config import Settings
+from services.container import Container
+from services.exceptions import ConfigurationError, StateError, StateUnavailable
+
+pytestmark = pytest.mark.cluster
+
+# What RedisCluster raises while a failover or a resharding is under way. Each is answered
+# (or detected) before the command ran, and redis-py refreshes its slot map before raising.
+TRANSIENT = [
+    ClusterDownError("CLUSTERDOWN The cluster is down"),
+    MasterDownError("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is no"),
+    TryAgainError("TRYAGAIN Multiple keys request during rehashing of slot"),
+    SlotNotCoveredError('Slot "42" not covered by the cluster.'),
+    ClusterError("TTL exhausted."),
+    redis.ConnectionError("Connection refused"),
+    redis.TimeoutError("Timeout reading from socket"),
+]
+
+
+def _failing(errors: list[Exception], value: str = "done") -> tuple[list[int], Callable[[], str]]:
+    calls = [0]
+
+    def operation() -> str:
+        calls[0] += 1
+        if errors:
+            raise errors.pop(0)
+        return value
+
+    return calls, operation
+
+
+@pytest.mark.parametrize("error", TRANSIENT, ids=lambda e: type(e).__name__)
+def test_cluster_transient_errors_are_retried(error: Exception) -> None:
+    calls, operation = _failing([error, error])
+    assert RetryPolicy(retries=2, backoff=0).call(operation) == "done"
+    assert calls[0] == 3
+
+
+@pytest.mark.parametrize("error", TRANSIENT, ids=lambda e: type(e).__name__)
+def test_cluster_transient_errors_past_the_retries_are_unavailable(error: Exception) -> None:
+    calls, operation = _failing([error] * 5)
+    with pytest.raises(StateUnavailable):
+        RetryPolicy(retries=2, backoff=0).call(operation)
+    assert calls[0] == 3
+
+
+def test_no_reachable_node_is_unavailable_not_a_crash() -> None:
+    # RedisClusterException is not a RedisError: it must not escape as a raw exception.
+    _, operation = _failing([RedisClusterException("Redis Cluster cannot be connected.")])
+    with pytest.raises(StateUnavailable, match="Cluster"):
+        RetryPolicy(retries=2, backoff=0).call(operation)
+
+
+def test_cross_slot_is_a_bug_not_an_outage() -> None:
+    calls, operation = _failing([ClusterCrossSlotError("CROSSSLOT Keys in request don't hash")])
+    with pytest.raises(StateError) as raised:
+        RetryPolicy(retries=2, backoff=0).call(operation)
+    assert not isinstance(raised.value, StateUnavailable)
+    assert calls[0] == 1
+
+
+def test_settings_accept_a_cluster_and_refuse_what_it_cannot_use() -> None:
+    settings = Settings.from_env(
+        {"STATE_BACKEND": "redis-cluster", "REDIS_STATE_URL": "redis://10.0.0.7:7000"}
+    )
+    assert settings.backend == "redis-cluster"
+    Settings(backend="redis-cluster", redis_url="rediss://user:pw@node-1:6380/0")
+    with pytest.raises(ConfigurationError, match="database 0"):
+        Settings(backend="redis-cluster", redis_url="redis://127.0.0.1:7000/1")
+    with pytest.raises(ConfigurationError, match="node address"):
+        Settings(backend="redis-cluster", redis_url="unix:///run/redis.sock")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def hung_node() -> Iterator[str]:
+    """Accepts connections and never answers: a stalled node."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.05)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"redis://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+def test_a_refused_node_fails_fast() -> None:
+    container = Container.from_settings(
+        Settings(backend="redis-cluster", redis_url=f"redis://127.0.0.1:{_free_port()}")
+    )
+    began = time.monotonic()
+    with pytest.raises(StateUnavailable, match="could not be reached"):
+        container.state_service()
+    assert time.monotonic() - began < 0.5
+
+
+def test_a_hung_node_fails_within_the_socket_timeout(hung_node: str) -> None:
+    began = time.monotonic()
+    with pytest.raises(StateUnavailable):
+        connect_cluster(hung_node, socket_timeout=0.3, connect_timeout=0.2)
+    assert time.monotonic() - began < 1.0
+
+
+def test_the_client_has_short_timeouts_and_no_retries_of_its_own(cluster_url: str) -> None:
+    client = connect_cluster(cluster_url, socket_timeout=0.4, connect_timeout=0.3)
+    try:
+        assert isinstance(client, RedisCluster)
+        assert client.retry.get_retries() == 0  # RetryPolicy is the only retry loop
+        assert len(client.get_primaries()) >= 3  # found every master from one address
+        for node in client.get_nodes():
+            assert node.redis_connection is not None
+            pool = node.redis_connection.connection_pool
+            assert pool.connection_kwargs["socket_timeout"] == 0.4
+            assert pool.connection_kwargs["socket_connect_timeout"] == 0.3
+            assert pool.connection_kwargs["retry"].get_retries() == 0
+    finally:
+        client.close()
