@@ -1,0 +1,151 @@
+"""Round trips per operation on a real Redis (issue 4): counted on the wire, not timed.
+
+Every packed command redis-py sends is one round trip (a pipeline is one send); the counter
+wraps Connection.send_packed_command, so a health-check PING or a SCRIPT LOAD would count too.
+Scripts are loaded and connections opened by a warm-up before anything is counted.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import redis
+from cryptography.fernet import Fernet
+from redis.connection import AbstractConnection
+
+from services.config import Settings
+from services.container import Container
+from services.state_service import StateService
+
+MEMBER = {"memberID": "m-0001", "firstname": "Tendai", "lastname": "Moyo"}
+ACCOUNTS = [
+    {"accountID": f"acc_{n}", "accountName": f"Account {n}", "accountHandle": f"tendai_{n}"}
+    for n in range(3)
+]
+_COMMAND = re.compile(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n")
+
+
+@contextmanager
+def wire() -> Iterator[list[str]]:
+    """Collects one entry per round trip: the (first) command name of each send."""
+    sent: list[str] = []
+    original = AbstractConnection.send_packed_command
+
+    def counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        first = command if isinstance(command, bytes | str) else command[0]
+        match = _COMMAND.match(first.encode() if isinstance(first, str) else bytes(first))
+        sent.append(match[1].decode().upper() if match else "?")
+        original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+
+
+def new_phone() -> str:
+    # Shared server: a random number per test, and nothing is ever flushed.
+    return f"+2637{random.randrange(10**7, 10**8)}"
+
+
+@pytest.fixture(scope="module")
+def container(redis_url: str) -> Iterator[Container]:
+    key = Fernet.generate_key().decode()
+    container = Container.from_settings(
+        Settings(backend="redis", redis_url=redis_url, token_keys=(key,))
+    )
+    # Warm-up: open the connection and make the server know both scripts (redis-py sends
+    # SCRIPT LOAD after a NOSCRIPT on first use), so that only steady-state traffic is counted.
+    state, phone = container.state_service(), new_phone()
+    state.start(phone)
+    state.update(phone, lambda c: None)
+    state.save_token(phone, "warm")
+    state.token(phone)
+    state.reset(phone)
+    yield container
+    container.redis_client().close()
+
+
+@pytest.fixture
+def state(container: Container) -> StateService:
+    return container.state_service()
+
+
+@pytest.fixture
+def phone(state: StateService) -> Iterator[str]:
+    number = new_phone()
+    yield number
+    state.reset(number)
+
+
+def existing(state: StateService, phone: str) -> None:
+    """A live conversation with a profile, a menu path, a form and a token."""
+    state.start(phone)
+    state.set_profile(phone, MEMBER, ACCOUNTS)
+    state.navigate(phone, "handle_action_offer_credex")
+    state.form_start(phone, "offer", ["amount", "recipient"])
+    state.save_token(phone, "eyJhbGciOiJIUzI1NiJ9.e30.sig")
+
+
+def nothing(state: StateService, phone: str) -> None:
+    pass
+
+
+Operation = Callable[[StateService, str], object]
+CASES: list[tuple[str, Operation, Operation, int]] = [
+    ("start an existing live conversation", existing, lambda s, p: s.start(p), 1),
+    ("start a new user", nothing, lambda s, p: s.start(p), 2),
+    ("update", existing, lambda s, p: s.update(p, lambda c: c.select_account("acc_2")), 2),
+    ("navigate", existing, lambda s, p: s.navigate(p, "handle_action_pending_offers_in"), 2),
+    ("back", existing, lambda s, p: s.back(p), 2),
+    ("form_fill", existing, lambda s, p: s.form_fill(p, amount="USD 100"), 2),
+    ("handle_once", existing, lambda s, p: s.handle_once(p, "wamid.HBgM", lambda c: None), 2),
+    ("token", existing, lambda s, p: s.token(p), 1),
+    ("save_token", nothing, lambda s, p: s.save_token(p, "eyJhbGciOiJIUzI1NiJ9.e30.sig"), 1),
+]
+
+
+@pytest.mark.parametrize(
+    ("setup", "operation", "expected"),
+    [pytest.param(setup, op, n, id=name) for name, setup, op, n in CASES],
+)
+def test_round_trips_per_operation(
+    state: StateService, phone: str, setup: Operation, operation: Operation, expected: int
+) -> None:
+    setup(state, phone)
+    with wire() as sent:
+        operation(state, phone)
+    assert len(sent) == expected, f"expected {expected} round trip(s), sent {sent}"
+
+
+def test_a_duplicate_delivery_costs_one_round_trip(state: StateService, phone: str) -> None:
+    existing(state, phone)
+    state.handle_once(phone, "wamid.dup", lambda c: None)
+    with wire() as sent:
+        assert state.handle_once(phone, "wamid.dup", lambda c: None) is None
+    assert sent == ["EVALSHA"]
+
+
+def test_the_counter_sees_every_round_trip(redis_url: str) -> None:
+    # Control: if redis-py stopped sending through send_packed_command, every count above
+    # would read 0 and the operation tests would fail loudly rather than pass vacuously.
+    client = redis.Redis.from_url(redis_url)
+    key = f"test:{{{new_phone()[1:]}}}:rt"
+    try:
+        client.ping()
+        with wire() as sent:
+            client.set(key, b"x", px=60_000)
+            client.get(key)
+            pipe = client.pipeline(transaction=False)
+            pipe.get(key).pttl(key)
+            pipe.execute()
+        assert sent == ["SET", "GET", "GET"]
+    finally:
+        client.delete(key)
+        client.close()
