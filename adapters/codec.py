@@ -52,13 +52,13 @@ def encode(value: object) -> bytes:
     return data
 
 
-def decode(kind: type[T], data: bytes) -> T:
+def decode(kind: type[T], data: bytes | memoryview) -> T:
     decoder = _decoders.get(kind) or msgspec.json.Decoder(kind)
     result: T = decoder.decode(data)
     return result
 
 
-def decode_stored(kind: type[T], data: bytes) -> T | None:
+def decode_stored(kind: type[T], data: bytes | memoryview) -> T | None:
     """Decode a stored document, migrating an older schema; None if it cannot be read.
 
     The fast typed decode handles every current document. Anything else goes through the
@@ -87,8 +87,15 @@ class StoredParts:
     def __init__(self) -> None:
         self.damaged = False
 
+    def discard(self, kind: type[Any], data: bytes, reason: str) -> None:
+        """Drop a part the store cannot even frame (its header is damaged)."""
+        log.warning(
+            "dropping an undecodable %s document (%d bytes): %s", kind.__name__, len(data), reason
+        )
+        self.damaged = True
+
     def read(
-        self, kind: type[T], data: bytes | None, last_seen: datetime | None = None
+        self, kind: type[T], data: bytes | memoryview | None, last_seen: datetime | None = None
     ) -> T | None:
         if data is None:
             return None

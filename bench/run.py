@@ -195,13 +195,12 @@ class Bench:
         return f"bench:{{{PhoneNumber.parse(phone).digits}}}:raw"
 
     def documents(self, phone: str) -> list[bytes]:
-        """The stored JSON of user, session and form (a hash keeps it in field 'd')."""
+        """The stored JSON of user, session and form, without their fixed-width headers."""
         keys = KeySchema().for_user(PhoneNumber.parse(phone))
         found: list[bytes] = []
-        for key in (keys.user, keys.session, keys.form):
-            kind = self.client.type(key)
-            value = self.client.hget(key, "d") if kind == b"hash" else self.client.get(key)
-            found.append(value if isinstance(value, bytes) else (value or "").encode())
+        for key, header in ((keys.user, 28), (keys.session, 16), (keys.form, 0)):
+            value = self.client.get(key)
+            found.append(bytes(value)[header:] if value else b"")
         return found
 
     def store_raw(self, phone: str) -> int:

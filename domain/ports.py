@@ -58,13 +58,18 @@ class ConversationRepository(Protocol):
     """Stores conversations under the key schema; atomic per user."""
 
     def load(
-        self, phone: PhoneNumber, now: datetime, message_id: str | None = None
+        self,
+        phone: PhoneNumber,
+        now: datetime,
+        message_id: str | None = None,
+        touch: bool = True,
     ) -> StoredConversation:
         """Read every part in one step.
 
-        A session last seen no longer than the session timeout ago is moved to ``now`` in the
-        same step (the sliding refresh); an older one is returned as it is, for the domain to
-        expire.
+        With ``touch``, critical data and a session still alive (last seen no longer than
+        their timeout ago) are moved to ``now`` in the same step: the sliding refresh. An
+        expired part is returned as it is, for the domain to expire. A load followed by a
+        save need not touch: the save moves last-seen anyway.
         """
         ...
 
@@ -109,7 +114,11 @@ class AsyncConversationRepository(Protocol):
     """ConversationRepository for asyncio: the same operations and guarantees, awaited."""
 
     async def load(
-        self, phone: PhoneNumber, now: datetime, message_id: str | None = None
+        self,
+        phone: PhoneNumber,
+        now: datetime,
+        message_id: str | None = None,
+        touch: bool = True,
     ) -> StoredConversation: ...
 
     async def save(

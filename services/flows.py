@@ -40,6 +40,7 @@ class Load:
     phone: PhoneNumber
     now: datetime
     message_id: str | None = None
+    touch: bool = True  # slide deadlines; a load followed by a save need not
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +230,9 @@ class Flows:
         op_id = secrets.token_hex(8)  # the same id on every attempt: applied at most once
         for attempt in range(self.max_retries + 1):
             now = self.clock.now()
-            stored = first or cast(StoredConversation, (yield Load(number, now, message_id)))
+            stored = first or cast(
+                StoredConversation, (yield Load(number, now, message_id, touch=False))
+            )
             first = None
             if stored.message_seen:
                 raise Duplicate

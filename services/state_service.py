@@ -137,8 +137,8 @@ class StateService:
 
     def _perform(self, request: Request) -> object:
         match request:
-            case Load(phone, now, message_id):
-                return self._conversations.load(phone, now, message_id)
+            case Load(phone, now, message_id, touch):
+                return self._conversations.load(phone, now, message_id, touch)
             case Save(phone, write, now):
                 return self._conversations.save(phone, write, now)
             case GetToken(phone):

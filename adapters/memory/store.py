@@ -29,6 +29,10 @@ class _Part:
     expires_at: datetime
 
 
+def _slides(seen: datetime, now: datetime, timeout: timedelta) -> bool:
+    return seen < now and now - seen <= timeout
+
+
 def _data(part: _Part | None) -> bytes | None:
     return part.data if part is not None else None
 
@@ -82,7 +86,7 @@ class MemoryConversationRepository:
         return user
 
     def load(
-        self, phone: PhoneNumber, now: datetime, message_id: str | None = None
+        self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
     ) -> StoredConversation:
         t = self._timeouts
         with self._lock:
@@ -90,11 +94,21 @@ class MemoryConversationRepository:
             if user is None:
                 return StoredConversation(None, None, None, 0)
             wall = self._clock.now()
-            # Slide only what is still alive, as load.lua does.
-            if user.critical and user.critical_seen and now - user.critical_seen <= t.state:
+            # Slide only what is still alive, and never backwards, as load.lua does.
+            if (
+                touch
+                and user.critical
+                and user.critical_seen
+                and _slides(user.critical_seen, now, t.state)
+            ):
                 user.critical_seen = now
                 user.critical.expires_at = wall + t.state + GRACE
-            if user.session and user.last_seen and now - user.last_seen <= t.session:
+            if (
+                touch
+                and user.session
+                and user.last_seen
+                and _slides(user.last_seen, now, t.session)
+            ):
                 user.last_seen = now
                 user.session.expires_at = wall + t.session + GRACE
             parts = codec.StoredParts()

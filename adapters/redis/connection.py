@@ -8,8 +8,9 @@ worst case is about (retries + 1) * socket_timeout.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis
@@ -117,30 +118,56 @@ class RetryPolicy:
         self._cap = cap
 
     def call(self, operation: Callable[[], T]) -> T:
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 return operation()
-            except redis.exceptions.AuthenticationError as exc:
-                # A ConnectionError subclass, but no retry can fix a wrong user or password,
-                # and "unreachable" would send the operator looking at the network. redis-py's
-                # message never contains the password.
+            except Exception as exc:
+                time.sleep(self.pause_after(exc, attempt))
+                attempt += 1
+
+    def pause_after(self, exc: Exception, attempt: int) -> float:
+        """How long to wait before retrying after ``exc``; raises when there is no retry.
+
+        Shared by the sync and the asyncio services, so both give up on the same errors.
+        """
+        if isinstance(exc, redis.exceptions.AuthenticationError):
+            # A ConnectionError subclass, but no retry can fix a wrong user or password, and
+            # "unreachable" would send the operator looking at the network. redis-py's
+            # message never contains the password.
+            raise StateUnavailable(
+                f"Redis refused the credentials in the state Redis URL: {exc}"
+            ) from exc
+        if isinstance(exc, _TRANSIENT):
+            if attempt >= self.retries:
                 raise StateUnavailable(
-                    f"Redis refused the credentials in the state Redis URL: {exc}"
+                    f"Redis is unreachable or did not answer in time: {exc}"
                 ) from exc
-            except _TRANSIENT as exc:
-                if attempt == self.retries:
-                    raise StateUnavailable(
-                        f"Redis is unreachable or did not answer in time: {exc}"
-                    ) from exc
-                time.sleep(min(self._cap, self._backoff * 2**attempt))
-            except redis.exceptions.ResponseError as exc:
-                if str(exc).startswith(_UNAVAILABLE_REPLIES):
-                    raise StateUnavailable(f"Redis refused the command: {exc}") from exc
-                raise StateError(f"Redis rejected the command: {exc}") from exc
-            except redis.exceptions.RedisError as exc:
-                raise StateUnavailable(f"Redis failed: {exc}") from exc
-            except RedisClusterException as exc:
-                # Not a RedisError: raised when no node of the cluster answers a topology
-                # refresh, or when a command cannot be routed.
-                raise StateUnavailable(f"Redis Cluster failed: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+            return float(min(self._cap, self._backoff * 2**attempt))
+        if isinstance(exc, redis.exceptions.ResponseError):
+            if str(exc).startswith(_UNAVAILABLE_REPLIES):
+                raise StateUnavailable(f"Redis refused the command: {exc}") from exc
+            raise StateError(f"Redis rejected the command: {exc}") from exc
+        if isinstance(exc, redis.exceptions.RedisError):
+            raise StateUnavailable(f"Redis failed: {exc}") from exc
+        if isinstance(exc, RedisClusterException):
+            # Not a RedisError: raised when no node of the cluster answers a topology
+            # refresh, or when a command cannot be routed.
+            raise StateUnavailable(f"Redis Cluster failed: {exc}") from exc
+        raise exc  # not a Redis failure: the caller's own error, unchanged
+
+
+class AsyncRetryPolicy:
+    """RetryPolicy for coroutines: the same decisions, awaited pauses."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return await operation()
+            except Exception as exc:
+                await asyncio.sleep(self._policy.pause_after(exc, attempt))
+                attempt += 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -27,7 +27,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis_servers import RedisProcess
 
-from adapters.redis.store import RedisConversationRepository
+from adapters.redis.store import LOAD, SAVE, RedisConversationRepository
+from adapters.redis.wire import Script
 from domain.conversation import Conversation, Notice
 from services.config import Settings
 from services.container import Container
@@ -117,18 +118,21 @@ def _instrument(
 ) -> list[Any]:
     """Wrap the repository's load or save script: run a hook before its first call and record
     each raw reply (the status save.lua returned, as the client saw it)."""
-    original = getattr(repo, script)
+    target = {"_save": SAVE, "_load": LOAD}[script]
+    original = repo._script
     replies: list[Any] = []
     hooks = [before_first_call]
 
-    def call(*args: Any, **kwargs: Any) -> Any:
+    def call(script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if script is not target:
+            return original(script, keys, args)
         while hooks:
             hooks.pop()()
-        reply = original(*args, **kwargs)
+        reply = original(script, keys, args)
         replies.append(reply)
         return reply
 
-    setattr(repo, script, call)
+    repo._script = call
     return replies
 
 

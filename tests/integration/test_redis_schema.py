@@ -132,8 +132,19 @@ def test_redis_backend_without_a_token_key_refuses_tokens(redis_url: str, digits
     state.reset(digits)
 
 
+NOW = b"%016d" % int(time.time() * 1_000_000)
+
+
 @pytest.mark.parametrize(
-    "garbage", [b"\x00\xffnot json", b'{"schema_version": 99, "id": "x"}', b"[]", b'{"id": 5}']
+    "garbage",
+    [
+        NOW + b"\x00\xffnot json",
+        NOW + b'{"schema_version": 99, "id": "x"}',
+        NOW + b"[]",
+        NOW + b'{"id": 5}',
+        b"no header at all",
+        b"",
+    ],
 )
 def test_undecodable_session_returns_to_menu_with_a_notice(
     redis_url: str,
@@ -146,7 +157,7 @@ def test_undecodable_session_returns_to_menu_with_a_notice(
     state.start(digits)
     state.set_profile(digits, {"memberID": "m-1"}, [{"accountID": "a-1"}])
     state.navigate(digits, "handle_action_offer_credex")
-    client.hset(f"session:{{{digits}}}:data", "d", garbage)
+    client.set(f"session:{{{digits}}}:data", garbage)
     with caplog.at_level("WARNING", logger="vimbiso_state"):
         conv = state.start(digits)
     assert conv.stage == "handle_action_menu"
@@ -162,24 +173,49 @@ def test_undecodable_critical_data_starts_over_with_a_notice(
 ) -> None:
     _, state = _service(redis_url)
     state.start(digits)
-    client.hset(f"user:{{{digits}}}:state", "d", b"{broken")
-    conv = state.start(digits)
-    assert conv.notices == [Notice.STATE_LOST]
-    assert conv.profile is None
+    key = f"user:{{{digits}}}:state"
+    header = (client.get(key) or b"")[:28]
+    for damaged in (header + b"{broken", b"12345"):
+        client.set(key, damaged)
+        conv = state.start(digits)
+        assert conv.notices == [Notice.STATE_LOST]
+        assert conv.profile is None
     state.reset(digits)
 
 
-def test_a_document_from_the_first_schema_is_migrated(
+def test_a_version_1_document_is_migrated(
     redis_url: str, client: redis.Redis, digits: str
 ) -> None:
     _, state = _service(redis_url)
     state.start(digits)
-    state.set_profile(digits, {"memberID": "m-1"}, [{"accountID": "a-1"}])
+    accounts = [{"accountID": "a-1"}, {"accountID": "a-2"}]
+    state.set_profile(digits, {"memberID": "m-1"}, accounts)
+    state.update(digits, lambda c: c.select_account("a-2"))
     key = f"user:{{{digits}}}:state"
-    current = json.loads(client.hget(key, "d") or b"{}")
-    legacy = {k: v for k, v in current.items() if k not in ("schema_version", "last_seen_at")}
-    client.hset(key, "d", json.dumps({**legacy, "schema": 1}))
+    value = client.get(key) or b""
+    header, current = value[:28], json.loads(value[28:])
+    account = next(a for a in current["profile"]["accounts"] if a["account_id"] == "a-2")
+    legacy = {k: v for k, v in current.items() if k != "current_account_id"}
+    legacy.update(schema_version=1, current_account=account)
+    client.set(key, header + json.dumps(legacy).encode())
     conv = state.start(digits)
     assert conv.notices == []
-    assert conv.profile is not None and conv.profile.member.member_id == "m-1"
+    assert conv.current_account is not None and conv.current_account.account_id == "a-2"
+    state.reset(digits)
+
+
+def test_values_are_strings_with_a_last_seen_and_version_header(
+    redis_url: str, client: redis.Redis, digits: str
+) -> None:
+    _, state = _service(redis_url)
+    state.start(digits)
+    state.navigate(digits, "handle_action_offer_credex")
+    user = client.get(f"user:{{{digits}}}:state") or b""
+    session = client.get(f"session:{{{digits}}}:data") or b""
+    assert user[:16].isdigit() and int(user[16:28]) == 2
+    assert json.loads(user[28:])["schema_version"] == 2
+    assert session[:16].isdigit()
+    assert json.loads(session[16:])["stage"] == "handle_action_offer_credex"
+    # Strings stay compact: no hashtable encoding for kilobyte-sized documents.
+    assert client.object("encoding", f"user:{{{digits}}}:state") in (b"raw", b"embstr")
     state.reset(digits)

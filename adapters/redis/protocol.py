@@ -1,0 +1,178 @@
+"""How a conversation is laid out in Redis, and the script calls that read and write it.
+
+Pure: no I/O. The sync, async and cluster repositories all build their calls and read their
+replies here, so the stored format has one definition.
+
+Layout (every key carries the phone's hash tag):
+- ``user:{p}:state``: last-seen (16 digits, microseconds) + version (12 digits) + JSON of the
+  critical data;
+- ``session:{p}:data``: last-seen (16 digits) + JSON of the session;
+- ``form:{p}:data``: JSON of the form;
+- ``handled:{p}:ids``: sorted set of operation and message ids, scored by their expiry.
+Plain strings, not hashes: a hash with a value over 64 bytes leaves the compact listpack
+encoding and costs twice the memory, and the fixed-width prefix lets a script slide the
+last-seen time with SETRANGE instead of rewriting the document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+from adapters import codec
+from adapters.redis.keys import UserKeys
+from domain.conversation import CriticalData, Session
+from domain.form import Form
+from domain.ports import ConversationWrite, StoredConversation, WriteResult, WriteStatus
+from domain.timeouts import Timeouts
+
+# TTLs are set a little past the domain's deadline: Redis only collects garbage, the domain
+# decides what has expired.
+GRACE_MS = 2000
+SEEN = 16  # width of the last-seen prefix
+VERSION = 12  # width of the version after it, in the user value
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_STATUS = {
+    b"ok": WriteStatus.APPLIED,
+    b"applied": WriteStatus.APPLIED,
+    b"conflict": WriteStatus.CONFLICT,
+    b"duplicate": WriteStatus.DUPLICATE,
+}
+
+
+def micros(moment: datetime) -> int:
+    # Integer arithmetic: float timestamps lose the last microsecond and break equality.
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def micros_of(duration: timedelta) -> int:
+    return (duration.days * 86_400 + duration.seconds) * 1_000_000 + duration.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def px(duration: timedelta) -> int:
+    """A TTL in milliseconds for a part whose domain deadline is ``duration`` away."""
+    return max(1, micros_of(duration) // 1000) + GRACE_MS
+
+
+def script_source(name: str) -> str:
+    return resources.files("adapters.redis").joinpath(name).read_text(encoding="utf-8")
+
+
+def message_member(message_id: str) -> bytes:
+    # WhatsApp ids are long and caller-supplied: a 16-byte digest keeps the set small and inert.
+    return b"m" + hashlib.sha256(message_id.encode()).digest()[:16]
+
+
+def op_member(op_id: str) -> bytes:
+    return b"o" + op_id.encode()
+
+
+def _header(value: bytes, width: int) -> int | None:
+    """The fixed-width number a value starts with, or None if the value is damaged."""
+    head = value[:width]
+    return int(head) if len(head) == width and head.isdigit() else None
+
+
+class ConversationCalls:
+    """Arguments of the load and save scripts, and what their replies mean."""
+
+    def __init__(self, timeouts: Timeouts) -> None:
+        self._timeouts = timeouts
+        self._state_us = micros_of(timeouts.state)
+        self._session_us = micros_of(timeouts.session)
+        # Constant arguments, converted once.
+        self._load_constants = [
+            self._state_us,
+            self._session_us,
+            px(timeouts.state),
+            px(timeouts.session),
+        ]
+
+    def load_args(self, now: datetime, message_id: str | None, touch: bool) -> list[Any]:
+        return [
+            b"%016d" % micros(now),
+            b"1" if touch else b"0",
+            *self._load_constants,
+            message_member(message_id) if message_id is not None else b"",
+        ]
+
+    def loaded(self, reply: list[Any], now: datetime) -> StoredConversation:
+        user, session, form, touched, duplicate = reply
+        parts = codec.StoredParts()
+        critical = stored_session = None
+        version = 0
+        if user is not None:
+            header = _header(user, SEEN + VERSION)
+            if header is None:
+                parts.discard(CriticalData, user, "damaged last-seen and version header")
+            else:
+                version = header % 10**VERSION
+                seen = now if touched & 1 else from_micros(header // 10**VERSION)
+                critical = parts.read(CriticalData, memoryview(user)[SEEN + VERSION :], seen)
+        if session is not None:
+            header = _header(session, SEEN)
+            if header is None:
+                parts.discard(Session, session, "damaged last-seen header")
+            else:
+                seen = now if touched & 2 else from_micros(header)
+                stored_session = parts.read(Session, memoryview(session)[SEEN:], seen)
+        return StoredConversation(
+            critical=critical,
+            session=stored_session,
+            form=parts.read(Form, form) if form is not None else None,
+            version=version,
+            message_seen=bool(duplicate),
+            damaged=parts.damaged,
+        )
+
+    def save_args(self, write: ConversationWrite, now: datetime) -> list[Any]:
+        t = self._timeouts
+        now_us = micros(now)
+        form: bytes = b""
+        form_px = 0
+        if write.form is not None:
+            form = codec.encode(write.form)
+            form_px = px(write.form.expires_at - now)
+        user = b"%016d%012d%b" % (
+            micros(write.critical.last_seen_at),
+            write.expected_version + 1,
+            codec.encode(write.critical),
+        )
+        session = b"%016d%b" % (micros(write.session.last_seen_at), codec.encode(write.session))
+        return [
+            write.expected_version,
+            op_member(write.op_id),
+            message_member(write.message_id) if write.message_id is not None else b"",
+            now_us,
+            user,
+            px(t.state),
+            session,
+            px(t.session),
+            form,
+            form_px,
+            now_us + micros_of(t.retry_window),
+            now_us + micros_of(t.dedupe),
+            px(t.dedupe if write.message_id is not None else t.retry_window),
+        ]
+
+    @staticmethod
+    def saved(reply: list[Any]) -> WriteResult:
+        status, version = reply
+        return WriteResult(_STATUS[status], int(version))
+
+    @staticmethod
+    def peek_keys(keys: UserKeys) -> list[str]:
+        return [keys.user, keys.session, keys.form]
+
+    def peeked(self, values: list[Any]) -> StoredConversation:
+        """What plain GETs of user, session and form read, without sliding anything."""
+        user, session, form = values
+        epoch = _EPOCH  # never touched: last-seen comes from the stored prefix
+        return self.loaded([user, session, form, 0, 0], epoch)

@@ -1,0 +1,109 @@
+"""One command on a pooled connection: redis-py's sockets and parser, without its dispatch.
+
+On loopback, redis-py's per-command layers (argument encoding, the retry wrapper, response
+callbacks) cost as much as the round trip itself; the state store sends two scripts per
+message, so it packs them here and reads the reply directly. Everything else (connecting,
+TLS, AUTH, timeouts, the pool) stays redis-py's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.exceptions import NoScriptError, ResponseError
+
+
+def _bulk(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, int):
+        return b"%d" % value
+    if isinstance(value, memoryview):
+        return value.tobytes()
+    return str(value).encode()
+
+
+def pack(parts: Sequence[Any]) -> bytes:
+    """The RESP encoding of one command."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = _bulk(part)
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class Script:
+    """A Lua script's source, SHA and packed calls."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def evalsha(self, keys: Sequence[str], args: Sequence[Any]) -> bytes:
+        return pack(["EVALSHA", self.sha, len(keys), *keys, *args])
+
+    def eval(self, keys: Sequence[str], args: Sequence[Any]) -> bytes:
+        return pack(["EVAL", self.source, len(keys), *keys, *args])
+
+
+class Wire:
+    """Sends packed commands over a redis.Redis client's connection pool."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+
+    def call(self, packed: bytes) -> Any:
+        pool = self._pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([packed])  # type: ignore[no-untyped-call]
+            return connection.read_response()
+        except ResponseError:
+            raise  # an error reply was read whole: the connection is still in step
+        except BaseException:
+            # Anything else may leave a reply half-read on the socket, and the next caller
+            # would get it instead of its own: drop the connection.
+            connection.disconnect()  # type: ignore[no-untyped-call]
+            raise
+        finally:
+            pool.release(connection)
+
+    def script(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return self.call(script.evalsha(keys, args))
+        except NoScriptError:
+            # After a restart or SCRIPT FLUSH: EVAL runs the script and caches it again.
+            return self.call(script.eval(keys, args))
+
+
+class AsyncWire:
+    """Wire for redis.asyncio clients; a cancelled call never leaves its reply behind."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._pool = client.connection_pool
+
+    async def call(self, packed: bytes) -> Any:
+        pool = self._pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command([packed])
+            return await connection.read_response()
+        except ResponseError:
+            raise
+        except BaseException:
+            # CancelledError included: the reply of a cancelled read would otherwise be read
+            # by the next task that takes this connection, as if it were its own.
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+
+    async def script(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self.call(script.evalsha(keys, args))
+        except NoScriptError:
+            return await self.call(script.eval(keys, args))
