@@ -8,7 +8,12 @@ from typing import Any
 from dependency_injector import containers, providers
 
 from adapters.clock import SystemClock
-from adapters.memory import MemoryConversationRepository, MemoryTokenRepository
+from adapters.memory import (
+    AsyncMemoryConversationRepository,
+    AsyncMemoryTokenRepository,
+    MemoryConversationRepository,
+    MemoryTokenRepository,
+)
 from adapters.redis import (
     RedisClient,
     RedisConversationRepository,
@@ -17,8 +22,15 @@ from adapters.redis import (
     connect,
     connect_cluster,
 )
+from adapters.redis.aio import (
+    AsyncRedisClient,
+    AsyncRedisConversationRepository,
+    AsyncRedisTokenRepository,
+    connect_async,
+)
 from adapters.token_cipher import FernetTokenCipher
 from domain.ports import TokenCipher
+from services.async_state_service import AsyncStateService
 from services.config import Settings
 from services.state_service import StateService
 
@@ -41,6 +53,15 @@ def _redis_client(settings: Settings) -> RedisClient:
     )
 
 
+def _async_redis_client(settings: Settings) -> AsyncRedisClient:
+    return connect_async(
+        settings.redis_url,
+        cluster=settings.backend == "redis-cluster",
+        socket_timeout=settings.socket_timeout,
+        connect_timeout=settings.connect_timeout,
+    )
+
+
 class Container(containers.DeclarativeContainer):
     """Wires a StateService from configuration (``backend``: memory, redis or redis-cluster)."""
 
@@ -56,26 +77,42 @@ class Container(containers.DeclarativeContainer):
     redis_client = providers.Singleton(_redis_client, settings)
     redis_retry = providers.Singleton(lambda s: RetryPolicy(s.redis_retries), settings)
 
-    _backend = providers.Callable(lambda s: s.backend, settings)
+    # The same repositories serve one Redis and a cluster; only the client differs.
+    _storage = providers.Callable(
+        lambda s: "memory" if s.backend == "memory" else "redis", settings
+    )
+
+    memory_conversations = providers.Singleton(MemoryConversationRepository, clock, timeouts)
+    memory_tokens = providers.Singleton(MemoryTokenRepository, clock)
 
     conversations = providers.Selector(
-        _backend,
-        memory=providers.Singleton(MemoryConversationRepository, clock, timeouts),
+        _storage,
+        memory=memory_conversations,
         redis=providers.Singleton(RedisConversationRepository, redis_client, timeouts, redis_retry),
-        **{
-            "redis-cluster": providers.Singleton(
-                RedisConversationRepository, redis_client, timeouts, redis_retry
-            )
-        },
     )
     tokens = providers.Selector(
-        _backend,
-        memory=providers.Singleton(MemoryTokenRepository, clock),
+        _storage,
+        memory=memory_tokens,
         redis=providers.Singleton(RedisTokenRepository, redis_client, redis_retry),
-        **{"redis-cluster": providers.Singleton(RedisTokenRepository, redis_client, redis_retry)},
+    )
+
+    # asyncio: the memory backend shares its store with the sync service of this container.
+    async_redis_client = providers.Singleton(_async_redis_client, settings)
+    async_conversations = providers.Selector(
+        _storage,
+        memory=providers.Singleton(AsyncMemoryConversationRepository, memory_conversations),
+        redis=providers.Singleton(
+            AsyncRedisConversationRepository, async_redis_client, timeouts, redis_retry
+        ),
+    )
+    async_tokens = providers.Selector(
+        _storage,
+        memory=providers.Singleton(AsyncMemoryTokenRepository, memory_tokens),
+        redis=providers.Singleton(AsyncRedisTokenRepository, async_redis_client, redis_retry),
     )
     cipher = providers.Singleton(_cipher, settings)
 
+    _max_retries = providers.Callable(lambda s: s.max_retries, settings)
     state_service = providers.Singleton(
         StateService,
         conversations=conversations,
@@ -83,7 +120,16 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         timeouts=timeouts,
         cipher=cipher,
-        max_retries=providers.Callable(lambda s: s.max_retries, settings),
+        max_retries=_max_retries,
+    )
+    async_state_service = providers.Singleton(
+        AsyncStateService,
+        conversations=async_conversations,
+        tokens=async_tokens,
+        clock=clock,
+        timeouts=timeouts,
+        cipher=cipher,
+        max_retries=_max_retries,
     )
 
     @classmethod

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import itertools
 import random
+import threading
 from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
 from cryptography.fernet import Fernet
 from fakes import FakeClock
 
+from services.async_state_service import AsyncStateService
 from services.config import Settings
 from services.container import Container
 from services.state_service import StateService
@@ -59,6 +65,47 @@ def container(
         container.redis_client().close()
 
 
-@pytest.fixture
-def state(container: Container) -> StateService:
-    return container.state_service()
+class Blocking:
+    """Drives an AsyncStateService from plain test code, from any thread: every call runs on
+    one event loop in a background thread. The contract tests then hold the async service to
+    exactly what they hold the sync one to."""
+
+    def __init__(self, service: AsyncStateService, loop: asyncio.AbstractEventLoop) -> None:
+        self._service = service
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._service, name)
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(attribute(*args, **kwargs), self._loop).result()
+
+        return call
+
+
+@pytest.fixture(scope="session")
+def event_loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+
+
+@pytest.fixture(params=["sync", "async"])
+def state(
+    container: Container, request: pytest.FixtureRequest, backend: str
+) -> Iterator[StateService]:
+    """The StateService of the backend, or its AsyncStateService behind a blocking facade."""
+    if request.param == "sync":
+        yield container.state_service()
+        return
+    loop: asyncio.AbstractEventLoop = request.getfixturevalue("event_loop_thread")
+    yield cast(StateService, Blocking(container.async_state_service(), loop))
+    if backend in SERVERS:
+        client = container.async_redis_client()
+        asyncio.run_coroutine_threadsafe(client.aclose(), loop).result()

@@ -1,0 +1,152 @@
+"""The Redis backend for asyncio: redis.asyncio clients, the same layout, scripts and rules.
+
+Only the I/O differs from store.py; the calls and the meaning of replies come from
+protocol.py, and the retry decisions from RetryPolicy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis.asyncio
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+
+from adapters.redis.connection import AsyncRetryPolicy, RetryPolicy
+from adapters.redis.keys import KeySchema
+from adapters.redis.protocol import ConversationCalls, px
+from adapters.redis.store import LOAD, SAVE
+from adapters.redis.wire import AsyncWire, Script
+from domain.errors import StateUnavailable
+from domain.phone import PhoneNumber
+from domain.ports import ConversationWrite, StoredConversation, WriteResult
+from domain.timeouts import Timeouts
+
+
+class _FirstCallSafeCluster(AsyncRedisCluster):
+    """redis-py 8.1's asyncio cluster client discovers the cluster on its first command; when
+    many coroutines make that first command at once, discovery replaces nodes whose
+    connections others are still handshaking on, and they fail with ConnectionError or
+    AttributeError. Discovering once, under a lock, before any command avoids that."""
+
+    _ready = False
+    _discovery: asyncio.Lock | None = None
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._ready:
+            self._discovery = self._discovery or asyncio.Lock()
+            async with self._discovery:
+                if not self._ready:
+                    await self.initialize()
+                    self._ready = True
+        return await super().execute_command(*args, **kwargs)
+
+
+AsyncRedisClient = redis.asyncio.Redis | AsyncRedisCluster
+AsyncScriptRunner = Callable[[Script, Sequence[str], Sequence[Any]], Awaitable[Any]]
+
+
+def connect_async(
+    url: str,
+    *,
+    cluster: bool = False,
+    socket_timeout: float = 0.5,
+    connect_timeout: float = 0.25,
+    max_connections: int = 64,
+) -> AsyncRedisClient:
+    """An asyncio client that, like ``connect``, leaves every retry to RetryPolicy."""
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 30,
+        "max_connections": max_connections,
+    }
+    if not cluster:
+        return redis.asyncio.Redis.from_url(url, **options)
+    try:
+        return _FirstCallSafeCluster.from_url(url, **options)
+    except (RedisError, RedisClusterException) as exc:
+        raise StateUnavailable(f"Redis Cluster could not be reached: {exc}") from exc
+
+
+def async_script_runner(client: AsyncRedisClient) -> AsyncScriptRunner:
+    if isinstance(client, redis.asyncio.Redis):
+        return AsyncWire(client).script
+
+    async def on_cluster(script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # See store.script_runner: EVAL on the owning node after a failover.
+            return await client.eval(script.source, len(keys), *keys, *args)
+
+    return on_cluster
+
+
+class AsyncRedisConversationRepository:
+    """RedisConversationRepository for asyncio."""
+
+    def __init__(
+        self,
+        client: AsyncRedisClient,
+        timeouts: Timeouts,
+        retry: RetryPolicy | None = None,
+        keys: KeySchema | None = None,
+    ) -> None:
+        self._retry = AsyncRetryPolicy(retry or RetryPolicy())
+        self._keys = keys or KeySchema()
+        self._calls = ConversationCalls(timeouts)
+        self._client = client
+        self._script = async_script_runner(client)
+
+    async def load(
+        self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
+    ) -> StoredConversation:
+        keys = self._keys.for_user(phone).conversation
+        args = self._calls.load_args(now, message_id, touch)
+        reply = await self._retry.call(lambda: self._script(LOAD, keys, args))
+        return self._calls.loaded(reply, now)
+
+    async def save(
+        self, phone: PhoneNumber, write: ConversationWrite, now: datetime
+    ) -> WriteResult:
+        keys = self._keys.for_user(phone).conversation
+        args = self._calls.save_args(write, now)
+        return self._calls.saved(await self._retry.call(lambda: self._script(SAVE, keys, args)))
+
+    async def delete(self, phone: PhoneNumber) -> None:
+        keys = self._keys.for_user(phone).conversation
+        await self._retry.call(lambda: self._client.delete(*keys))
+
+
+class AsyncRedisTokenRepository:
+    """RedisTokenRepository for asyncio."""
+
+    def __init__(
+        self,
+        client: AsyncRedisClient,
+        retry: RetryPolicy | None = None,
+        keys: KeySchema | None = None,
+    ) -> None:
+        self._client = client
+        self._retry = AsyncRetryPolicy(retry or RetryPolicy())
+        self._keys = keys or KeySchema()
+
+    async def put(self, phone: PhoneNumber, sealed: bytes, ttl: timedelta) -> None:
+        key = self._keys.for_user(phone).token
+        await self._retry.call(lambda: self._client.set(key, sealed, px=px(ttl)))
+
+    async def get(self, phone: PhoneNumber) -> bytes | None:
+        key = self._keys.for_user(phone).token
+        value = await self._retry.call(lambda: self._client.get(key))
+        return value.encode() if isinstance(value, str) else value
+
+    async def delete(self, phone: PhoneNumber) -> bool:
+        key = self._keys.for_user(phone).token
+        return bool(await self._retry.call(lambda: self._client.delete(key)))

@@ -1,0 +1,128 @@
+"""AsyncStateService: the StateService contract as coroutines, for async bot backends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from domain.clock import Clock
+from domain.conversation import Conversation
+from domain.form import Form
+from domain.ports import AsyncConversationRepository, AsyncTokenRepository, TokenCipher
+from domain.timeouts import Timeouts
+from services.flows import (
+    DropToken,
+    Flow,
+    Flows,
+    Forget,
+    GetToken,
+    Load,
+    Pause,
+    PutToken,
+    Request,
+    Save,
+)
+
+T = TypeVar("T")
+
+
+class AsyncStateService:
+    """Every StateService method as a coroutine with the same name, arguments and semantics.
+
+    The rules are services.flows, shared with StateService; only the I/O is awaited here.
+    """
+
+    def __init__(
+        self,
+        conversations: AsyncConversationRepository,
+        tokens: AsyncTokenRepository,
+        clock: Clock,
+        timeouts: Timeouts,
+        cipher: TokenCipher | None,
+        max_retries: int = 8,
+    ) -> None:
+        self._conversations = conversations
+        self._tokens = tokens
+        self._flows = Flows(clock, timeouts, cipher, max_retries)
+
+    def __repr__(self) -> str:
+        return f"AsyncStateService({type(self._conversations).__name__})"
+
+    async def start(self, phone: str, message: str | None = None) -> Conversation:
+        """See StateService.start."""
+        return await self._run(self._flows.start(phone, message))
+
+    async def restart(self, phone: str) -> Conversation:
+        return await self._run(self._flows.restart(phone))
+
+    async def navigate(self, phone: str, option: str) -> Conversation:
+        return await self._run(self._flows.navigate(phone, option))
+
+    async def back(self, phone: str) -> Conversation:
+        return await self._run(self._flows.back(phone))
+
+    async def update(self, phone: str, change: Callable[[Conversation], object]) -> Conversation:
+        """See StateService.update: ``change`` is a plain function and may run more than once."""
+        return await self._run(self._flows.update(phone, change))
+
+    async def handle_once(
+        self, phone: str, message_id: str, change: Callable[[Conversation], object]
+    ) -> Conversation | None:
+        return await self._run(self._flows.handle_once(phone, message_id, change))
+
+    async def set_profile(
+        self, phone: str, member: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]]
+    ) -> Conversation:
+        return await self._run(self._flows.set_profile(phone, member, accounts))
+
+    async def reset(self, phone: str) -> None:
+        await self._run(self._flows.reset(phone))
+
+    async def form_start(self, phone: str, name: str, required: Sequence[str]) -> Form:
+        return await self._run(self._flows.form_start(phone, name, required))
+
+    async def form_fill(self, phone: str, /, **values: object) -> Form:
+        return await self._run(self._flows.form_fill(phone, values))
+
+    async def form_complete(self, phone: str) -> dict[str, str]:
+        return await self._run(self._flows.form_complete(phone))
+
+    async def save_token(self, phone: str, value: str) -> None:
+        await self._run(self._flows.save_token(phone, value))
+
+    async def token(self, phone: str) -> str | None:
+        return await self._run(self._flows.token(phone))
+
+    async def revoke_token(self, phone: str) -> bool:
+        return await self._run(self._flows.revoke_token(phone))
+
+    async def _run(self, flow: Flow[T]) -> T:
+        try:
+            request = next(flow)
+            while True:
+                request = flow.send(await self._perform(request))
+        except StopIteration as finished:
+            result: T = finished.value
+            return result
+
+    async def _perform(self, request: Request) -> object:
+        match request:
+            case Load(phone, now, message_id, touch):
+                return await self._conversations.load(phone, now, message_id, touch)
+            case Save(phone, write, now):
+                return await self._conversations.save(phone, write, now)
+            case GetToken(phone):
+                return await self._tokens.get(phone)
+            case PutToken(phone, sealed, ttl):
+                await self._tokens.put(phone, sealed, ttl)
+                return None
+            case DropToken(phone):
+                return await self._tokens.delete(phone)
+            case Forget(phone):
+                await self._conversations.delete(phone)
+                return await self._tokens.delete(phone)
+            case Pause(seconds):
+                await asyncio.sleep(seconds)
+                return None
+        raise TypeError(f"unknown request {request!r}")  # pragma: no cover

@@ -1,0 +1,128 @@
+"""What only the asyncio service can get wrong: cancellation and coroutine concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from domain.conversation import Conversation
+from services.async_state_service import AsyncStateService
+from services.container import Container
+from services.exceptions import ConcurrencyConflict
+
+
+def _run(container: Container, scenario: object) -> None:
+    async def main() -> None:
+        try:
+            await scenario  # type: ignore[misc]
+        finally:
+            if container.settings().backend != "memory":
+                await container.async_redis_client().aclose()
+
+    asyncio.run(main())
+
+
+def _owned(digits: str) -> object:
+    def change(conv: Conversation) -> None:
+        conv.context["owner"] = digits
+
+    return change
+
+
+def test_cancelled_reads_never_hand_a_later_caller_someone_elses_state(
+    container: Container, phone: str
+) -> None:
+    """1,000 reads cancelled mid-flight: every read that completes, then or later, is the
+    caller's own conversation (a cancelled reply left on a pooled connection would not be)."""
+    base = int(phone.lstrip("+"))
+    users = [str(base + 1_000_000 + n) for n in range(50)]
+
+    async def scenario() -> None:
+        state: AsyncStateService = container.async_state_service()
+        for digits in users:
+            await state.update(digits, _owned(digits))  # type: ignore[arg-type]
+
+        async def read(digits: str) -> None:
+            conv = await state.start(digits)
+            assert conv.phone == digits and conv.context["owner"] == digits
+
+        rng = random.Random(7)
+        for _ in range(10):
+            tasks = [asyncio.create_task(read(rng.choice(users))) for _ in range(100)]
+            await asyncio.sleep(0)
+            for task in tasks:
+                if rng.random() < 0.5:
+                    # Cancel at different points: before sending, while awaiting the reply.
+                    task.get_loop().call_later(rng.random() * 0.002, task.cancel)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for outcome in results:
+                if not isinstance(outcome, asyncio.CancelledError):
+                    assert outcome is None, outcome  # a wrong owner fails the assert in read()
+        # Afterwards, with every connection reused many times, each user still reads their own.
+        for digits in users:
+            await read(digits)
+
+    _run(container, scenario())
+
+
+def test_concurrent_coroutines_lose_no_update(container: Container, phone: str) -> None:
+    async def scenario() -> None:
+        state: AsyncStateService = container.async_state_service()
+
+        async def append(n: int) -> None:
+            # Past the bounded retries the caller gets ConcurrencyConflict, and nothing was
+            # stored, so trying again cannot duplicate the entry.
+            while True:
+                try:
+                    await state.update(phone, lambda c: c.context.setdefault("ids", []).append(n))
+                    return
+                except ConcurrencyConflict:
+                    await asyncio.sleep(0.001)
+
+        await asyncio.gather(*(append(n) for n in range(60)))
+        conv = await state.start(phone)
+        assert sorted(conv.context["ids"]) == list(range(60))
+
+    _run(container, scenario())
+
+
+def test_handle_once_applies_once_across_coroutines(container: Container, phone: str) -> None:
+    async def scenario() -> None:
+        state: AsyncStateService = container.async_state_service()
+        outcomes = await asyncio.gather(
+            *(
+                state.handle_once(phone, "wamid.same", lambda c: c.navigate("handle_x"))
+                for _ in range(20)
+            )
+        )
+        assert sum(outcome is not None for outcome in outcomes) == 1
+        assert (await state.start(phone)).menu == ["handle_action_menu"]
+
+    _run(container, scenario())
+
+
+@pytest.mark.parametrize("method", ["start", "update", "token"])
+def test_the_async_service_fails_fast_on_a_dead_server(method: str) -> None:
+    from services.config import Settings
+    from services.exceptions import StateUnavailable
+
+    container = Container.from_settings(
+        Settings(backend="redis", redis_url="redis://127.0.0.1:1/0")
+    )
+
+    async def scenario() -> None:
+        state = container.async_state_service()
+        calls = {
+            "start": lambda: state.start("+263771234567"),
+            "update": lambda: state.update("+263771234567", lambda c: None),
+            "token": lambda: state.revoke_token("+263771234567"),
+        }
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(StateUnavailable):
+            await calls[method]()
+        assert loop.time() - began < 0.5
+
+    _run(container, scenario())
