@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -12,6 +13,26 @@ from domain.errors import InvalidPhoneNumber
 _SEPARATORS = re.compile(r"[ \-.()]")
 _E164_DIGITS = re.compile(r"[1-9][0-9]{7,14}")
 _MAX_INPUT = 32
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> PhoneNumber:
+    # Cached: a bot sees the same few thousand numbers over and over, and a PhoneNumber is
+    # immutable. Refusals raise, and exceptions are never cached.
+    if len(text) > _MAX_INPUT:
+        raise InvalidPhoneNumber("phone number is too long")
+    compact = _SEPARATORS.sub("", text.strip())
+    if compact.startswith("+"):
+        compact = compact[1:]
+    elif compact.startswith("00"):
+        compact = compact[2:]
+    # isascii() first: str.isdigit() also accepts Arabic-Indic and other unicode digits.
+    if not (compact.isascii() and _E164_DIGITS.fullmatch(compact)):
+        raise InvalidPhoneNumber(
+            f"{text!r} is not an international phone number "
+            "(expected E.164, for example +263771234567)"
+        )
+    return PhoneNumber(compact)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,20 +52,7 @@ class PhoneNumber:
             return text
         if not isinstance(text, str):
             raise InvalidPhoneNumber(f"a phone number must be text, not {type(text).__name__}")
-        if len(text) > _MAX_INPUT:
-            raise InvalidPhoneNumber("phone number is too long")
-        compact = _SEPARATORS.sub("", text.strip())
-        if compact.startswith("+"):
-            compact = compact[1:]
-        elif compact.startswith("00"):
-            compact = compact[2:]
-        # isascii() first: str.isdigit() also accepts Arabic-Indic and other unicode digits.
-        if not (compact.isascii() and _E164_DIGITS.fullmatch(compact)):
-            raise InvalidPhoneNumber(
-                f"{text!r} is not an international phone number "
-                "(expected E.164, for example +263771234567)"
-            )
-        return cls(compact)
+        return _parse(text)
 
     @property
     def e164(self) -> str:

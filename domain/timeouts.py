@@ -8,6 +8,16 @@ from datetime import timedelta
 from domain.errors import ConfigurationError
 
 
+def slide_step(timeout: timedelta) -> timedelta:
+    """How stale a last-seen time may get before a read slides it: 1/300 of the timeout.
+
+    Sliding on every read would make every read a write (and an AOF append) on the server.
+    A part then expires between timeout - step and timeout after the last message: one
+    second early at most for a five-minute session.
+    """
+    return timeout / 300
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """Session 5 min, token 30 min, form 10 min (from the seed); the rest is retention."""

@@ -8,6 +8,7 @@ retries, handle-once) cannot drift apart between them.
 
 from __future__ import annotations
 
+import itertools
 import random
 import secrets
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -227,7 +228,7 @@ class Flows:
         first: StoredConversation | None = None,
     ) -> Flow[tuple[Conversation, T]]:
         """Load, apply ``change``, compare-and-set; retry on conflict, at most max_retries."""
-        op_id = secrets.token_hex(8)  # the same id on every attempt: applied at most once
+        op_id = _next_op_id()  # the same id on every attempt: applied at most once
         for attempt in range(self.max_retries + 1):
             now = self.clock.now()
             stored = first or cast(
@@ -271,6 +272,16 @@ class Flows:
                 "Fernet key, e.g. from `vimbiso-state keygen`"
             )
         return self.cipher
+
+
+# Operation ids: a random prefix per process and a counter, unique across every process and
+# restart without asking the OS for randomness on each write.
+_OP_PREFIX = secrets.token_hex(6)
+_op_counter = itertools.count()
+
+
+def _next_op_id() -> str:
+    return f"{_OP_PREFIX}{next(_op_counter):x}"
 
 
 def _nothing(conversation: Conversation, now: datetime) -> None:

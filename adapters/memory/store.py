@@ -16,7 +16,7 @@ from domain.conversation import CriticalData, Session
 from domain.form import Form
 from domain.phone import PhoneNumber
 from domain.ports import ConversationWrite, StoredConversation, WriteResult, WriteStatus
-from domain.timeouts import Timeouts
+from domain.timeouts import Timeouts, slide_step
 
 # Storage keeps a part a little longer than its domain deadline, as the Redis TTLs do, so that
 # the domain (not the garbage collector) is what decides expiry.
@@ -30,7 +30,8 @@ class _Part:
 
 
 def _slides(seen: datetime, now: datetime, timeout: timedelta) -> bool:
-    return seen < now and now - seen <= timeout
+    """As load.lua: alive, and at least a slide step old (so never backwards)."""
+    return slide_step(timeout) <= now - seen <= timeout
 
 
 def _data(part: _Part | None) -> bytes | None:
@@ -67,19 +68,37 @@ class _User:
         return not (self.critical or self.session or self.form or self.ops or self.messages)
 
 
+def _stored(user: _User, message_seen: bool = False) -> StoredConversation:
+    parts = codec.StoredParts()
+    return StoredConversation(
+        critical=parts.read(CriticalData, _data(user.critical), user.critical_seen),
+        session=parts.read(Session, _data(user.session), user.last_seen),
+        form=parts.read(Form, _data(user.form)),
+        version=user.version,
+        message_seen=message_seen,
+        damaged=parts.damaged,
+    )
+
+
 class MemoryConversationRepository:
-    """Conversations in a dict, one lock for atomicity, TTLs through the Clock."""
+    """Conversations in a dict, one lock for atomicity, TTLs through the Clock.
+
+    Times come from the caller's ``now`` (the service's Clock); the store's own Clock is only
+    for reads that carry no time (peek).
+    """
 
     def __init__(self, clock: Clock, timeouts: Timeouts) -> None:
         self._clock = clock
         self._timeouts = timeouts
+        self._keep_critical = timeouts.state + GRACE
+        self._keep_session = timeouts.session + GRACE
         self._users: dict[str, _User] = {}
         self._lock = threading.Lock()
 
-    def _user(self, phone: PhoneNumber) -> _User | None:
+    def _user(self, phone: PhoneNumber, now: datetime) -> _User | None:
         user = self._users.get(phone.digits)
         if user is not None:
-            user.collect(self._clock.now())
+            user.collect(now)
             if user.empty:
                 del self._users[phone.digits]
                 return None
@@ -90,61 +109,42 @@ class MemoryConversationRepository:
     ) -> StoredConversation:
         t = self._timeouts
         with self._lock:
-            user = self._user(phone)
+            user = self._user(phone, now)
             if user is None:
                 return StoredConversation(None, None, None, 0)
-            wall = self._clock.now()
-            # Slide only what is still alive, and never backwards, as load.lua does.
+            # Slide only what is still alive, never backwards and a step at a time: load.lua.
+            critical, session = user.critical, user.session
             if (
                 touch
-                and user.critical
+                and critical
                 and user.critical_seen
                 and _slides(user.critical_seen, now, t.state)
             ):
                 user.critical_seen = now
-                user.critical.expires_at = wall + t.state + GRACE
-            if (
-                touch
-                and user.session
-                and user.last_seen
-                and _slides(user.last_seen, now, t.session)
-            ):
+                critical.expires_at = now + self._keep_critical
+            if touch and session and user.last_seen and _slides(user.last_seen, now, t.session):
                 user.last_seen = now
-                user.session.expires_at = wall + t.session + GRACE
-            parts = codec.StoredParts()
-            return StoredConversation(
-                critical=parts.read(CriticalData, _data(user.critical), user.critical_seen),
-                session=parts.read(Session, _data(user.session), user.last_seen),
-                form=parts.read(Form, _data(user.form)),
-                version=user.version,
-                message_seen=message_id is not None and message_id in user.messages,
-                damaged=parts.damaged,
-            )
+                session.expires_at = now + self._keep_session
+            return _stored(user, message_id is not None and message_id in user.messages)
 
     def peek(self, phone: PhoneNumber) -> StoredConversation:
         """Read every part without sliding a deadline (operators' tools)."""
         with self._lock:
-            user = self._user(phone)
-            if user is None:
-                return StoredConversation(None, None, None, 0)
-            parts = codec.StoredParts()
-            return StoredConversation(
-                critical=parts.read(CriticalData, _data(user.critical), user.critical_seen),
-                session=parts.read(Session, _data(user.session), user.last_seen),
-                form=parts.read(Form, _data(user.form)),
-                version=user.version,
-                damaged=parts.damaged,
-            )
+            user = self._user(phone, self._clock.now())
+            return StoredConversation(None, None, None, 0) if user is None else _stored(user)
 
     def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:
         t = self._timeouts
         # Encode before taking the lock: a too-large part fails here and stores nothing.
         critical = codec.encode(write.critical)
         session = codec.encode(write.session)
-        form = codec.encode(write.form) if write.form is not None else None
+        form = (
+            None
+            if write.form is None
+            else _Part(codec.encode(write.form), write.form.expires_at + GRACE)
+        )
         with self._lock:
-            user = self._user(phone) or _User()
-            wall = self._clock.now()
+            user = self._user(phone, now) or _User()
             if write.op_id in user.ops:
                 return WriteResult(WriteStatus.APPLIED, write.expected_version + 1)
             if write.message_id is not None and write.message_id in user.messages:
@@ -152,18 +152,14 @@ class MemoryConversationRepository:
             if user.version != write.expected_version:
                 return WriteResult(WriteStatus.CONFLICT, user.version)
             user.version += 1
-            user.critical = _Part(critical, wall + t.state + GRACE)
+            user.critical = _Part(critical, now + self._keep_critical)
             user.critical_seen = write.critical.last_seen_at
-            user.session = _Part(session, wall + t.session + GRACE)
+            user.session = _Part(session, now + self._keep_session)
             user.last_seen = write.session.last_seen_at
-            user.form = (
-                _Part(form, wall + (write.form.expires_at - now) + GRACE)
-                if write.form is not None and form is not None
-                else None
-            )
-            user.ops[write.op_id] = wall + t.retry_window
+            user.form = form
+            user.ops[write.op_id] = now + t.retry_window
             if write.message_id is not None:
-                user.messages[write.message_id] = wall + t.dedupe
+                user.messages[write.message_id] = now + t.dedupe
             self._users[phone.digits] = user
             return WriteResult(WriteStatus.APPLIED, user.version)
 

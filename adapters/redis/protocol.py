@@ -26,7 +26,7 @@ from adapters.redis.keys import UserKeys
 from domain.conversation import CriticalData, Session
 from domain.form import Form
 from domain.ports import ConversationWrite, StoredConversation, WriteResult, WriteStatus
-from domain.timeouts import Timeouts
+from domain.timeouts import Timeouts, slide_step
 
 # TTLs are set a little past the domain's deadline: Redis only collects garbage, the domain
 # decides what has expired.
@@ -91,6 +91,8 @@ class ConversationCalls:
         self._load_constants = [
             self._state_us,
             self._session_us,
+            micros_of(slide_step(timeouts.state)),
+            micros_of(slide_step(timeouts.session)),
             px(timeouts.state),
             px(timeouts.session),
         ]

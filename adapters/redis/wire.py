@@ -18,22 +18,19 @@ from redis.exceptions import NoScriptError, ResponseError
 
 
 def _bulk(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, int):
-        return b"%d" % value
-    if isinstance(value, memoryview):
-        return value.tobytes()
-    return str(value).encode()
+    data = (
+        value
+        if isinstance(value, bytes)
+        else b"%d" % value
+        if isinstance(value, int)
+        else (str(value).encode())
+    )
+    return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
 def pack(parts: Sequence[Any]) -> bytes:
     """The RESP encoding of one command."""
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        data = _bulk(part)
-        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(out)
+    return b"*%d\r\n" % len(parts) + b"".join(map(_bulk, parts))
 
 
 class Script:
@@ -42,9 +39,17 @@ class Script:
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self._evalsha = _bulk(b"EVALSHA") + _bulk(self.sha.encode())
 
     def evalsha(self, keys: Sequence[str], args: Sequence[Any]) -> bytes:
-        return pack(["EVALSHA", self.sha, len(keys), *keys, *args])
+        # Hot path: the command name and SHA are packed once.
+        return (
+            b"*%d\r\n" % (3 + len(keys) + len(args))
+            + self._evalsha
+            + _bulk(len(keys))
+            + b"".join(map(_bulk, keys))
+            + b"".join(map(_bulk, args))
+        )
 
     def eval(self, keys: Sequence[str], args: Sequence[Any]) -> bytes:
         return pack(["EVAL", self.source, len(keys), *keys, *args])

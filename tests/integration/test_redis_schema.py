@@ -77,12 +77,17 @@ def test_every_key_has_the_configured_ttl(redis_url: str, client: redis.Redis, d
 
 
 def test_reading_slides_the_session_ttl(redis_url: str, client: redis.Redis, digits: str) -> None:
-    _, state = _service(redis_url, session_ttl=60)
+    _, state = _service(redis_url, session_ttl=60)  # slide step: 60 s / 300 = 0.2 s
     state.start(digits)
     session = f"session:{{{digits}}}:data"
     client.pexpire(session, 5_000)  # as if most of the session had passed
+    before = client.get(session)
+    state.start(digits)  # within the step: a read that writes nothing
+    assert client.pttl(session) <= 5_000 and client.get(session) == before
+    time.sleep(0.25)
     state.start(digits)
     assert client.pttl(session) > 55_000
+    assert (client.get(session) or b"")[:16] > (before or b"")[:16]  # last seen moved on
     state.reset(digits)
 
 

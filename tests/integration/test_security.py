@@ -577,6 +577,11 @@ def _grant(admin: redis.Redis, commands: tuple[str, ...]) -> None:
         admin.execute_command("ACL", "SETUSER", ACL_USER, "+client|setinfo")
 
 
+# A short session in the ACL tests so that a resume slides last-seen after a brief wait.
+SESSION_TTL = 30
+SLIDE_STEP = SESSION_TTL / 300
+
+
 def _acl_url(server: RedisProcess) -> str:
     return f"redis://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{server.port}/0"
 
@@ -587,7 +592,8 @@ def _realistic_flow(state: StateService, phone: str) -> None:
     state.navigate(phone, OFFER)
     state.back(phone)
     state.navigate(phone, OFFER)
-    assert state.start(phone).stage == OFFER  # a resume: reads, and slides the deadlines
+    time.sleep(SLIDE_STEP + 0.05)  # a resume a slide step later: it reads and slides
+    assert state.start(phone).stage == OFFER
     state.form_start(phone, "offer", required=["amount", "recipient"])
     state.form_fill(phone, amount="USD 100")
     state.form_fill(phone, recipient="bob_smith")
@@ -619,7 +625,7 @@ def test_the_library_runs_as_an_acl_user_limited_to_its_keys(
     admin = private_redis.client(decode_responses=True)
     _grant(admin, LIBRARY_COMMANDS)
     admin.acl_log_reset()
-    container, state = _service(_acl_url(private_redis))
+    container, state = _service(_acl_url(private_redis), session_ttl=SESSION_TTL)
     for index in range(3):
         _realistic_flow(state, f"+26377111003{index}")
     assert admin.acl_log() == [], "the library sent a command or key its ACL user may not use"
@@ -642,7 +648,7 @@ def test_the_library_runs_as_an_acl_user_limited_to_its_keys(
 
 def test_every_granted_command_is_needed(private_redis: RedisProcess) -> None:
     admin = private_redis.client(decode_responses=True)
-    container, state = _service(_acl_url(private_redis))
+    container, state = _service(_acl_url(private_redis), session_ttl=SESSION_TTL)
     for index, command in enumerate(LIBRARY_COMMANDS):
         if command == "ping":
             continue  # only the health check after 30 s idle: too slow to wait for here
