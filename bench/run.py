@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import redis  # noqa: E402
+from async_scaling import CONCURRENCY, async_scaling  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 from redis.connection import AbstractConnection  # noqa: E402
 from redis_cluster import LocalCluster  # noqa: E402
@@ -432,7 +433,7 @@ def run(url: str, args: argparse.Namespace, bulk: int) -> None:
     key = Fernet.generate_key().decode()
     container = Container.from_settings(Settings(backend="redis", redis_url=url, token_keys=(key,)))
     state, client = container.state_service(), container.redis_client()
-    phones = phone_block(8 + 32)
+    phones = phone_block(8 + max(32, max(CONCURRENCY)))
     try:
         for phone in phones:
             build_conversation(state, phone)
@@ -456,6 +457,9 @@ def run(url: str, args: argparse.Namespace, bulk: int) -> None:
         print()
         print(f"Scaling: update on distinct users, {args.seconds:g} s per cell, one shared pool")
         print(bench.scaling())
+        print()
+        print(f"Async: AsyncStateService.update vs raw redis.asyncio, {args.seconds:g} s per cell")
+        print(async_scaling(container, url, phones[8:], list(ACCOUNT_IDS), args.seconds))
     finally:
         for phone in phones:
             digits = PhoneNumber.parse(phone).digits

@@ -58,8 +58,10 @@ def connect_async(
     socket_timeout: float = 0.5,
     connect_timeout: float = 0.25,
     max_connections: int = 64,
+    pool_timeout: float = 1.0,
 ) -> AsyncRedisClient:
-    """An asyncio client that, like ``connect``, leaves every retry to RetryPolicy."""
+    """An asyncio client that, like ``connect``, leaves every retry to RetryPolicy and waits
+    up to ``pool_timeout`` for a free connection rather than failing when all are busy."""
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": connect_timeout,
@@ -68,7 +70,8 @@ def connect_async(
         "max_connections": max_connections,
     }
     if not cluster:
-        return redis.asyncio.Redis.from_url(url, **options)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=pool_timeout, **options)
+        return redis.asyncio.Redis.from_pool(pool)
     try:
         return _FirstCallSafeCluster.from_url(url, **options)
     except (RedisError, RedisClusterException) as exc:

@@ -69,16 +69,23 @@ def connect(
     socket_timeout: float = 0.5,
     connect_timeout: float = 0.25,
     max_connections: int = 64,
+    pool_timeout: float = 1.0,
 ) -> redis.Redis:
-    """A client for ``url`` (redis://, rediss://, unix://, with user and password if given)."""
-    return redis.Redis.from_url(
+    """A client for ``url`` (redis://, rediss://, unix://, with user and password if given).
+
+    The pool blocks: with every connection busy, a caller waits up to ``pool_timeout`` for
+    one (then StateUnavailable) instead of failing at once with "Too many connections".
+    """
+    pool = redis.BlockingConnectionPool.from_url(
         url,
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=30,
         max_connections=max_connections,
+        timeout=pool_timeout,
     )
+    return redis.Redis.from_pool(pool)  # owns the pool: close() closes it
 
 
 def connect_cluster(

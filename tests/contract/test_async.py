@@ -126,3 +126,16 @@ def test_the_async_service_fails_fast_on_a_dead_server(method: str) -> None:
         assert loop.time() - began < 0.5
 
     _run(container, scenario())
+
+
+def test_more_coroutines_than_connections_wait_for_one(container: Container, phone: str) -> None:
+    """128 concurrent handlers on a 64-connection pool: they queue, none fails."""
+    base = int(phone.lstrip("+"))
+
+    async def scenario() -> None:
+        state: AsyncStateService = container.async_state_service()
+        users = [str(base + 2_000_000 + n) for n in range(128)]
+        done = await asyncio.gather(*(state.update(u, _owned(u)) for u in users))  # type: ignore[arg-type]
+        assert [conv.context["owner"] for conv in done] == users
+
+    _run(container, scenario())
