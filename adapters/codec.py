@@ -99,7 +99,14 @@ class StoredParts:
     ) -> T | None:
         if data is None:
             return None
-        part = decode_stored(kind, data)
+        try:
+            # The common case inline (this runs for every part of every message): a current
+            # document; anything else takes decode_stored's migrating path.
+            part: T | None = _decoders[kind].decode(data)
+            if part.schema_version != SCHEMA_VERSION:  # type: ignore[union-attr]
+                part = decode_stored(kind, data)
+        except (msgspec.DecodeError, KeyError):
+            part = decode_stored(kind, data)
         if part is None:
             self.damaged = True
         elif last_seen is not None:

@@ -23,7 +23,7 @@ from domain.timeouts import Timeouts, slide_step
 GRACE = timedelta(seconds=2)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Part:
     data: bytes
     expires_at: datetime
@@ -38,7 +38,7 @@ def _data(part: _Part | None) -> bytes | None:
     return part.data if part is not None else None
 
 
-@dataclass
+@dataclass(slots=True)
 class _User:
     critical: _Part | None = None
     critical_seen: datetime | None = None
