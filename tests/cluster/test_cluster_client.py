@@ -4,11 +4,10 @@ they are marked `cluster` (run with the cluster tests) but not `redis`."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 
+import fakes
 import pytest
 import redis
 from redis.cluster import RedisCluster
@@ -96,42 +95,16 @@ def test_settings_accept_a_cluster_and_refuse_what_it_cannot_use() -> None:
         Settings(backend="redis-cluster", redis_url="unix:///run/redis.sock")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def hung_node() -> Iterator[str]:
     """Accepts connections and never answers: a stalled node."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.05)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"redis://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for connection in accepted:
-        connection.close()
-    listener.close()
+    with fakes.hung_server() as address:
+        yield f"redis://{address}"
 
 
 def test_a_refused_node_fails_fast() -> None:
     container = Container.from_settings(
-        Settings(backend="redis-cluster", redis_url=f"redis://127.0.0.1:{_free_port()}")
+        Settings(backend="redis-cluster", redis_url=f"redis://127.0.0.1:{fakes.free_port()}")
     )
     began = time.monotonic()
     with pytest.raises(StateUnavailable, match="could not be reached"):

@@ -188,9 +188,7 @@ def test_undecodable_critical_data_starts_over_with_a_notice(
     state.reset(digits)
 
 
-def test_a_version_1_document_is_migrated(
-    redis_url: str, client: redis.Redis, digits: str
-) -> None:
+def test_a_version_1_document_is_migrated(redis_url: str, client: redis.Redis, digits: str) -> None:
     _, state = _service(redis_url)
     state.start(digits)
     accounts = [{"accountID": "a-1"}, {"accountID": "a-2"}]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
 
+import fakes
 import pytest
 
 from services.config import Settings
@@ -20,39 +20,12 @@ def _redis_state(url: str) -> Container:
 
 @pytest.fixture
 def hung_server() -> Iterator[str]:
-    """Accepts connections and never answers: what a stalled or half-dead Redis looks like."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
-    stop.set()
-    thread.join()
-    for connection in accepted:
-        connection.close()
-    listener.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    with fakes.hung_server() as address:
+        yield f"redis://{address}/0"
 
 
 def test_refused_connection_fails_within_half_a_second() -> None:
-    state = _redis_state(f"redis://127.0.0.1:{_free_port()}/0").state_service()
+    state = _redis_state(f"redis://127.0.0.1:{fakes.free_port()}/0").state_service()
     began = time.monotonic()
     with pytest.raises(StateUnavailable, match="unreachable"):
         state.start("+263771234567")
