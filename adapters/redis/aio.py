@@ -58,10 +58,11 @@ def connect_async(
     socket_timeout: float = 0.5,
     connect_timeout: float = 0.25,
     max_connections: int = 64,
-    pool_timeout: float = 1.0,
+    pool_timeout: float | None = None,
 ) -> AsyncRedisClient:
     """An asyncio client that, like ``connect``, leaves every retry to RetryPolicy and waits
-    up to ``pool_timeout`` for a free connection rather than failing when all are busy."""
+    up to ``pool_timeout`` (default: the socket timeout) for a free connection rather than
+    failing when all are busy."""
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": connect_timeout,
@@ -70,7 +71,8 @@ def connect_async(
         "max_connections": max_connections,
     }
     if not cluster:
-        pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=pool_timeout, **options)
+        wait = socket_timeout if pool_timeout is None else pool_timeout
+        pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=wait, **options)
         return redis.asyncio.Redis.from_pool(pool)
     try:
         return _FirstCallSafeCluster.from_url(url, **options)

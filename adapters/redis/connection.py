@@ -69,12 +69,13 @@ def connect(
     socket_timeout: float = 0.5,
     connect_timeout: float = 0.25,
     max_connections: int = 64,
-    pool_timeout: float = 1.0,
+    pool_timeout: float | None = None,
 ) -> redis.Redis:
     """A client for ``url`` (redis://, rediss://, unix://, with user and password if given).
 
-    The pool blocks: with every connection busy, a caller waits up to ``pool_timeout`` for
-    one (then StateUnavailable) instead of failing at once with "Too many connections".
+    The pool blocks: with every connection busy, a caller waits for one up to
+    ``pool_timeout`` (default: the socket timeout, so a saturated pool is given up on as
+    soon as a hung server would be) instead of failing at once with "Too many connections".
     """
     pool = redis.BlockingConnectionPool.from_url(
         url,
@@ -83,7 +84,7 @@ def connect(
         retry=Retry(NoBackoff(), 0),
         health_check_interval=30,
         max_connections=max_connections,
-        timeout=pool_timeout,
+        timeout=socket_timeout if pool_timeout is None else pool_timeout,
     )
     return redis.Redis.from_pool(pool)  # owns the pool: close() closes it
 

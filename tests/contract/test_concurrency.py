@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -229,3 +230,19 @@ def test_handle_once_applies_a_concurrent_duplicate_once(
     assert applied[0].version == conv.version
     # A later redelivery is still recognised.
     assert state.handle_once(phone, message_id, _append("late")) is None
+
+
+def test_more_threads_than_connections_wait_for_one(container: Container, phone: str) -> None:
+    """96 threads on a 64-connection pool: they queue for a connection, none fails."""
+    state = container.state_service()
+    base = int(phone.lstrip("+"))
+    users = [str(base + 3_000_000 + n) for n in range(96)]
+    barrier = threading.Barrier(len(users))
+
+    def own(digits: str) -> str:
+        barrier.wait()
+        conv = state.update(digits, lambda c: c.context.update(owner=digits))
+        return str(conv.context["owner"])
+
+    with ThreadPoolExecutor(max_workers=len(users)) as pool:
+        assert list(pool.map(own, users)) == users
