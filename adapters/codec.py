@@ -22,7 +22,7 @@ log = logging.getLogger("vimbiso_state")
 
 T = TypeVar("T")
 
-# A WhatsApp conversation with a realistic profile is about 1-2 KB; anything near this limit
+# A WhatsApp conversation with a realistic profile is about 2-3 KB; anything near this limit
 # is a bug or abuse, and Redis's allkeys-lru would evict real users to make room for it.
 MAX_DOCUMENT_BYTES = 64 * 1024
 

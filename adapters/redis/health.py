@@ -18,9 +18,10 @@ import redis
 
 from adapters.redis.connection import RetryPolicy
 
-# A realistic conversation (critical data, session, form, handled ids, token) is about 2 KB
-# of Redis memory; `vimbiso-state stats` measures the real figure on a live server.
-CONVERSATION_BYTES = 2048
+# A realistic conversation (three-account profile, session, form, handled ids, token) took
+# about 4 KB of used_memory in bench/run.py (docs/performance.md); `vimbiso-state stats`
+# measures the real figure on a live server.
+CONVERSATION_BYTES = 4096
 LATENCY_WARN_MS = 5.0
 MEMORY_WARN_RATIO = 0.8
 PINGS = 20

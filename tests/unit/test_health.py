@@ -84,7 +84,7 @@ def test_the_seed_settings_warn_only_about_allkeys_lru() -> None:
     assert "noeviction" in found["maxmemory-policy"].advice
     assert "1 s" in found["appendfsync"].advice
     assert found["maxmemory"].value == "256.0 MiB"
-    assert "131,072 conversations" in found["maxmemory"].advice
+    assert "65,536 conversations" in found["maxmemory"].advice
     assert overall(list(found.values())) is Verdict.WARN
 
 
