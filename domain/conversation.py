@@ -16,7 +16,7 @@ from dataclasses_json import DataClassJsonMixin
 from domain.errors import InvalidInput
 from domain.form import Form
 from domain.offer import Denomination, Offer, parse_handle
-from domain.profile import Account, Member, Profile
+from domain.profile import Account, Profile
 from domain.schema import SCHEMA_VERSION
 from domain.timestamps import timestamp
 
@@ -222,10 +222,10 @@ class Conversation(DataClassJsonMixin):
 
     # Critical data
     def set_profile(self, member: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]]) -> None:
-        profile = Profile(
-            member=Member.from_mapping(member),
-            accounts=[Account.from_mapping(a) for a in accounts],
-        )
+        self.use_profile(Profile.from_credex(member, accounts))
+
+    def use_profile(self, profile: Profile) -> None:
+        """Store a validated profile; the current account is kept while it is still there."""
         current = self.critical.current_account_id
         kept = profile.account(current) if current else None
         selected = kept or (profile.accounts[0] if profile.accounts else None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +83,16 @@ class Profile(DataClassJsonMixin):
 
     member: Member
     accounts: list[Account] = field(default_factory=list)
+
+    @classmethod
+    def from_credex(
+        cls, member: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]]
+    ) -> Profile:
+        """The member and accounts as the Credex API returns them (plain dicts), validated."""
+        return cls(
+            member=Member.from_mapping(member),
+            accounts=[Account.from_mapping(a) for a in accounts],
+        )
 
     def account(self, account_id: str) -> Account | None:
         return next((a for a in self.accounts if a.account_id == account_id), None)

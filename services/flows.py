@@ -29,6 +29,7 @@ from domain.ports import (
     WriteResult,
     WriteStatus,
 )
+from domain.profile import Profile
 from domain.timeouts import Timeouts
 
 T = TypeVar("T")
@@ -154,8 +155,8 @@ class Flows:
         self, phone: str, member: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]]
     ) -> Flow[Conversation]:
         number = PhoneNumber.parse(phone)
-        Conversation.new(number.digits, self.clock.now()).set_profile(member, accounts)
-        return self._conversation(number, lambda c, now: c.set_profile(member, accounts))
+        profile = Profile.from_credex(member, accounts)  # bad input fails before any I/O
+        return self._conversation(number, lambda c, now: c.use_profile(profile))
 
     def reset(self, phone: str) -> Flow[None]:
         number = PhoneNumber.parse(phone)

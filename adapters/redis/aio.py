@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from adapters.redis.connection import AsyncRetryPolicy, RetryPolicy
+from adapters.redis.connection import AsyncRetryPolicy, RetryPolicy, client_options
 from adapters.redis.keys import KeySchema
 from adapters.redis.protocol import ConversationCalls, px
 from adapters.redis.store import LOAD, SAVE
@@ -63,13 +63,9 @@ def connect_async(
     """An asyncio client that, like ``connect``, leaves every retry to RetryPolicy and waits
     up to ``pool_timeout`` (default: the socket timeout) for a free connection rather than
     failing when all are busy."""
-    options: dict[str, Any] = {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": connect_timeout,
-        "retry": Retry(NoBackoff(), 0),
-        "health_check_interval": 30,
-        "max_connections": max_connections,
-    }
+    options = client_options(socket_timeout, connect_timeout, max_connections)
+    # The asyncio clients need the asyncio Retry class (same meaning: no retries).
+    options["retry"] = Retry(NoBackoff(), 0)
     if not cluster:
         wait = socket_timeout if pool_timeout is None else pool_timeout
         pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=wait, **options)

@@ -63,6 +63,21 @@ _UNAVAILABLE_REPLIES = (
 )
 
 
+def client_options(
+    socket_timeout: float, connect_timeout: float, max_connections: int
+) -> dict[str, object]:
+    """What every client of this library gets, sync or asyncio, one server or a cluster:
+    bounded timeouts, no retries inside redis-py (RetryPolicy is the only loop), a health
+    check after 30 s idle, a bounded pool."""
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 30,
+        "max_connections": max_connections,
+    }
+
+
 def connect(
     url: str,
     *,
@@ -79,12 +94,8 @@ def connect(
     """
     pool = redis.BlockingConnectionPool.from_url(
         url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=connect_timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=30,
-        max_connections=max_connections,
         timeout=socket_timeout if pool_timeout is None else pool_timeout,
+        **client_options(socket_timeout, connect_timeout, max_connections),
     )
     return redis.Redis.from_pool(pool)  # owns the pool: close() closes it
 
@@ -106,12 +117,7 @@ def connect_cluster(
     """
     try:
         return RedisCluster.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=30,
-            max_connections=max_connections,
+            url, **client_options(socket_timeout, connect_timeout, max_connections)
         )
     except (redis.exceptions.RedisError, RedisClusterException) as exc:
         raise StateUnavailable(f"Redis Cluster could not be reached: {exc}") from exc

@@ -175,6 +175,6 @@ class ConversationCalls:
 
     def peeked(self, values: list[Any]) -> StoredConversation:
         """What plain GETs of user, session and form read, without sliding anything."""
-        user, session, form = values
-        epoch = _EPOCH  # never touched: last-seen comes from the stored prefix
-        return self.loaded([user, session, form, 0, 0], epoch)
+        # Nothing was touched (flags 0), so ``now`` is never used: last-seen comes from the
+        # stored prefixes.
+        return self.loaded([*values, 0, 0], _EPOCH)
