@@ -13,8 +13,10 @@ from typing import Any
 
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from adapters.redis.connection import AsyncRetryPolicy, RetryPolicy, client_options
@@ -47,6 +49,54 @@ class _FirstCallSafeCluster(AsyncRedisCluster):
         return await super().execute_command(*args, **kwargs)
 
 
+class FairBlockingConnectionPool(redis.asyncio.BlockingConnectionPool):
+    """redis-py 8.1's asyncio BlockingConnectionPool lets a task that has just released a
+    connection take it straight back: it re-enters the pool's condition without yielding and
+    finds the connection free, while the waiter its release notified has not run yet. Under
+    more coroutines than connections in tight loops, waiters then starve past the pool
+    timeout and fail with "No connection available." although the server answers at once.
+    A turn from an asyncio.Semaphore, which is FIFO (while anyone waits, a newcomer queues
+    behind them), is taken before the pool is asked, so connections go round in turn."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Binds to the running loop on first contention, not here: the pool may be built
+        # outside any loop.
+        self._turns = asyncio.Semaphore(self.max_connections)
+        # Connections handed out on a turn: only their release gives a turn back, once.
+        self._on_turn: set[AbstractConnection] = set()
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._turns.acquire()
+        except TimeoutError as exc:
+            # What redis-py raises for a pool timeout, so RetryPolicy treats both alike.
+            raise RedisConnectionError("No connection available.") from exc
+        try:
+            connection: AbstractConnection = await super().get_connection(  # type: ignore[no-untyped-call]
+                *args, **kwargs
+            )
+        except BaseException:
+            # Failed or cancelled: no connection holds this turn (redis-py released any
+            # connection it had already taken, and that one was not on a turn yet).
+            self._turns.release()
+            raise
+        self._on_turn.add(connection)
+        return connection
+
+    async def release(self, connection: AbstractConnection) -> None:
+        try:
+            await super().release(connection)
+        finally:
+            # Even if the release fails (a connection from before a reset) or is cancelled:
+            # the turn must not be lost. Given back after the connection, so the waiter it
+            # wakes finds that connection free.
+            if connection in self._on_turn:
+                self._on_turn.discard(connection)
+                self._turns.release()
+
+
 AsyncRedisClient = redis.asyncio.Redis | AsyncRedisCluster
 AsyncScriptRunner = Callable[[Script, Sequence[str], Sequence[Any]], Awaitable[Any]]
 
@@ -68,7 +118,7 @@ def connect_async(
     options["retry"] = Retry(NoBackoff(), 0)
     if not cluster:
         wait = socket_timeout if pool_timeout is None else pool_timeout
-        pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=wait, **options)
+        pool = FairBlockingConnectionPool.from_url(url, timeout=wait, **options)
         return redis.asyncio.Redis.from_pool(pool)
     try:
         return _FirstCallSafeCluster.from_url(url, **options)
