@@ -7,15 +7,18 @@ datetimes are ISO 8601 text, decimals are strings, enums are their values.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
 import msgspec
 
 from domain.conversation import CriticalData, Session
+from domain.deferred import Deferred, stored_value
 from domain.errors import StateTooLarge
 from domain.form import Form
+from domain.profile import Profile
 from domain.schema import SCHEMA_VERSION, UnknownSchema, upgrade
 
 log = logging.getLogger("vimbiso_state")
@@ -26,9 +29,71 @@ T = TypeVar("T")
 # is a bug or abuse, and Redis's allkeys-lru would evict real users to make room for it.
 MAX_DOCUMENT_BYTES = 64 * 1024
 
-_encoder = msgspec.json.Encoder()
+_NULL = b"null"
+
+
+def _deferred_as_raw(value: object) -> object:
+    if type(value) is Deferred:
+        return msgspec.Raw(value.data)  # written back as it was read, never decoded
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_deferred_as_raw)
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
     kind: msgspec.json.Decoder(kind) for kind in (CriticalData, Session, Form)
+}
+
+
+class _LazyDecoder:
+    """Decodes a dataclass whose ``LoadedOnUse`` fields stay raw JSON until first read.
+
+    msgspec cannot leave one field of a dataclass undecoded, so this decodes into a struct
+    built from the dataclass's own fields (the deferred ones as ``msgspec.Raw``, which msgspec
+    only scans) and moves the values over.
+    """
+
+    def __init__(self, kind: type[Any], deferred: dict[str, type[Any]]) -> None:
+        hints = get_type_hints(kind)
+        spec: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+        for f in dataclasses.fields(kind):
+            if f.name in deferred:
+                spec.append((f.name, msgspec.Raw, msgspec.Raw(_NULL)))
+            elif f.default is not dataclasses.MISSING:
+                spec.append((f.name, hints[f.name], f.default))
+            elif f.default_factory is not dataclasses.MISSING:
+                spec.append(
+                    (f.name, hints[f.name], msgspec.field(default_factory=f.default_factory))
+                )
+            else:
+                spec.append((f.name, hints[f.name]))
+        self._kind = kind
+        self._names = [f.name for f in dataclasses.fields(kind)]
+        self._deferred = {name: msgspec.json.Decoder(of).decode for name, of in deferred.items()}
+        self._struct = msgspec.json.Decoder(
+            msgspec.defstruct(f"Stored{kind.__name__}", spec, kw_only=True)
+        )
+
+    def decode(self, data: bytes | memoryview) -> Any:
+        stored = self._struct.decode(data)
+        instance = object.__new__(self._kind)
+        values = instance.__dict__
+        for name in self._names:
+            values[name] = getattr(stored, name)
+        for name, decode in self._deferred.items():
+            raw = bytes(values[name])
+            values[name] = None if raw == _NULL else Deferred(raw, decode, None)
+        return instance
+
+
+# What StoredParts decodes with: the profile stays raw until bot code reads it.
+_stored_decoders: dict[type[Any], Any] = {
+    CriticalData: _LazyDecoder(CriticalData, {"profile": Profile}),
+    Session: _decoders[Session],
+    Form: _decoders[Form],
+}
+# What encode writes from the instance's own values, so that a deferred field goes out raw.
+_HELD_AS_STORED: dict[type[Any], list[str]] = {
+    CriticalData: [f.name for f in dataclasses.fields(CriticalData)]
 }
 
 
@@ -41,7 +106,9 @@ _DOCUMENTS = {
 
 
 def encode(value: object) -> bytes:
-    data = _encoder.encode(value)
+    names = _HELD_AS_STORED.get(type(value))
+    held = value if names is None else {name: stored_value(value, name) for name in names}
+    data = _encoder.encode(held)
     if len(data) > MAX_DOCUMENT_BYTES:
         kind = type(value).__name__
         raise StateTooLarge(
@@ -102,7 +169,7 @@ class StoredParts:
         try:
             # The common case inline (this runs for every part of every message): a current
             # document; anything else takes decode_stored's migrating path.
-            part: T | None = _decoders[kind].decode(data)
+            part: T | None = _stored_decoders[kind].decode(data)
             if part.schema_version != SCHEMA_VERSION:  # type: ignore[union-attr]
                 part = decode_stored(kind, data)
         except (msgspec.DecodeError, KeyError):

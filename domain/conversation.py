@@ -13,6 +13,7 @@ from typing import Any
 
 from dataclasses_json import DataClassJsonMixin
 
+from domain.deferred import LoadedOnUse
 from domain.errors import InvalidInput
 from domain.form import Form
 from domain.offer import Denomination, Offer, parse_handle
@@ -85,7 +86,9 @@ class CriticalData(DataClassJsonMixin):
     """What survives session expiry and greetings: stored under ``user:{phone}:state``."""
 
     schema_version: int = SCHEMA_VERSION
-    profile: Profile | None = None
+    # Decoded when first read (domain/deferred.py): a menu step never pays for the profile.
+    # Annotated with the value's type, which dataclasses-json reads to decode it.
+    profile: Profile | None = LoadedOnUse(None)  # type: ignore[assignment]  # noqa: RUF009
     # The selected account is stored once, in the profile; this is its id.
     current_account_id: str | None = None
     created_at: datetime = timestamp()

@@ -21,10 +21,12 @@ from hypothesis import strategies as st
 
 from adapters import codec
 from domain.conversation import Conversation, CriticalData, Direction, Notice, Session
+from domain.deferred import Deferred, stored_value
 from domain.errors import StateTooLarge
 from domain.form import Form
 from domain.offer import Denomination, Offer, OfferStatus
 from domain.profile import Account, Member, Profile
+from domain.schema import SCHEMA_VERSION
 
 # Aware UTC datetimes with microseconds, across a wide range of years.
 utc_datetimes = st.datetimes(
@@ -303,3 +305,65 @@ def test_stored_parts_flags_a_dropped_part_as_damaged() -> None:
     assert not parts.damaged
     assert parts.read(Form, b"{not json") is None
     assert parts.damaged
+
+
+# The profile is decoded on first read (domain/deferred.py)
+current_criticals = STRATEGIES[CriticalData].map(
+    lambda c: dataclasses.replace(c, schema_version=SCHEMA_VERSION)
+)
+
+
+def _stored(critical: CriticalData) -> CriticalData:
+    parts = codec.StoredParts()
+    read = parts.read(CriticalData, codec.encode(critical))
+    assert read is not None and not parts.damaged
+    return read
+
+
+@settings(max_examples=60, deadline=None)
+@given(critical=current_criticals)
+def test_a_stored_profile_left_unread_is_written_back_byte_for_byte(
+    critical: CriticalData,
+) -> None:
+    document = codec.encode(critical)
+    unread = _stored(critical)
+    assert codec.encode(unread) == document
+    if critical.profile is not None:
+        assert isinstance(stored_value(unread, "profile"), Deferred)
+
+
+@settings(max_examples=60, deadline=None)
+@given(critical=current_criticals)
+def test_a_stored_profile_reads_as_the_full_decode_does(critical: CriticalData) -> None:
+    lazy = _stored(critical)
+    assert_same(lazy, codec.decode(CriticalData, codec.encode(critical)))
+    assert lazy == critical
+    # Once read it is an ordinary value, for dataclasses-json as for the codec.
+    assert not isinstance(stored_value(lazy, "profile"), Deferred)
+    assert_same(CriticalData.from_json(lazy.to_json()), critical)
+    assert codec.encode(lazy) == codec.encode(critical)
+
+
+def test_a_profile_read_and_changed_is_written_changed() -> None:
+    profile = Profile(member=Member(member_id="m"), accounts=[Account(account_id="a")])
+    lazy = _stored(CriticalData(created_at=T0, last_seen_at=T0, profile=profile))
+    assert lazy.profile is not None
+    lazy.profile.accounts.append(Account(account_id="b"))
+    again = _stored(lazy)
+    assert again.profile is not None
+    assert [a.account_id for a in again.profile.accounts] == ["a", "b"]
+
+
+def test_a_damaged_profile_is_dropped_when_read_and_the_rest_is_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Valid JSON of the wrong shape: the document decodes, the profile inside it cannot.
+    document = codec.encode(
+        CriticalData(created_at=T0, last_seen_at=T0, current_account_id="a-1")
+    ).replace(b'"profile":null', b'"profile":{"member":{"member_id":5}}')
+    parts = codec.StoredParts()
+    critical = parts.read(CriticalData, document)
+    assert critical is not None and critical.current_account_id == "a-1"
+    assert critical.profile is None
+    assert "dropping an undecodable stored part" in caplog.text
+    assert critical.current_account is None
