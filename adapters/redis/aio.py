@@ -23,7 +23,7 @@ from adapters.redis.connection import AsyncRetryPolicy, RetryPolicy, client_opti
 from adapters.redis.keys import KeySchema
 from adapters.redis.protocol import ConversationCalls, px
 from adapters.redis.store import LOAD, SAVE
-from adapters.redis.wire import AsyncWire, Script
+from adapters.redis.wire import AsyncWire, Script, flatten
 from domain.errors import StateUnavailable
 from domain.phone import PhoneNumber
 from domain.ports import ConversationWrite, StoredConversation, WriteResult
@@ -132,10 +132,12 @@ def async_script_runner(client: AsyncRedisClient) -> AsyncScriptRunner:
 
     async def on_cluster(script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            return await client.evalsha(script.sha, len(keys), *keys, *args)
+            flat_keys = flatten(keys)
+            return await client.evalsha(script.sha, len(flat_keys), *flat_keys, *flatten(args))
         except NoScriptError:
             # See store.script_runner: EVAL on the owning node after a failover.
-            return await client.eval(script.source, len(keys), *keys, *args)
+            flat_keys = flatten(keys)
+            return await client.eval(script.source, len(flat_keys), *flat_keys, *flatten(args))
 
     return on_cluster
 
@@ -159,7 +161,7 @@ class AsyncRedisConversationRepository:
     async def load(
         self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
     ) -> StoredConversation:
-        keys = self._keys.for_user(phone).conversation
+        keys = self._keys.conversation(phone)
         args = self._calls.load_args(now, message_id, touch)
         reply = await self._retry.call(lambda: self._script(LOAD, keys, args))
         return self._calls.loaded(reply, now)
@@ -167,7 +169,7 @@ class AsyncRedisConversationRepository:
     async def save(
         self, phone: PhoneNumber, write: ConversationWrite, now: datetime
     ) -> WriteResult:
-        keys = self._keys.for_user(phone).conversation
+        keys = self._keys.conversation(phone)
         args = self._calls.save_args(write, now)
         return self._calls.saved(await self._retry.call(lambda: self._script(SAVE, keys, args)))
 

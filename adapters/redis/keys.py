@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar
 
+from adapters.redis.wire import Packed
 from domain.phone import PhoneNumber
 
 
@@ -28,18 +30,33 @@ class UserKeys:
         return [*self.conversation, self.token]
 
 
+# A user writes a few messages in a row: their keys are built and packed once, not per call.
+@lru_cache(maxsize=4096)
+def _user_keys(digits: str) -> UserKeys:
+    tag = "{" + digits + "}"
+    return UserKeys(
+        user=f"user:{tag}:state",
+        session=f"session:{tag}:data",
+        form=f"form:{tag}:data",
+        handled=f"handled:{tag}:ids",
+        token=f"token:{tag}",
+    )
+
+
+@lru_cache(maxsize=4096)
+def _packed_conversation(digits: str) -> Packed:
+    return Packed(_user_keys(digits).conversation)
+
+
 class KeySchema:
     """Builds every key from a validated PhoneNumber; raw user text never reaches a key."""
 
     def for_user(self, phone: PhoneNumber) -> UserKeys:
-        tag = "{" + phone.digits + "}"
-        return UserKeys(
-            user=f"user:{tag}:state",
-            session=f"session:{tag}:data",
-            form=f"form:{tag}:data",
-            handled=f"handled:{tag}:ids",
-            token=f"token:{tag}",
-        )
+        return _user_keys(phone.digits)
+
+    def conversation(self, phone: PhoneNumber) -> Packed:
+        """UserKeys.conversation, packed for the wire once per recently seen user."""
+        return _packed_conversation(phone.digits)
 
     # Every key this library writes matches one of these (used by SCAN-based tools and ACLs).
     patterns = (

@@ -23,6 +23,7 @@ from typing import Any
 
 from adapters import codec
 from adapters.redis.keys import UserKeys
+from adapters.redis.wire import Packed
 from domain.conversation import CriticalData, Session
 from domain.form import Form
 from domain.ports import ConversationWrite, StoredConversation, WriteResult, WriteStatus
@@ -87,21 +88,23 @@ class ConversationCalls:
         self._timeouts = timeouts
         self._state_us = micros_of(timeouts.state)
         self._session_us = micros_of(timeouts.session)
-        # Constant arguments, converted once.
-        self._load_constants = [
-            self._state_us,
-            self._session_us,
-            micros_of(slide_step(timeouts.state)),
-            micros_of(slide_step(timeouts.session)),
-            px(timeouts.state),
-            px(timeouts.session),
-        ]
+        # Constant arguments, packed once.
+        self._load_constants = Packed(
+            [
+                self._state_us,
+                self._session_us,
+                micros_of(slide_step(timeouts.state)),
+                micros_of(slide_step(timeouts.session)),
+                px(timeouts.state),
+                px(timeouts.session),
+            ]
+        )
 
     def load_args(self, now: datetime, message_id: str | None, touch: bool) -> list[Any]:
         return [
             b"%016d" % micros(now),
             b"1" if touch else b"0",
-            *self._load_constants,
+            self._load_constants,
             message_member(message_id) if message_id is not None else b"",
         ]
 

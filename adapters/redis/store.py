@@ -12,7 +12,7 @@ from redis.exceptions import NoScriptError
 from adapters.redis.connection import RedisClient, RetryPolicy
 from adapters.redis.keys import KeySchema
 from adapters.redis.protocol import ConversationCalls, px, script_source
-from adapters.redis.wire import Script, Wire
+from adapters.redis.wire import Script, Wire, flatten
 from domain.phone import PhoneNumber
 from domain.ports import ConversationWrite, StoredConversation, WriteResult
 from domain.timeouts import Timeouts
@@ -31,12 +31,14 @@ def script_runner(client: RedisClient) -> ScriptRunner:
 
     def on_cluster(script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            return client.evalsha(script.sha, len(keys), *keys, *args)
+            flat_keys = flatten(keys)
+            return client.evalsha(script.sha, len(flat_keys), *flat_keys, *flatten(args))
         except NoScriptError:
             # Scripts are not replicated: a replica promoted by a failover never saw them.
             # EVAL runs and caches the script on the node that owns the keys; redis-py's own
             # fallback would SCRIPT LOAD on every master, so one down shard would fail all.
-            return client.eval(script.source, len(keys), *keys, *args)
+            flat_keys = flatten(keys)
+            return client.eval(script.source, len(flat_keys), *flat_keys, *flatten(args))
 
     return on_cluster
 
@@ -61,7 +63,7 @@ class RedisConversationRepository:
     def load(
         self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
     ) -> StoredConversation:
-        keys = self._keys.for_user(phone).conversation
+        keys = self._keys.conversation(phone)
         args = self._calls.load_args(now, message_id, touch)
         reply = self._retry.call(lambda: self._script(LOAD, keys, args))
         return self._calls.loaded(reply, now)
@@ -79,7 +81,7 @@ class RedisConversationRepository:
         return self._calls.peeked(self._retry.call(read))
 
     def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:
-        keys = self._keys.for_user(phone).conversation
+        keys = self._keys.conversation(phone)
         args = self._calls.save_args(write, now)
         return self._calls.saved(self._retry.call(lambda: self._script(SAVE, keys, args)))
 

@@ -33,6 +33,50 @@ def pack(parts: Sequence[Any]) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(map(_bulk, parts))
 
 
+class Packed(Sequence[Any]):
+    """Arguments encoded once and reused on every call: constants, or one user's keys."""
+
+    __slots__ = ("resp", "values")
+
+    def __init__(self, values: Sequence[Any]) -> None:
+        self.values = tuple(values)
+        self.resp = b"".join(map(_bulk, self.values))
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.values[index]
+
+
+def _encode(items: Sequence[Any]) -> tuple[int, bytes]:
+    if type(items) is Packed:
+        return len(items.values), items.resp
+    count = 0
+    out = []
+    for item in items:
+        if type(item) is Packed:
+            count += len(item.values)
+            out.append(item.resp)
+        else:
+            count += 1
+            out.append(_bulk(item))
+    return count, b"".join(out)
+
+
+def flatten(items: Sequence[Any]) -> list[Any]:
+    """The plain arguments, for redis-py's own commands (the cluster client)."""
+    if type(items) is Packed:
+        return list(items.values)
+    flat: list[Any] = []
+    for item in items:
+        if type(item) is Packed:
+            flat.extend(item.values)
+        else:
+            flat.append(item)
+    return flat
+
+
 class Script:
     """A Lua script's source, SHA and packed calls."""
 
@@ -41,18 +85,21 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
         self._evalsha = _bulk(b"EVALSHA") + _bulk(self.sha.encode())
 
-    def evalsha(self, keys: Sequence[str], args: Sequence[Any]) -> bytes:
-        # Hot path: the command name and SHA are packed once.
+    def evalsha(self, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
+        # Hot path: the command name and SHA are packed once, and so may be keys and args.
+        key_count, packed_keys = _encode(keys)
+        arg_count, packed_args = _encode(args)
         return (
-            b"*%d\r\n" % (3 + len(keys) + len(args))
+            b"*%d\r\n" % (3 + key_count + arg_count)
             + self._evalsha
-            + _bulk(len(keys))
-            + b"".join(map(_bulk, keys))
-            + b"".join(map(_bulk, args))
+            + _bulk(key_count)
+            + packed_keys
+            + packed_args
         )
 
-    def eval(self, keys: Sequence[str], args: Sequence[Any]) -> bytes:
-        return pack(["EVAL", self.source, len(keys), *keys, *args])
+    def eval(self, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
+        flat_keys = flatten(keys)
+        return pack(["EVAL", self.source, len(flat_keys), *flat_keys, *flatten(args)])
 
 
 class Wire:
