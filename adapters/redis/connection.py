@@ -25,6 +25,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from adapters.redis.pool import LeanConnectionPool
 from domain.errors import StateError, StateUnavailable
 
 T = TypeVar("T")
@@ -92,7 +93,7 @@ def connect(
     ``pool_timeout`` (default: the socket timeout, so a saturated pool is given up on as
     soon as a hung server would be) instead of failing at once with "Too many connections".
     """
-    pool = redis.BlockingConnectionPool.from_url(
+    pool = LeanConnectionPool.from_url(
         url,
         timeout=socket_timeout if pool_timeout is None else pool_timeout,
         **client_options(socket_timeout, connect_timeout, max_connections),

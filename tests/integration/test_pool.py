@@ -1,0 +1,130 @@
+"""The sync client's pool (adapters/redis/pool.py) on a real server: bounded, blocking, fair,
+and never hands on a connection with someone else's reply on it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from adapters.redis.connection import connect
+from adapters.redis.pool import LeanConnectionPool
+
+THREADS = 8
+CONNECTIONS = 2
+POOL_TIMEOUT = 0.5
+SECONDS = 1.5
+
+
+def _pool(client: redis.Redis) -> LeanConnectionPool:
+    pool = client.connection_pool
+    assert isinstance(pool, LeanConnectionPool)
+    return pool
+
+
+def test_threads_outnumbering_connections_all_get_turns_and_the_bound_holds(
+    redis_url: str,
+) -> None:
+    client = connect(redis_url, max_connections=CONNECTIONS, pool_timeout=POOL_TIMEOUT)
+    key = f"test:pool:{time.monotonic_ns()}"
+    halfway = time.monotonic() + SECONDS / 2
+    stop = halfway + SECONDS / 2
+    counts: list[list[int]] = []
+    failures: list[BaseException] = []
+
+    def loop() -> None:
+        mine = [0, 0]
+        counts.append(mine)
+        try:
+            while (now := time.monotonic()) < stop:
+                client.incr(key)
+                mine[now >= halfway] += 1
+        except BaseException as exc:  # reported below, not lost in the thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=loop) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert all(early >= 5 and late >= 5 for early, late in counts), counts
+    assert int(client.get(key) or 0) == sum(map(sum, counts))
+    assert len(_pool(client)._connections) == CONNECTIONS
+    client.close()
+
+
+def test_a_caller_waits_for_a_connection_and_gives_up_after_the_pool_timeout(
+    redis_url: str,
+) -> None:
+    client = connect(redis_url, max_connections=1, pool_timeout=0.2)
+    pool = _pool(client)
+    held = pool.get_connection()
+    started = time.monotonic()
+    with pytest.raises(redis.exceptions.ConnectionError, match="No connection available"):
+        pool.get_connection()
+    assert 0.15 <= time.monotonic() - started < 1.0
+
+    # A connection given back while someone waits goes to that waiter.
+    threading.Timer(0.05, pool.release, args=(held,)).start()
+    started = time.monotonic()
+    handed = pool.get_connection()
+    assert handed is held and time.monotonic() - started < 0.2
+    pool.release(handed)
+    assert client.ping()
+    client.close()
+
+
+def test_a_connection_left_with_an_unread_reply_is_not_handed_on(redis_url: str) -> None:
+    client = connect(redis_url, max_connections=1)
+    client.set("test:pool:mine", b"mine")
+    pool = _pool(client)
+    connection: Any = pool.get_connection()
+    connection.send_command("ECHO", "someone else's reply")
+    time.sleep(0.05)  # the reply is on the socket, unread
+    pool.release(connection)
+    assert client.get("test:pool:mine") == b"mine"
+    client.close()
+
+
+def test_a_connection_that_cannot_be_made_lets_a_waiter_make_one(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = connect(redis_url, max_connections=1, pool_timeout=2)
+    pool = _pool(client)
+    made = pool.make_connection
+    gate = threading.Event()
+
+    def failing_once() -> Any:
+        monkeypatch.setattr(pool, "make_connection", made)
+        gate.wait(1)  # until the second caller queues behind this one
+        raise redis.exceptions.ConnectionError("cannot make it")
+
+    monkeypatch.setattr(pool, "make_connection", failing_once)
+    outcome: list[object] = []
+    first = threading.Thread(target=lambda: outcome.append(_try(pool)))
+    first.start()
+    while pool._made == 0:
+        time.sleep(0.001)
+    second = threading.Thread(target=lambda: outcome.append(_try(pool)))
+    second.start()
+    while not pool._waiters:
+        time.sleep(0.001)
+    gate.set()
+    first.join()
+    second.join()
+    assert sorted(map(str, outcome)) == ["cannot make it", "connected"]
+    assert pool._made == 1 and client.ping()
+    client.close()
+
+
+def _try(pool: LeanConnectionPool) -> str:
+    try:
+        connection = pool.get_connection()
+    except redis.exceptions.ConnectionError as exc:
+        return str(exc)
+    pool.release(connection)
+    return "connected"
