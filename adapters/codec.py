@@ -15,7 +15,7 @@ from typing import Any, TypeVar, get_type_hints
 import msgspec
 
 from domain.conversation import CriticalData, Session
-from domain.deferred import Deferred, stored_value
+from domain.deferred import Deferred
 from domain.errors import StateTooLarge
 from domain.form import Form
 from domain.profile import Profile
@@ -34,7 +34,8 @@ _NULL = b"null"
 
 def _deferred_as_raw(value: object) -> object:
     if type(value) is Deferred:
-        return msgspec.Raw(value.data)  # written back as it was read, never decoded
+        data = value.data  # written back as it was read, never decoded
+        return data if type(data) is msgspec.Raw else msgspec.Raw(data)
     raise NotImplementedError(f"cannot encode {type(value).__name__}")
 
 
@@ -67,21 +68,20 @@ class _LazyDecoder:
             else:
                 spec.append((f.name, hints[f.name]))
         self._kind = kind
-        self._names = [f.name for f in dataclasses.fields(kind)]
         self._deferred = {name: msgspec.json.Decoder(of).decode for name, of in deferred.items()}
         self._struct = msgspec.json.Decoder(
             msgspec.defstruct(f"Stored{kind.__name__}", spec, kw_only=True)
         )
 
     def decode(self, data: bytes | memoryview) -> Any:
-        stored = self._struct.decode(data)
         instance = object.__new__(self._kind)
-        values = instance.__dict__
-        for name in self._names:
-            values[name] = getattr(stored, name)
+        values = msgspec.structs.asdict(self._struct.decode(data))
         for name, decode in self._deferred.items():
-            raw = bytes(values[name])
-            values[name] = None if raw == _NULL else Deferred(raw, decode, None)
+            raw = values[name]
+            # Raw keeps the bytes it was found in; nothing is copied until it is decoded.
+            null = len(raw) == len(_NULL) and bytes(raw) == _NULL
+            values[name] = None if null else Deferred(raw, decode, None)
+        instance.__dict__ = values
         return instance
 
 
@@ -91,10 +91,8 @@ _stored_decoders: dict[type[Any], Any] = {
     Session: _decoders[Session],
     Form: _decoders[Form],
 }
-# What encode writes from the instance's own values, so that a deferred field goes out raw.
-_HELD_AS_STORED: dict[type[Any], list[str]] = {
-    CriticalData: [f.name for f in dataclasses.fields(CriticalData)]
-}
+# Encoded from the instance's own values (vars()), so that a deferred field goes out raw.
+_HELD_AS_STORED = frozenset({CriticalData})
 
 
 # What each stored document holds, in the words of the bot code that filled it.
@@ -106,9 +104,7 @@ _DOCUMENTS = {
 
 
 def encode(value: object) -> bytes:
-    names = _HELD_AS_STORED.get(type(value))
-    held = value if names is None else {name: stored_value(value, name) for name in names}
-    data = _encoder.encode(held)
+    data = _encoder.encode(vars(value) if type(value) in _HELD_AS_STORED else value)
     if len(data) > MAX_DOCUMENT_BYTES:
         kind = type(value).__name__
         raise StateTooLarge(

@@ -19,11 +19,12 @@ log = logging.getLogger("vimbiso_state")
 
 
 class Deferred(Generic[T]):
-    """Stored bytes and how to decode them; ``fallback`` stands in if they cannot be."""
+    """Stored bytes (any bytes-like object) and how to decode them; ``fallback`` stands in
+    if they cannot be."""
 
     __slots__ = ("_decode", "_fallback", "data")
 
-    def __init__(self, data: bytes, decode: Callable[[bytes], T], fallback: T) -> None:
+    def __init__(self, data: Any, decode: Callable[[Any], T], fallback: T) -> None:
         self.data = data
         self._decode = decode
         self._fallback = fallback

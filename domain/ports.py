@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from domain.conversation import CriticalData, Session
 from domain.form import Form
@@ -13,8 +12,9 @@ from domain.phone import PhoneNumber
 from domain.token import Token
 
 
-@dataclass(frozen=True, slots=True)
-class StoredConversation:
+# The values passed between the service and a backend on every message are NamedTuples:
+# immutable like frozen dataclasses, and built in half the time.
+class StoredConversation(NamedTuple):
     """What a backend holds for one user; any part may be missing (expired or evicted)."""
 
     critical: CriticalData | None
@@ -26,8 +26,7 @@ class StoredConversation:
     damaged: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class ConversationWrite:
+class ConversationWrite(NamedTuple):
     """A versioned, all-or-nothing write of every part of one conversation.
 
     ``op_id`` makes the write idempotent: a retry after a lost reply is recognised as
@@ -48,8 +47,7 @@ class WriteStatus(Enum):
     DUPLICATE = "duplicate"
 
 
-@dataclass(frozen=True, slots=True)
-class WriteResult:
+class WriteResult(NamedTuple):
     status: WriteStatus
     version: int
 

@@ -12,9 +12,8 @@ import itertools
 import random
 import secrets
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from domain.clock import Clock
 from domain.conversation import Conversation, check_step, is_greeting
@@ -33,51 +32,47 @@ from domain.profile import Profile
 from domain.timeouts import Timeouts
 
 T = TypeVar("T")
+R = TypeVar("R")
 MAX_MESSAGE_ID = 256
 MAX_TOKEN = 8192
 
 
-@dataclass(frozen=True, slots=True)
-class Load:
+# Requests are NamedTuples: immutable like frozen dataclasses, and built in half the time
+# (two of them are made for every message).
+class Load(NamedTuple):
     phone: PhoneNumber
     now: datetime
     message_id: str | None = None
     touch: bool = True  # slide deadlines; a load followed by a save need not
 
 
-@dataclass(frozen=True, slots=True)
-class Save:
+class Save(NamedTuple):
     phone: PhoneNumber
     write: ConversationWrite
     now: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Forget:
+class Forget(NamedTuple):
     """Delete the conversation and the token."""
 
     phone: PhoneNumber
 
 
-@dataclass(frozen=True, slots=True)
-class PutToken:
+class PutToken(NamedTuple):
     phone: PhoneNumber
     sealed: bytes
     ttl: timedelta
 
 
-@dataclass(frozen=True, slots=True)
-class GetToken:
+class GetToken(NamedTuple):
     phone: PhoneNumber
 
 
-@dataclass(frozen=True, slots=True)
-class DropToken:
+class DropToken(NamedTuple):
     phone: PhoneNumber
 
 
-@dataclass(frozen=True, slots=True)
-class Pause:
+class Pause(NamedTuple):
     """Back off before retrying a conflicting write."""
 
     seconds: float
@@ -117,8 +112,7 @@ class Flows:
         if not changed:
             return conversation
         # First contact or an expiry: store the outcome so that concurrent deliveries agree.
-        done, _ = yield from self._apply(number, _nothing, first=stored)
-        return done
+        return (yield from self._apply(number, _nothing, _conversation_of, first=stored))
 
     def restart(self, phone: str) -> Flow[Conversation]:
         return self._conversation(PhoneNumber.parse(phone), lambda c, now: c.greet(now))
@@ -146,10 +140,13 @@ class Flows:
         self, number: PhoneNumber, message_id: str, change: Callable[[Conversation], object]
     ) -> Flow[Conversation | None]:
         try:
-            done, _ = yield from self._apply(number, lambda c, now: change(c), message_id)
+            return (
+                yield from self._apply(
+                    number, lambda c, now: change(c), _conversation_of, message_id
+                )
+            )
         except Duplicate:
             return None
-        return done
 
     def set_profile(
         self, phone: str, member: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]]
@@ -214,20 +211,19 @@ class Flows:
 
     # The one write path
     def _conversation(self, number: PhoneNumber, change: Change[object]) -> Flow[Conversation]:
-        done, _ = yield from self._apply(number, change)
-        return done
+        return self._apply(number, change, _conversation_of)
 
     def _result(self, number: PhoneNumber, change: Change[T]) -> Flow[T]:
-        _, result = yield from self._apply(number, change)
-        return result
+        return self._apply(number, change, _result_of)
 
     def _apply(
         self,
         number: PhoneNumber,
         change: Change[T],
+        pick: Callable[[Conversation, T], R],
         message_id: str | None = None,
         first: StoredConversation | None = None,
-    ) -> Flow[tuple[Conversation, T]]:
+    ) -> Flow[R]:
         """Load, apply ``change``, compare-and-set; retry on conflict, at most max_retries."""
         op_id = _next_op_id()  # the same id on every attempt: applied at most once
         for attempt in range(self.max_retries + 1):
@@ -257,7 +253,7 @@ class Flows:
             outcome = cast(WriteResult, (yield Save(number, write, now)))
             if outcome.status is WriteStatus.APPLIED:
                 conversation.version = outcome.version
-                return conversation, result
+                return pick(conversation, result)
             if outcome.status is WriteStatus.DUPLICATE:
                 raise Duplicate
             # Jittered backoff so that colliding writers do not collide again in lockstep.
@@ -287,6 +283,14 @@ def _next_op_id() -> str:
 
 def _nothing(conversation: Conversation, now: datetime) -> None:
     return None
+
+
+def _conversation_of(conversation: Conversation, result: object) -> Conversation:
+    return conversation
+
+
+def _result_of(conversation: Conversation, result: T) -> T:
+    return result
 
 
 def _single(request: Request, value: T) -> Flow[T]:

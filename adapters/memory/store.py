@@ -29,11 +29,6 @@ class _Part:
     expires_at: datetime
 
 
-def _slides(seen: datetime, now: datetime, timeout: timedelta) -> bool:
-    """As load.lua: alive, and at least a slide step old (so never backwards)."""
-    return slide_step(timeout) <= now - seen <= timeout
-
-
 def _data(part: _Part | None) -> bytes | None:
     return part.data if part is not None else None
 
@@ -59,13 +54,21 @@ class _User:
             self.session, self.last_seen = None, None
         if self.form and now >= self.form.expires_at:
             self.form = None
-        for handled in (self.ops, self.messages):
-            while handled and next(iter(handled.values())) <= now:
-                del handled[next(iter(handled))]
+        _prune(self.ops, now)
+        _prune(self.messages, now)
 
     @property
     def empty(self) -> bool:
         return not (self.critical or self.session or self.form or self.ops or self.messages)
+
+
+def _prune(handled: dict[str, datetime], now: datetime) -> None:
+    """Drop expired ids; insertion order is expiry order, so only the front is looked at."""
+    while handled:
+        first = next(iter(handled))
+        if handled[first] > now:
+            return
+        del handled[first]
 
 
 def _stored(user: _User, message_seen: bool = False) -> StoredConversation:
@@ -92,6 +95,10 @@ class MemoryConversationRepository:
         self._timeouts = timeouts
         self._keep_critical = timeouts.state + GRACE
         self._keep_session = timeouts.session + GRACE
+        # As load.lua: a part slides when alive and at least a slide step old (so never
+        # backwards); the bounds, computed once.
+        self._state_slide = (slide_step(timeouts.state), timeouts.state)
+        self._session_slide = (slide_step(timeouts.session), timeouts.session)
         self._users: dict[str, _User] = {}
         self._lock = threading.Lock()
 
@@ -107,24 +114,23 @@ class MemoryConversationRepository:
     def load(
         self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
     ) -> StoredConversation:
-        t = self._timeouts
         with self._lock:
             user = self._user(phone, now)
             if user is None:
                 return StoredConversation(None, None, None, 0)
-            # Slide only what is still alive, never backwards and a step at a time: load.lua.
-            critical, session = user.critical, user.session
-            if (
-                touch
-                and critical
-                and user.critical_seen
-                and _slides(user.critical_seen, now, t.state)
-            ):
-                user.critical_seen = now
-                critical.expires_at = now + self._keep_critical
-            if touch and session and user.last_seen and _slides(user.last_seen, now, t.session):
-                user.last_seen = now
-                session.expires_at = now + self._keep_session
+            if touch:
+                # Slide only what is still alive, never backwards and a step at a time.
+                critical, session = user.critical, user.session
+                if critical and user.critical_seen:
+                    step, timeout = self._state_slide
+                    if step <= now - user.critical_seen <= timeout:
+                        user.critical_seen = now
+                        critical.expires_at = now + self._keep_critical
+                if session and user.last_seen:
+                    step, timeout = self._session_slide
+                    if step <= now - user.last_seen <= timeout:
+                        user.last_seen = now
+                        session.expires_at = now + self._keep_session
             return _stored(user, message_id is not None and message_id in user.messages)
 
     def peek(self, phone: PhoneNumber) -> StoredConversation:
