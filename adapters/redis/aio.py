@@ -161,21 +161,34 @@ class AsyncRedisConversationRepository:
     async def load(
         self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
     ) -> StoredConversation:
+        if not touch and message_id is None:
+            # A read before a write: what this process holds may spare the round trip.
+            recalled = self._calls.recalled(phone.digits, now)
+            if recalled is not None:
+                return recalled
         keys = self._keys.conversation(phone)
         args = self._calls.load_args(now, message_id, touch)
         reply = await self._retry.call(lambda: self._script(LOAD, keys, args))
-        return self._calls.loaded(reply, now)
+        return self._calls.loaded(reply, now, remember=phone.digits)
 
     async def save(
         self, phone: PhoneNumber, write: ConversationWrite, now: datetime
     ) -> WriteResult:
         keys = self._keys.conversation(phone)
         args = self._calls.save_args(write, now)
-        return self._calls.saved(await self._retry.call(lambda: self._script(SAVE, keys, args)))
+        try:
+            reply = await self._retry.call(lambda: self._script(SAVE, keys, args))
+        except BaseException:
+            self._calls.recent.forget(phone.digits)  # the outcome is unknown
+            raise
+        return self._calls.saved(reply, phone.digits, args)
 
     async def delete(self, phone: PhoneNumber) -> None:
         keys = self._keys.for_user(phone).conversation
-        await self._retry.call(lambda: self._client.delete(*keys))
+        try:
+            await self._retry.call(lambda: self._client.delete(*keys))
+        finally:
+            self._calls.recent.forget(phone.digits)
 
 
 class AsyncRedisTokenRepository:

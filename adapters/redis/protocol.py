@@ -17,6 +17,7 @@ last-seen time with SETRANGE instead of rewriting the document.
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -26,6 +27,7 @@ from adapters.redis.keys import UserKeys
 from adapters.redis.wire import Packed
 from domain.conversation import CriticalData, Session
 from domain.form import Form
+from domain.lifecycle import resume
 from domain.ports import ConversationWrite, StoredConversation, WriteResult, WriteStatus
 from domain.timeouts import Timeouts, slide_step
 
@@ -81,11 +83,51 @@ def _header(value: bytes, width: int) -> int | None:
     return int(head) if len(head) == width and head.isdigit() else None
 
 
+# How long what this process last read or wrote for a user is trusted by the next write.
+RECENT = timedelta(seconds=2)
+
+
+class RecentValues:
+    """The stored values of the conversations this process read or wrote a moment ago.
+
+    A write reads the conversation, changes it and compares-and-sets it. When this process
+    read or wrote that conversation a moment ago (``start`` then ``update`` in one webhook,
+    or several updates in a row), the values it holds are almost always still the stored
+    ones, and when they are not the version check fails and the write reads again, as on any
+    conflict. So such a write skips its read: a message costs one round trip less.
+    """
+
+    def __init__(self, size: int = 4096, max_age: timedelta = RECENT) -> None:
+        self._size = size
+        self._max_age = max_age
+        self._values: dict[str, tuple[datetime, list[bytes | None]]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, digits: str, values: list[bytes | None], at: datetime) -> None:
+        with self._lock:
+            self._values.pop(digits, None)
+            self._values[digits] = (at, values)
+            if len(self._values) > self._size:
+                del self._values[next(iter(self._values))]  # the least recently stored
+
+    def recall(self, digits: str, now: datetime) -> list[bytes | None] | None:
+        entry = self._values.get(digits)
+        if entry is None:
+            return None
+        at, values = entry
+        return values if timedelta(0) <= now - at <= self._max_age else None
+
+    def forget(self, digits: str) -> None:
+        with self._lock:
+            self._values.pop(digits, None)
+
+
 class ConversationCalls:
     """Arguments of the load and save scripts, and what their replies mean."""
 
     def __init__(self, timeouts: Timeouts) -> None:
         self._timeouts = timeouts
+        self.recent = RecentValues()
         self._state_us = micros_of(timeouts.state)
         self._session_us = micros_of(timeouts.session)
         # Constant arguments, packed once.
@@ -108,8 +150,36 @@ class ConversationCalls:
             message_member(message_id) if message_id is not None else b"",
         ]
 
-    def loaded(self, reply: list[Any], now: datetime) -> StoredConversation:
+    def recalled(self, digits: str, now: datetime) -> StoredConversation | None:
+        """What this process read or wrote for ``digits`` a moment ago, if the domain would
+        take it as it is: a part that expired or went missing is read from the server."""
+        values = self.recent.recall(digits, now)
+        if values is None:
+            return None
+        stored = self.loaded([*values, 0, 0], now)
+        if resume(digits, stored, now, self._timeouts)[1]:
+            self.recent.forget(digits)
+            return None
+        return stored
+
+    def loaded(
+        self, reply: list[Any], now: datetime, remember: str | None = None
+    ) -> StoredConversation:
+        """The conversation in a load script's reply; with ``remember`` (the phone digits),
+        its values are kept for the next write (see RecentValues)."""
         user, session, form, touched, duplicate = reply
+        if remember is not None:
+            # A slid part now holds ``now`` in its last-seen prefix.
+            stamp = b"%016d" % micros(now)
+            self.recent.remember(
+                remember,
+                [
+                    stamp + user[SEEN:] if user is not None and touched & 1 else user,
+                    stamp + session[SEEN:] if session is not None and touched & 2 else session,
+                    form,
+                ],
+                now,
+            )
         parts = codec.StoredParts()
         critical = stored_session = None
         version = 0
@@ -167,10 +237,21 @@ class ConversationCalls:
             px(t.dedupe if write.message_id is not None else t.retry_window),
         ]
 
-    @staticmethod
-    def saved(reply: list[Any]) -> WriteResult:
+    def saved(
+        self, reply: list[Any], digits: str | None = None, args: list[Any] | None = None
+    ) -> WriteResult:
+        """The outcome in a save script's reply; given the phone digits and the arguments,
+        what an applied write stored is kept for the next write, and anything else
+        forgotten (see RecentValues)."""
         status, version = reply
-        return WriteResult(_STATUS[status], int(version))
+        result = WriteResult(_STATUS[status], int(version))
+        if digits is not None:
+            if result.status is WriteStatus.APPLIED and args is not None:
+                user, session, form = args[4], args[6], args[8]
+                self.recent.remember(digits, [user, session, form or None], from_micros(args[3]))
+            else:
+                self.recent.forget(digits)
+        return result
 
     @staticmethod
     def peek_keys(keys: UserKeys) -> list[str]:

@@ -63,10 +63,15 @@ class RedisConversationRepository:
     def load(
         self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
     ) -> StoredConversation:
+        if not touch and message_id is None:
+            # A read before a write: what this process holds may spare the round trip.
+            recalled = self._calls.recalled(phone.digits, now)
+            if recalled is not None:
+                return recalled
         keys = self._keys.conversation(phone)
         args = self._calls.load_args(now, message_id, touch)
         reply = self._retry.call(lambda: self._script(LOAD, keys, args))
-        return self._calls.loaded(reply, now)
+        return self._calls.loaded(reply, now, remember=phone.digits)
 
     def peek(self, phone: PhoneNumber) -> StoredConversation:
         """Read every part without sliding a deadline or writing (operators' tools)."""
@@ -83,11 +88,19 @@ class RedisConversationRepository:
     def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:
         keys = self._keys.conversation(phone)
         args = self._calls.save_args(write, now)
-        return self._calls.saved(self._retry.call(lambda: self._script(SAVE, keys, args)))
+        try:
+            reply = self._retry.call(lambda: self._script(SAVE, keys, args))
+        except BaseException:
+            self._calls.recent.forget(phone.digits)  # the outcome is unknown
+            raise
+        return self._calls.saved(reply, phone.digits, args)
 
     def delete(self, phone: PhoneNumber) -> None:
         keys = self._keys.for_user(phone).conversation
-        self._retry.call(lambda: self._client.delete(*keys))
+        try:
+            self._retry.call(lambda: self._client.delete(*keys))
+        finally:
+            self._calls.recent.forget(phone.digits)
 
 
 class RedisTokenRepository:

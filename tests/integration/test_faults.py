@@ -141,11 +141,15 @@ def test_a_write_retried_after_a_timeout_is_applied_exactly_once(
     debug_redis: RedisProcess, stalled: str
 ) -> None:
     container, state = _service(debug_redis, retries=3)
+    writer, writer_state = _service(debug_redis, retries=3)
     stall = Stall(debug_redis)
     try:
-        state.update(PHONE, _count)  # connects and loads both scripts before the fault
-        before = state.start(PHONE)
+        writer_state.update(PHONE, _count)  # the server knows both scripts before the fault
+        before = writer_state.start(PHONE)
         assert before.context["count"] == 1
+        # The service under test connects, but has not read this conversation: its update
+        # loads it (a process that read or wrote it a moment ago would skip that read).
+        state.start("+263771234568")
         replies = _instrument(container.conversations(), stalled, stall.begin)
         connections, evalshas = stall.connections(), stall.evalsha_calls()
 
@@ -176,6 +180,7 @@ def test_a_write_retried_after_a_timeout_is_applied_exactly_once(
     finally:
         stall.close()
         container.redis_client().close()
+        writer.redis_client().close()
 
 
 def test_a_timed_out_write_that_is_not_retried_raises_state_unavailable(
