@@ -47,6 +47,7 @@ from redis_servers import RedisProcess  # noqa: E402
 
 from adapters.redis.connection import RedisClient  # noqa: E402
 from adapters.redis.keys import KeySchema  # noqa: E402
+from adapters.redis.store import RedisConversationRepository  # noqa: E402
 from domain.phone import PhoneNumber  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.container import Container  # noqa: E402
@@ -239,15 +240,48 @@ class Bench:
 
         return step
 
+    def cold_update(self, phone: str) -> Callable[[], object]:
+        """update by a process that has not read this conversation in the last two seconds:
+        it reads it first (what it remembers is dropped before each call; RecentValues)."""
+        update = self.select_account(phone)
+        conversations = self.state._conversations
+        assert isinstance(conversations, RedisConversationRepository)
+        recent, digits = conversations._calls.recent, PhoneNumber.parse(phone).digits
+
+        def cold() -> object:
+            recent.forget(digits)
+            return update()
+
+        return cold
+
+    def message(self, phone: str) -> Callable[[], object]:
+        """One webhook: start (read, slide), then update (the change, compare-and-set)."""
+        update, state = self.select_account(phone), self.state
+
+        def handle() -> object:
+            state.start(phone)
+            return update()
+
+        return handle
+
     def latency(self) -> tuple[str, int]:
         start_p, update_p, nav_p, fill_p = self.phones[:4]
+        cold_p, message_p = self.phones[6:8]  # phones[5] is the memory table's
         size = 0
-        for phone in (start_p, update_p, nav_p, fill_p):
+        for phone in (start_p, update_p, nav_p, fill_p, cold_p, message_p):
             size = self.store_raw(phone)
         state = self.state
         cases: list[tuple[str, Callable[[], object], Callable[[], object], str, float | None]] = [
             ("start", lambda: state.start(start_p), self.raw_get(start_p), "GET", 1.2),
             ("update", self.select_account(update_p), self.raw_get_set(update_p), "GET+SET", 1.3),
+            ("update, cold", self.cold_update(cold_p), self.raw_get_set(cold_p), "GET+SET", 1.3),
+            (
+                "message: start+update",
+                self.message(message_p),
+                self.raw_get_set(message_p),
+                "GET+SET",
+                None,
+            ),
             ("navigate/back", self.navigate_back(nav_p), self.raw_get_set(nav_p), "GET+SET", None),
             (
                 "form_fill",
