@@ -266,7 +266,8 @@ class Bench:
 
     def latency(self) -> tuple[str, int]:
         start_p, update_p, nav_p, fill_p = self.phones[:4]
-        cold_p, message_p = self.phones[6:8]  # phones[5] is the memory table's
+        # phones[5] and [6] are the memory table's, phones[8:] the scaling tables'.
+        cold_p, message_p = self.phones[4], self.phones[7]
         size = 0
         for phone in (start_p, update_p, nav_p, fill_p, cold_p, message_p):
             size = self.store_raw(phone)
