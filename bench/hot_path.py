@@ -90,6 +90,20 @@ def main() -> int:
             entry = stats.get(f"cmdstat_{command}")
             if entry:
                 print(f"server time per {command.upper():8} {entry['usec_per_call']:6.2f} us")
+        # The write side: updates right after one another skip their read (RecentValues), so
+        # every EVALSHA here is save.lua; against a plain SET of the same bytes.
+        update = bench.select_account(state, phone)
+        raw = client.get("raw") or b""
+        for label, call, command in (
+            ("save.lua", update, "evalsha"),
+            ("SET PX", lambda: client.set("raw", raw, px=300_000), "set"),
+        ):
+            call()
+            client.config_resetstat()
+            for _ in range(args.iterations):
+                call()
+            entry = client.info("commandstats")[f"cmdstat_{command}"]
+            print(f"server time per {label:8} {entry['usec_per_call']:6.2f} us")
         client.close()
     return 0
 
