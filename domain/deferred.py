@@ -42,6 +42,14 @@ class Deferred(Generic[T]):
     def __repr__(self) -> str:
         return f"Deferred({len(self.data)} bytes)"
 
+    def __reduce__(self) -> tuple[Callable[[T], T], tuple[T]]:
+        # Pickled as the value it stands for: its decoder cannot be pickled, and need not be.
+        return (_same, (self.load(),))
+
+
+def _same(value: T) -> T:
+    return value
+
 
 class LoadedOnUse(Generic[T]):
     """A dataclass field that may hold a ``Deferred`` value and decodes it on first read.

@@ -97,29 +97,45 @@ class RecentValues:
     conflict. So such a write skips its read: a message costs one round trip less.
     """
 
-    def __init__(self, size: int = 4096, max_age: timedelta = RECENT) -> None:
+    def __init__(
+        self, size: int = 4096, max_bytes: int = 16 * 1024 * 1024, max_age: timedelta = RECENT
+    ) -> None:
+        # Bounded in users and in bytes: documents may be up to 64 KB each.
         self._size = size
+        self._max_bytes = max_bytes
         self._max_age = max_age
-        self._values: dict[str, tuple[datetime, list[bytes | None]]] = {}
+        self._values: dict[str, tuple[datetime, list[bytes | None], int]] = {}
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def remember(self, digits: str, values: list[bytes | None], at: datetime) -> None:
+        weight = sum(len(value) for value in values if value is not None)
         with self._lock:
-            self._values.pop(digits, None)
-            self._values[digits] = (at, values)
-            if len(self._values) > self._size:
-                del self._values[next(iter(self._values))]  # the least recently stored
+            self._drop(digits)
+            self._values[digits] = (at, values, weight)
+            self._bytes += weight
+            while len(self._values) > self._size or self._bytes > self._max_bytes:
+                self._drop(next(iter(self._values)))  # the least recently stored
 
     def recall(self, digits: str, now: datetime) -> list[bytes | None] | None:
         entry = self._values.get(digits)
         if entry is None:
             return None
-        at, values = entry
+        at, values, _ = entry
         return values if timedelta(0) <= now - at <= self._max_age else None
 
     def forget(self, digits: str) -> None:
         with self._lock:
-            self._values.pop(digits, None)
+            self._drop(digits)
+
+    @property
+    def held_bytes(self) -> int:
+        return self._bytes
+
+    def _drop(self, digits: str) -> None:
+        entry = self._values.pop(digits, None)
+        if entry is not None:
+            self._bytes -= entry[2]
 
 
 class ConversationCalls:

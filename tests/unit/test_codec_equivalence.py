@@ -7,8 +7,10 @@ float, a Decimal as a float, an enum as its name) would silently corrupt stored 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import pickle
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -367,3 +369,12 @@ def test_a_damaged_profile_is_dropped_when_read_and_the_rest_is_kept(
     assert critical.profile is None
     assert "dropping an undecodable stored part" in caplog.text
     assert critical.current_account is None
+
+
+def test_a_conversation_holding_an_unread_profile_pickles_and_copies_as_a_read_one() -> None:
+    profile = Profile(member=Member(member_id="m"), accounts=[Account(account_id="a")])
+    lazy = _stored(CriticalData(created_at=T0, last_seen_at=T0, profile=profile))
+    assert isinstance(stored_value(lazy, "profile"), Deferred)
+    for copied in (pickle.loads(pickle.dumps(lazy)), copy.deepcopy(lazy)):
+        assert_same(copied, lazy)
+        assert copied.profile == profile

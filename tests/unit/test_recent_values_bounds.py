@@ -36,3 +36,16 @@ def test_forgotten_values_are_not_recalled() -> None:
     recent.forget("1")
     recent.forget("never seen")
     assert recent.recall("1", T0) is None
+
+
+def test_the_values_held_stay_within_their_byte_budget() -> None:
+    recent = RecentValues(max_bytes=10_000)
+    for n in range(10):
+        recent.remember(str(n), [b"u" * 2_000, b"s" * 500, None], T0)
+    assert recent.held_bytes == 4 * 2_500  # the four most recent users
+    assert recent.recall("5", T0) is None and recent.recall("6", T0) is not None
+    recent.remember("9", [b"u" * 100, None, None], T0)  # stored again, smaller
+    recent.forget("8")
+    assert recent.held_bytes == 2 * 2_500 + 100
+    recent.remember("big", [b"x" * 20_000, None, None], T0)  # larger than the budget
+    assert recent.held_bytes == 0 and recent.recall("big", T0) is None
