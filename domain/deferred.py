@@ -76,8 +76,3 @@ class LoadedOnUse(Generic[T]):
 
     def __set__(self, instance: object, value: T | Deferred[T]) -> None:
         instance.__dict__[self._name] = value
-
-
-def stored_value(instance: object, name: str) -> Any:
-    """A field's value as held, a ``Deferred`` still undecoded (for the storage codec)."""
-    return instance.__dict__.get(name)

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from adapters import codec
 from domain.conversation import Conversation, CriticalData, Direction, Notice, Session
-from domain.deferred import Deferred, stored_value
+from domain.deferred import Deferred
 from domain.errors import StateTooLarge
 from domain.form import Form
 from domain.offer import Denomination, Offer, OfferStatus
@@ -331,7 +331,7 @@ def test_a_stored_profile_left_unread_is_written_back_byte_for_byte(
     unread = _stored(critical)
     assert codec.encode(unread) == document
     if critical.profile is not None:
-        assert isinstance(stored_value(unread, "profile"), Deferred)
+        assert isinstance(vars(unread)["profile"], Deferred)
 
 
 @settings(max_examples=60, deadline=None)
@@ -341,7 +341,7 @@ def test_a_stored_profile_reads_as_the_full_decode_does(critical: CriticalData) 
     assert_same(lazy, codec.decode(CriticalData, codec.encode(critical)))
     assert lazy == critical
     # Once read it is an ordinary value, for dataclasses-json as for the codec.
-    assert not isinstance(stored_value(lazy, "profile"), Deferred)
+    assert not isinstance(vars(lazy)["profile"], Deferred)
     assert_same(CriticalData.from_json(lazy.to_json()), critical)
     assert codec.encode(lazy) == codec.encode(critical)
 
@@ -374,7 +374,7 @@ def test_a_damaged_profile_is_dropped_when_read_and_the_rest_is_kept(
 def test_a_conversation_holding_an_unread_profile_pickles_and_copies_as_a_read_one() -> None:
     profile = Profile(member=Member(member_id="m"), accounts=[Account(account_id="a")])
     lazy = _stored(CriticalData(created_at=T0, last_seen_at=T0, profile=profile))
-    assert isinstance(stored_value(lazy, "profile"), Deferred)
+    assert isinstance(vars(lazy)["profile"], Deferred)
     for copied in (pickle.loads(pickle.dumps(lazy)), copy.deepcopy(lazy)):
         assert_same(copied, lazy)
         assert copied.profile == profile
