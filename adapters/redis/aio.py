@@ -161,11 +161,9 @@ class AsyncRedisConversationRepository:
     async def load(
         self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
     ) -> StoredConversation:
-        if not touch and message_id is None:
-            # A read before a write: what this process holds may spare the round trip.
-            recalled = self._calls.recalled(phone.digits, now)
-            if recalled is not None:
-                return recalled
+        recalled = self._calls.recalled(phone.digits, now, message_id, touch)
+        if recalled is not None:
+            return recalled
         keys = self._keys.conversation(phone)
         args = self._calls.load_args(now, message_id, touch)
         reply = await self._retry.call(lambda: self._script(LOAD, keys, args))

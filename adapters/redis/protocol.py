@@ -166,9 +166,15 @@ class ConversationCalls:
             message_member(message_id) if message_id is not None else b"",
         ]
 
-    def recalled(self, digits: str, now: datetime) -> StoredConversation | None:
-        """What this process read or wrote for ``digits`` a moment ago, if the domain would
-        take it as it is: a part that expired or went missing is read from the server."""
+    def recalled(
+        self, digits: str, now: datetime, message_id: str | None, touch: bool
+    ) -> StoredConversation | None:
+        """For a load: what this process read or wrote for ``digits`` a moment ago, if that
+        may stand in for the round trip. Only a read before a write (no slide) may, and not
+        for handle_once (a duplicate must be recognised before its change runs); and only if
+        the domain would take it as it is (no part expired or went missing since)."""
+        if touch or message_id is not None:
+            return None
         values = self.recent.recall(digits, now)
         if values is None:
             return None
