@@ -106,7 +106,7 @@ class CriticalData(DataClassJsonMixin):
         return self.profile.account(self.current_account_id)
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class Session(DataClassJsonMixin):
     """The live session and its navigation: stored under ``session:{phone}:data``.
 

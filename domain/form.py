@@ -54,7 +54,7 @@ def check_name(kind: str, name: object) -> str:
     return name
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class Form(DataClassJsonMixin):
     """A form in progress; it has its own deadline, independent of the session's."""
 

@@ -70,7 +70,7 @@ def parse_denomination(text: str) -> Denomination:
         raise InvalidInput(f"denomination must be one of {', '.join(_CODES.split('|'))}") from exc
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class Offer(DataClassJsonMixin):
     """The transaction context of an offer, kept through its confirmation step."""
 

@@ -26,7 +26,7 @@ def _details(data: Mapping[str, Any], used: tuple[str, ...]) -> dict[str, Any]:
     return {str(k): v for k, v in data.items() if k not in used}
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class Member(DataClassJsonMixin):
     """The Credex member behind a phone number."""
 
@@ -53,7 +53,7 @@ class Member(DataClassJsonMixin):
         )
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class Account(DataClassJsonMixin):
     """One Credex account the member can act for."""
 
@@ -77,7 +77,7 @@ class Account(DataClassJsonMixin):
         )
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class Profile(DataClassJsonMixin):
     """The member and the accounts they can use."""
 

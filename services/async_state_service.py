@@ -107,11 +107,12 @@ class AsyncStateService:
             return result
 
     async def _perform(self, request: Request) -> object:
+        kind = type(request)  # as StateService._perform: the two every message needs first
+        if kind is Load:
+            return await self._conversations.load(*request)
+        if kind is Save:
+            return await self._conversations.save(*request)
         match request:
-            case Load(phone, now, message_id, touch):
-                return await self._conversations.load(phone, now, message_id, touch)
-            case Save(phone, write, now):
-                return await self._conversations.save(phone, write, now)
             case GetToken(phone):
                 return await self._tokens.get(phone)
             case PutToken(phone, sealed, ttl):

@@ -136,11 +136,13 @@ class StateService:
             return result
 
     def _perform(self, request: Request) -> object:
+        # Every message loads and most save: those two first, without pattern matching.
+        kind = type(request)
+        if kind is Load:
+            return self._conversations.load(*request)
+        if kind is Save:
+            return self._conversations.save(*request)
         match request:
-            case Load(phone, now, message_id, touch):
-                return self._conversations.load(phone, now, message_id, touch)
-            case Save(phone, write, now):
-                return self._conversations.save(phone, write, now)
             case GetToken(phone):
                 return self._tokens.get(phone)
             case PutToken(phone, sealed, ttl):
