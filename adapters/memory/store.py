@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from adapters import codec
 from domain.clock import Clock
@@ -21,6 +21,7 @@ from domain.timeouts import Timeouts, slide_step
 # Storage keeps a part a little longer than its domain deadline, as the Redis TTLs do, so that
 # the domain (not the garbage collector) is what decides expiry.
 GRACE = timedelta(seconds=2)
+_NEVER = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -45,9 +46,19 @@ class _User:
     # expiry order (one window per kind): pruning only ever looks at the front.
     ops: dict[str, datetime] = field(default_factory=dict)
     messages: dict[str, datetime] = field(default_factory=dict)
+    # Nothing here expires before this moment, so collect() has nothing to look at until then
+    # (it runs twice per update). Deadlines only move later, except where expect() is told.
+    due: datetime = _NEVER
+
+    def expect(self, deadline: datetime) -> None:
+        """Something added here expires at ``deadline``."""
+        if deadline < self.due:
+            self.due = deadline
 
     def collect(self, now: datetime) -> None:
         """Drop what has outlived its TTL, as Redis would."""
+        if now < self.due:
+            return
         if self.critical and now >= self.critical.expires_at:
             self.critical, self.critical_seen, self.version = None, None, 0
         if self.session and now >= self.session.expires_at:
@@ -56,6 +67,11 @@ class _User:
             self.form = None
         _prune(self.ops, now)
         _prune(self.messages, now)
+        self.due = min(
+            [part.expires_at for part in (self.critical, self.session, self.form) if part]
+            + [next(iter(ids.values())) for ids in (self.ops, self.messages) if ids],
+            default=_NEVER,
+        )
 
     @property
     def empty(self) -> bool:
@@ -95,6 +111,8 @@ class MemoryConversationRepository:
         self._timeouts = timeouts
         self._keep_critical = timeouts.state + GRACE
         self._keep_session = timeouts.session + GRACE
+        # The earliest of the deadlines a save sets, bar the form's own.
+        self._soonest = min(self._keep_critical, self._keep_session, timeouts.retry_window)
         # As load.lua: a part slides when alive and at least a slide step old (so never
         # backwards); the bounds, computed once.
         self._state_slide = (slide_step(timeouts.state), timeouts.state)
@@ -164,6 +182,9 @@ class MemoryConversationRepository:
             user.last_seen = write.session.last_seen_at
             user.form = form
             user.ops[write.op_id] = now + t.retry_window
+            user.expect(now + self._soonest)
+            if form is not None:
+                user.expect(form.expires_at)
             if write.message_id is not None:
                 user.messages[write.message_id] = now + t.dedupe
             self._users[phone.digits] = user

@@ -1,0 +1,56 @@
+"""The in-memory store drops what has outlived its TTL, as Redis would, so that a long-running
+process on the memory backend does not grow without bound."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fakes import PHONE, T0, FakeClock
+
+from adapters.memory.store import GRACE, MemoryConversationRepository, MemoryTokenRepository
+from domain.phone import PhoneNumber
+from domain.timeouts import Timeouts
+from services.state_service import StateService
+
+NUMBER = PhoneNumber.parse(PHONE)
+
+
+def _store(
+    clock: FakeClock, timeouts: Timeouts
+) -> tuple[MemoryConversationRepository, StateService]:
+    repo = MemoryConversationRepository(clock, timeouts)
+    return repo, StateService(repo, MemoryTokenRepository(clock), clock, timeouts, cipher=None)
+
+
+def test_each_part_is_collected_after_its_own_deadline_and_then_the_user() -> None:
+    clock, timeouts = FakeClock(T0), Timeouts()
+    repo, state = _store(clock, timeouts)
+    state.start(PHONE)
+    state.form_start(PHONE, "offer", ["amount"])  # the form outlives the session
+
+    clock.advance(seconds=(timeouts.session + GRACE).total_seconds() + 1)
+    stored = repo.peek(NUMBER)
+    assert stored.session is None
+    assert stored.critical is not None and stored.form is not None
+
+    clock.advance(seconds=(timeouts.form - timeouts.session).total_seconds())
+    stored = repo.peek(NUMBER)
+    assert stored.form is None and stored.critical is not None
+
+    clock.advance(seconds=(timeouts.state + GRACE).total_seconds())
+    assert repo.peek(NUMBER).critical is None
+    assert not repo._users  # nothing about this user is held any more
+
+
+def test_a_part_written_later_is_collected_at_its_new_deadline_not_before() -> None:
+    # The op ids outlive the session here, so the session's deadline is the first to come.
+    clock = FakeClock(T0)
+    timeouts = Timeouts(retry_window=timedelta(hours=1))
+    repo, state = _store(clock, timeouts)
+    state.start(PHONE)
+    clock.advance(minutes=3)
+    state.navigate(PHONE, "handle_action_offer_credex")  # the session's deadline moves on
+    clock.advance(seconds=(timeouts.session + GRACE).total_seconds() - 1)
+    assert repo.peek(NUMBER).session is not None
+    clock.advance(seconds=2)
+    assert repo.peek(NUMBER).session is None
