@@ -11,6 +11,7 @@ cannot take it back from under a thread that was already waiting.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from typing import Any
@@ -21,6 +22,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 # redis-py's own annotations of its pool disagree with each other (ConnectionInterface here,
 # Connection there); connections are whatever the parent's make_connection makes.
 Connection = Any
+
+# How many forks this process is removed from the one that imported this module: a pool made
+# before the last fork belongs to the parent.
+_forks = 0
+
+
+def _forked() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class _Waiter:
@@ -40,10 +53,18 @@ class LeanConnectionPool(redis.BlockingConnectionPool):
 
     def reset(self) -> None:
         super().reset()  # type: ignore[no-untyped-call]  # the parent's state, then ours
+        self._forks = _forks
         self._guard = threading.Lock()
         self._free: list[Connection] = []
         self._made = 0
         self._waiters: deque[_Waiter] = deque()
+
+    def _checkpid(self) -> None:
+        # redis-py asks the OS for the pid on every checkout and every return; the fork
+        # counter tells the same for free, and only after a fork does the parent's check
+        # (pid, lock, reset) run.
+        if self._forks != _forks:
+            super()._checkpid()
 
     def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         self._checkpid()

@@ -3,6 +3,7 @@ and never hands on a connection with someone else's reply on it."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -128,3 +129,29 @@ def _try(pool: LeanConnectionPool) -> str:
         return str(exc)
     pool.release(connection)
     return "connected"
+
+
+def test_a_forked_child_makes_its_own_connections_and_leaves_the_parents_alone(
+    redis_url: str,
+) -> None:
+    client = connect(redis_url)
+    key = f"test:pool:fork:{time.monotonic_ns()}"
+    client.set(key, "parent")
+    pool = _pool(client)
+    parents = {id(connection) for connection in pool._free}
+    assert parents
+    child = os.fork()
+    if child == 0:  # pragma: no cover (runs in the child, reported by its exit status)
+        status = 1
+        try:
+            client.append(key, ":child")
+            fresh = pool._made == 1 and not {id(c) for c in pool._free} & parents
+            status = 0 if fresh else 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's connection was neither used nor closed by the child.
+    assert {id(connection) for connection in pool._free} == parents
+    assert client.get(key) == b"parent:child"
+    client.close()
