@@ -23,7 +23,7 @@ from adapters.redis.connection import AsyncRetryPolicy, RetryPolicy, client_opti
 from adapters.redis.keys import KeySchema
 from adapters.redis.protocol import ConversationCalls, px
 from adapters.redis.store import LOAD, SAVE
-from adapters.redis.wire import AsyncWire, Script, flatten
+from adapters.redis.wire import AsyncWire, Script, flatten, mget
 from domain.errors import StateUnavailable
 from domain.phone import PhoneNumber
 from domain.ports import ConversationWrite, StoredConversation, WriteResult
@@ -99,6 +99,7 @@ class FairBlockingConnectionPool(redis.asyncio.BlockingConnectionPool):
 
 AsyncRedisClient = redis.asyncio.Redis | AsyncRedisCluster
 AsyncScriptRunner = Callable[[Script, Sequence[str], Sequence[Any]], Awaitable[Any]]
+AsyncDocumentReader = Callable[[Sequence[str]], Awaitable[Any]]
 
 
 def connect_async(
@@ -142,6 +143,14 @@ def async_script_runner(client: AsyncRedisClient) -> AsyncScriptRunner:
     return on_cluster
 
 
+def async_document_reader(client: AsyncRedisClient) -> AsyncDocumentReader:
+    """See store.document_reader."""
+    if isinstance(client, redis.asyncio.Redis):
+        call = AsyncWire(client).call
+        return lambda keys: call(mget(keys))
+    return lambda keys: client.mget(flatten(keys))
+
+
 class AsyncRedisConversationRepository:
     """RedisConversationRepository for asyncio."""
 
@@ -157,6 +166,7 @@ class AsyncRedisConversationRepository:
         self._calls = ConversationCalls(timeouts)
         self._client = client
         self._script = async_script_runner(client)
+        self._read = async_document_reader(client)
 
     async def load(
         self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
@@ -164,6 +174,10 @@ class AsyncRedisConversationRepository:
         recalled = self._calls.recalled(phone.digits, now, message_id, touch)
         if recalled is not None:
             return recalled
+        if self._calls.reads_plainly(message_id, touch):
+            documents = self._keys.documents(phone)
+            values = await self._retry.call(lambda: self._read(documents))
+            return self._calls.read(values, now, remember=phone.digits)
         keys = self._keys.conversation(phone)
         args = self._calls.load_args(now, message_id, touch)
         reply = await self._retry.call(lambda: self._script(LOAD, keys, args))

@@ -26,6 +26,11 @@ class UserKeys:
         return [self.user, self.session, self.form, self.handled]
 
     @property
+    def documents(self) -> list[str]:
+        """The keys of the three stored documents, as a plain read (MGET) asks for them."""
+        return [self.user, self.session, self.form]
+
+    @property
     def all(self) -> list[str]:
         return [*self.conversation, self.token]
 
@@ -48,6 +53,11 @@ def _packed_conversation(digits: str) -> Packed:
     return Packed(_user_keys(digits).conversation)
 
 
+@lru_cache(maxsize=4096)
+def _packed_documents(digits: str) -> Packed:
+    return Packed(_user_keys(digits).documents)
+
+
 class KeySchema:
     """Builds every key from a validated PhoneNumber; raw user text never reaches a key."""
 
@@ -57,6 +67,10 @@ class KeySchema:
     def conversation(self, phone: PhoneNumber) -> Packed:
         """UserKeys.conversation, packed for the wire once per recently seen user."""
         return _packed_conversation(phone.digits)
+
+    def documents(self, phone: PhoneNumber) -> Packed:
+        """UserKeys.documents, packed likewise."""
+        return _packed_documents(phone.digits)
 
     # Every key this library writes matches one of these (used by SCAN-based tools and ACLs).
     patterns = (

@@ -23,7 +23,6 @@ from importlib import resources
 from typing import Any
 
 from adapters import codec
-from adapters.redis.keys import UserKeys
 from adapters.redis.wire import Packed
 from domain.conversation import CriticalData, Session
 from domain.form import Form
@@ -166,14 +165,24 @@ class ConversationCalls:
             message_member(message_id) if message_id is not None else b"",
         ]
 
+    @staticmethod
+    def reads_plainly(message_id: str | None, touch: bool) -> bool:
+        """Whether a load is a plain read of the three documents (MGET) instead of load.lua.
+
+        A read before a write slides nothing (the write sets last-seen) and, without a
+        message id, has no duplicate to look up: the script would only read, at several
+        times MGET's cost on the server.
+        """
+        return not touch and message_id is None
+
     def recalled(
         self, digits: str, now: datetime, message_id: str | None, touch: bool
     ) -> StoredConversation | None:
         """For a load: what this process read or wrote for ``digits`` a moment ago, if that
-        may stand in for the round trip. Only a read before a write (no slide) may, and not
-        for handle_once (a duplicate must be recognised before its change runs); and only if
+        may stand in for the round trip. Only a plain read may (not a slide, and not
+        handle_once's: a duplicate must be recognised before its change runs); and only if
         the domain would take it as it is (no part expired or went missing since)."""
-        if touch or message_id is not None:
+        if not self.reads_plainly(message_id, touch):
             return None
         values = self.recent.recall(digits, now)
         if values is None:
@@ -275,12 +284,14 @@ class ConversationCalls:
                 self.recent.forget(digits)
         return result
 
-    @staticmethod
-    def peek_keys(keys: UserKeys) -> list[str]:
-        return [keys.user, keys.session, keys.form]
+    def read(
+        self, values: list[Any], now: datetime, remember: str | None = None
+    ) -> StoredConversation:
+        """The conversation in a plain read's reply: user, session and form as stored."""
+        return self.loaded([*values, 0, 0], now, remember)
 
     def peeked(self, values: list[Any]) -> StoredConversation:
-        """What plain GETs of user, session and form read, without sliding anything."""
+        """What a plain read found, for operators: nothing was slid."""
         # Nothing was touched (flags 0), so ``now`` is never used: last-seen comes from the
         # stored prefixes.
-        return self.loaded([*values, 0, 0], _EPOCH)
+        return self.read(values, _EPOCH)

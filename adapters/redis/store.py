@@ -12,7 +12,7 @@ from redis.exceptions import NoScriptError
 from adapters.redis.connection import RedisClient, RetryPolicy
 from adapters.redis.keys import KeySchema
 from adapters.redis.protocol import ConversationCalls, px, script_source
-from adapters.redis.wire import Script, Wire, flatten
+from adapters.redis.wire import Script, Wire, flatten, mget
 from domain.phone import PhoneNumber
 from domain.ports import ConversationWrite, StoredConversation, WriteResult
 from domain.timeouts import Timeouts
@@ -21,6 +21,7 @@ LOAD = Script(script_source("load.lua"))
 SAVE = Script(script_source("save.lua"))
 
 ScriptRunner = Callable[[Script, Sequence[str], Sequence[Any]], Any]
+DocumentReader = Callable[[Sequence[str]], Any]
 
 
 def script_runner(client: RedisClient) -> ScriptRunner:
@@ -43,6 +44,15 @@ def script_runner(client: RedisClient) -> ScriptRunner:
     return on_cluster
 
 
+def document_reader(client: RedisClient) -> DocumentReader:
+    """MGET of one user's documents: the lean wire on one server, redis-py on a cluster (the
+    keys share the phone's hash tag, so one node holds them all)."""
+    if isinstance(client, redis.Redis):
+        call = Wire(client).call
+        return lambda keys: call(mget(keys))
+    return lambda keys: client.mget(flatten(keys))
+
+
 class RedisConversationRepository:
     """Conversations under ``user:{phone}:state``, ``session:{phone}:data`` and
     ``form:{phone}:data``, plus the handled operation and message ids (see protocol.py)."""
@@ -59,6 +69,7 @@ class RedisConversationRepository:
         self._keys = keys or KeySchema()
         self._calls = ConversationCalls(timeouts)
         self._script = script_runner(client)
+        self._read = document_reader(client)
 
     def load(
         self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
@@ -66,6 +77,10 @@ class RedisConversationRepository:
         recalled = self._calls.recalled(phone.digits, now, message_id, touch)
         if recalled is not None:
             return recalled
+        if self._calls.reads_plainly(message_id, touch):
+            documents = self._keys.documents(phone)
+            values = self._retry.call(lambda: self._read(documents))
+            return self._calls.read(values, now, remember=phone.digits)
         keys = self._keys.conversation(phone)
         args = self._calls.load_args(now, message_id, touch)
         reply = self._retry.call(lambda: self._script(LOAD, keys, args))
@@ -73,15 +88,8 @@ class RedisConversationRepository:
 
     def peek(self, phone: PhoneNumber) -> StoredConversation:
         """Read every part without sliding a deadline or writing (operators' tools)."""
-        keys = ConversationCalls.peek_keys(self._keys.for_user(phone))
-
-        def read() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)  # plain reads, one round trip
-            for key in keys:
-                pipe.get(key)
-            return list(pipe.execute())
-
-        return self._calls.peeked(self._retry.call(read))
+        documents = self._keys.documents(phone)
+        return self._calls.peeked(self._retry.call(lambda: self._read(documents)))
 
     def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:
         keys = self._keys.conversation(phone)

@@ -77,6 +77,15 @@ def flatten(items: Sequence[Any]) -> list[Any]:
     return flat
 
 
+_MGET = _bulk(b"MGET")
+
+
+def mget(keys: Sequence[Any]) -> bytes:
+    """MGET of ``keys`` (plain or Packed), packed."""
+    count, packed = _encode(keys)
+    return b"*%d\r\n" % (1 + count) + _MGET + packed
+
+
 class Script:
     """A Lua script's source, SHA and packed calls."""
 

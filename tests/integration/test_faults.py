@@ -4,7 +4,7 @@
 server's socket buffer and runs when the stall ends, after the client has timed out: its reply
 is lost, so the client cannot know whether the write happened. The adapter's RetryPolicy
 (adapters/redis/connection.py; redis-py itself is built to retry nothing) sends the same
-EVALSHA again on a fresh connection, and save.lua, finding the write's op id already
+command again on a fresh connection, and save.lua, finding the write's op id already
 recorded, answers ``applied`` without applying it again. The tests prove that a timeout really
 happened and that the change was applied exactly once.
 
@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis_servers import RedisProcess
 
-from adapters.redis.store import LOAD, SAVE, RedisConversationRepository
+from adapters.redis.store import SAVE, RedisConversationRepository
 from adapters.redis.wire import Script
 from domain.conversation import Conversation, Notice
 from services.config import Settings
@@ -86,9 +86,9 @@ class Stall:
     def connections(self) -> int:
         return int(self.admin.info("stats")["total_connections_received"])
 
-    def evalsha_calls(self) -> int:
-        stats = self.admin.info("commandstats").get("cmdstat_evalsha", {})
-        return int(stats.get("calls", 0))
+    def calls(self, *commands: str) -> int:
+        stats = self.admin.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in commands)
 
     def close(self) -> None:
         for client in (self.admin, self._sleeper, self._probe):
@@ -114,25 +114,32 @@ def _count(conv: Conversation) -> None:
 
 
 def _instrument(
-    repo: RedisConversationRepository, script: str, before_first_call: Callable[[], None]
+    repo: RedisConversationRepository, stalled: str, before_first_call: Callable[[], None]
 ) -> list[Any]:
-    """Wrap the repository's load or save script: run a hook before its first call and record
-    each raw reply (the status save.lua returned, as the client saw it)."""
-    target = {"_save": SAVE, "_load": LOAD}[script]
-    original = repo._script
+    """Wrap the repository's read before a write (an MGET) or its save script: run a hook
+    before the first call and record each raw reply (for save.lua, the status the client saw)."""
     replies: list[Any] = []
     hooks = [before_first_call]
 
-    def call(script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        if script is not target:
-            return original(script, keys, args)
+    def first(call: Callable[[], Any]) -> Any:
         while hooks:
             hooks.pop()()
-        reply = original(script, keys, args)
+        reply = call()
         replies.append(reply)
         return reply
 
-    repo._script = call
+    if stalled == "_load":
+        read = repo._read
+        repo._read = lambda keys: first(lambda: read(keys))
+    else:
+        script = repo._script
+
+        def save_first(target: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+            if target is not SAVE:
+                return script(target, keys, args)
+            return first(lambda: script(target, keys, args))
+
+        repo._script = save_first
     return replies
 
 
@@ -151,14 +158,14 @@ def test_a_write_retried_after_a_timeout_is_applied_exactly_once(
         # loads it (a process that read or wrote it a moment ago would skip that read).
         state.start("+263771234568")
         replies = _instrument(container.conversations(), stalled, stall.begin)
-        connections, evalshas = stall.connections(), stall.evalsha_calls()
+        connections, commands = stall.connections(), stall.calls("mget", "evalsha")
 
         started = time.monotonic()
         conv = state.update(PHONE, _count)
         elapsed = time.monotonic() - started
         stall.wait()
         reconnects = stall.connections() - connections
-        scripts_run = stall.evalsha_calls() - evalshas
+        commands_run = stall.calls("mget", "evalsha") - commands
 
         # The change was applied exactly once...
         assert conv.context["count"] == 2
@@ -168,11 +175,11 @@ def test_a_write_retried_after_a_timeout_is_applied_exactly_once(
         assert after.version == before.version + 1
 
         # ...after a real fault: the call outlasted the socket timeout, the client dropped its
-        # connection and reconnected, and the server ran exactly one EVALSHA more than the
-        # one load and one save of an undisturbed update (the stalled one, sent again).
+        # connection and reconnected, and the server ran exactly one command more than the
+        # read and the save of an undisturbed update (the stalled one, sent again).
         assert elapsed > SOCKET_TIMEOUT
         assert reconnects >= 1
-        assert scripts_run == 3
+        assert commands_run == 3
         if stalled == "_save":
             # The first EVALSHA ran when the stall ended and its reply was lost; the only
             # reply the client saw is the retry's, answered from the recorded op id.

@@ -54,7 +54,7 @@ def test_a_write_on_values_another_process_changed_since_is_redone_on_the_stored
         conv = mine.update(phone, _append("mine", calls))
     # The compare-and-set failed on the remembered version, the write read the stored one and
     # ran the change again on it: nothing of the other process's write is lost.
-    assert sent == ["EVALSHA", "EVALSHA", "EVALSHA"]
+    assert sent == ["EVALSHA", "MGET", "EVALSHA"]
     assert calls == ["mine", "mine"]
     assert conv.context["entries"] == ["theirs", "mine"]
     assert theirs.start(phone).context["entries"] == ["theirs", "mine"]
@@ -82,7 +82,7 @@ def test_a_part_that_expired_since_it_was_remembered_is_read_from_the_server(
     clock.advance(1.5)  # the form is past its deadline; what was remembered is 1.5 s old
     with wire() as sent:
         conv = state.update(phone, lambda c: None)
-    assert sent == ["EVALSHA", "EVALSHA"]  # read, then written: the expiry is the server's
+    assert sent == ["MGET", "EVALSHA"]  # read, then written: the expiry is the server's
     assert conv.form is None
     assert conv.notices == [Notice.FORM_EXPIRED]
     state.reset(phone)
@@ -98,5 +98,5 @@ def test_what_was_remembered_is_trusted_for_two_seconds_only(redis_url: str, pho
     clock.advance(2.5)
     with wire() as sent:
         state.back(phone)
-    assert sent == ["EVALSHA", "EVALSHA"]
+    assert sent == ["MGET", "EVALSHA"]
     state.reset(phone)

@@ -149,7 +149,7 @@ def test_a_write_by_a_process_that_has_not_read_the_conversation_reads_it_first(
     existing(state, phone)
     with wire() as sent:
         write(other, phone)
-    assert sent == ["EVALSHA", "EVALSHA"]  # load, then compare-and-set
+    assert sent == ["MGET", "EVALSHA"]  # a plain read, then compare-and-set
 
 
 def test_a_message_that_starts_then_updates_costs_two_round_trips(

@@ -554,10 +554,10 @@ def test_a_rediss_url_works_end_to_end(tls_redis: TLSRedisProcess) -> None:
 
 # Every command the library sends for its data (found by removing each in turn: see
 # test_every_granted_command_is_needed). EVALSHA runs the scripts and EVAL of the source
-# answers NOSCRIPT (after a restart or failover); PING is the idle health check; the scripts
-# call the rest.
+# answers NOSCRIPT (after a restart or failover); MGET is the read before a write; PING is
+# the idle health check; the scripts call the rest.
 LIBRARY_COMMANDS = (
-    "evalsha", "eval", "get", "set", "del", "getrange", "setrange", "pexpire", "pttl",
+    "evalsha", "eval", "mget", "get", "set", "del", "getrange", "setrange", "pexpire", "pttl",
     "zadd", "zscore", "zremrangebyscore", "ping",
 )  # fmt: skip
 DANGEROUS = ("flushall", "flushdb", "config", "keys", "debug", "shutdown")
@@ -586,7 +586,9 @@ def _acl_url(server: RedisProcess) -> str:
     return f"redis://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{server.port}/0"
 
 
-def _realistic_flow(state: StateService, phone: str) -> None:
+def _realistic_flow(state: StateService, phone: str, elsewhere: StateService) -> None:
+    """Every operation, on ``state``, plus a write by ``elsewhere`` (another process, which
+    reads the conversation before it writes)."""
     state.start(phone)
     state.set_profile(phone, {"memberID": "m-acl"}, [{"accountID": "a-1"}, {"accountID": "a-2"}])
     state.navigate(phone, OFFER)
@@ -604,6 +606,7 @@ def _realistic_flow(state: StateService, phone: str) -> None:
     assert state.handle_once(phone, "wamid.1", lambda conv: conv.context.update(n=1)) is not None
     assert state.handle_once(phone, "wamid.1", lambda conv: conv.context.update(n=2)) is None
     state.update(phone, lambda conv: conv.select_account("a-2"))
+    elsewhere.update(phone, lambda conv: conv.select_account("a-1"))
     assert state.start(phone, "hi").current_account is not None
     state.reset(phone)
     assert state.start(phone).profile is None
@@ -626,8 +629,9 @@ def test_the_library_runs_as_an_acl_user_limited_to_its_keys(
     _grant(admin, LIBRARY_COMMANDS)
     admin.acl_log_reset()
     container, state = _service(_acl_url(private_redis), session_ttl=SESSION_TTL)
+    other, elsewhere = _service(_acl_url(private_redis), session_ttl=SESSION_TTL)
     for index in range(3):
-        _realistic_flow(state, f"+26377111003{index}")
+        _realistic_flow(state, f"+26377111003{index}", elsewhere)
     assert admin.acl_log() == [], "the library sent a command or key its ACL user may not use"
 
     restricted = redis.Redis.from_url(_acl_url(private_redis), socket_timeout=2)
@@ -643,21 +647,24 @@ def test_the_library_runs_as_an_acl_user_limited_to_its_keys(
     assert admin.ping()  # SHUTDOWN really was refused
     restricted.close()
     container.redis_client().close()
+    other.redis_client().close()
     admin.close()
 
 
 def test_every_granted_command_is_needed(private_redis: RedisProcess) -> None:
     admin = private_redis.client(decode_responses=True)
     container, state = _service(_acl_url(private_redis), session_ttl=SESSION_TTL)
+    other, elsewhere = _service(_acl_url(private_redis), session_ttl=SESSION_TTL)
     for index, command in enumerate(LIBRARY_COMMANDS):
         if command == "ping":
             continue  # only the health check after 30 s idle: too slow to wait for here
         _grant(admin, tuple(c for c in LIBRARY_COMMANDS if c != command))
         admin.script_flush()  # so that the EVAL fallback (NOSCRIPT) is exercised every time
         with pytest.raises(StateError, match=r"permission|can't run"):
-            _realistic_flow(state, f"+2637711104{index:02d}")
+            _realistic_flow(state, f"+2637711104{index:02d}", elsewhere)
             pytest.fail(f"the flow did not need {command}")
     container.redis_client().close()
+    other.redis_client().close()
     admin.close()
 
 

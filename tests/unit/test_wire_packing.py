@@ -11,7 +11,7 @@ from typing import Any
 from redis.connection import Encoder, PythonRespSerializer
 
 from adapters.redis.keys import KeySchema
-from adapters.redis.wire import Packed, Script, flatten, pack
+from adapters.redis.wire import Packed, Script, flatten, mget, pack
 from domain.phone import PhoneNumber
 
 SCRIPT = Script("return 1")
@@ -29,6 +29,7 @@ def test_a_command_packs_as_redis_py_packs_it() -> None:
         "EVALSHA", SCRIPT.sha, 2, *KEYS, *ARGS
     )
     assert SCRIPT.evalsha(KEYS, ARGS) == redis_py_packing("EVALSHA", SCRIPT.sha, 2, *KEYS, *ARGS)
+    assert mget(KEYS) == mget(Packed(KEYS)) == redis_py_packing("MGET", *KEYS)
 
 
 def test_packed_arguments_go_out_as_the_same_arguments_would() -> None:
@@ -50,3 +51,6 @@ def test_a_users_packed_keys_are_its_conversation_keys() -> None:
     assert flatten(schema.conversation(phone)) == schema.for_user(phone).conversation
     other = PhoneNumber.parse("+263771234568")
     assert flatten(schema.conversation(other)) == schema.for_user(other).conversation
+
+    assert flatten(schema.documents(phone)) == schema.for_user(phone).documents
+    assert schema.for_user(phone).documents == schema.for_user(phone).conversation[:3]
