@@ -94,9 +94,12 @@ def main() -> int:
         # every EVALSHA here is save.lua; against a plain SET of the same bytes.
         update = bench.select_account(state, phone)
         raw = client.get("raw") or b""
+        documents = repo._keys.documents(number)
         for label, call, command in (
             ("save.lua", update, "evalsha"),
             ("SET PX", lambda: client.set("raw", raw, px=300_000), "set"),
+            # The read before a write this process has not just read: MGET, not load.lua.
+            ("MGET", lambda: repo._read(documents), "mget"),
         ):
             call()
             client.config_resetstat()
