@@ -13,8 +13,9 @@ threads on one private redis-server and on a private local cluster of three mast
 (tests/redis_cluster.py: the same flags, plus cluster mode), side by side.
 
 It prints three tables: latency per operation (ours vs raw GET / GET+SET of the same bytes,
-with round trips counted on the wire), memory per conversation with capacity in 256 MB, and
-throughput with 1, 8 and 32 threads. PASS/FAIL compares against the issue's targets; this is
+the lowest and highest of the rounds beside the median, with round trips counted on the
+wire), memory per conversation with capacity in 256 MB, and throughput with 1, 8 and 32
+threads. PASS/FAIL compares against the issue's targets; this is
 a measurement, not a test, so the exit status is 0 whatever the figures.
 """
 
@@ -155,10 +156,11 @@ def cpu_us_per_op(fn: Callable[[], object], n: int) -> float:
 
 def compare(
     ours: Callable[[], object], raw: Callable[[], object], n: int, rounds: int
-) -> tuple[float, float]:
-    """us/op of each. A round runs n of each in alternating blocks of BLOCK calls, so that
-    load from elsewhere on the machine hits both alike, and takes the median block; the
-    result is the median round."""
+) -> tuple[float, float, float, float]:
+    """us/op of each, then the lowest and highest ratio of a round. A round runs n of each in
+    alternating blocks of BLOCK calls, so that load from elsewhere on the machine hits both
+    alike, and takes the median block; the result is the median round. The spread of the
+    rounds' ratios shows how far one run's ratio can be trusted on a noisy machine."""
     us_per_op(ours, max(50, n // 10))  # warm-up: scripts loaded, connection open, caches hot
     us_per_op(raw, max(50, n // 10))
     mine, theirs = [], []
@@ -168,7 +170,8 @@ def compare(
         ]
         mine.append(statistics.median(a for a, _ in blocks))
         theirs.append(statistics.median(b for _, b in blocks))
-    return statistics.median(mine), statistics.median(theirs)
+    ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
+    return statistics.median(mine), statistics.median(theirs), min(ratios), max(ratios)
 
 
 def verdict(value: float, target: float, higher_is_better: bool = False) -> str:
@@ -294,15 +297,30 @@ class Bench:
         ]
         rows = []
         for name, ours, raw, raw_name, target in cases:
-            mine, theirs = compare(ours, raw, self.n, self.rounds)
+            mine, theirs, low, high = compare(ours, raw, self.n, self.rounds)
             ratio = mine / theirs
             trips = f"{round_trips(ours)} (raw {round_trips(raw)})"
             goal = f"<= {target}x {verdict(ratio, target)}" if target else "-"
             rows.append(
-                [name, f"{mine:.1f}", f"{theirs:.1f} {raw_name}", f"{ratio:.2f}x", trips, goal]
+                [
+                    name,
+                    f"{mine:.1f}",
+                    f"{theirs:.1f} {raw_name}",
+                    f"{ratio:.2f}x",
+                    f"{low:.2f}-{high:.2f}x",
+                    trips,
+                    goal,
+                ]
             )
         rows += self.memory_backend_rows()
-        headers = ["operation", "ours us/op", "raw redis-py us/op", "ratio", "round trips"]
+        headers = [
+            "operation",
+            "ours us/op",
+            "raw redis-py us/op",
+            "ratio",
+            "rounds: low-high",
+            "round trips",
+        ]
         return table([*headers, "target"], rows), size
 
     def memory_backend_rows(self) -> list[list[str]]:
@@ -333,7 +351,8 @@ class Bench:
             per_op = statistics.median(results)
             rate, goal = 1e6 / per_op, TARGETS["memory_updates_per_s"]
             target = f"{rate:,.0f}/s >= {goal:,}/s {verdict(rate, goal, higher_is_better=True)}"
-            rows.append([label, f"{per_op:.1f}", "-", "-", "0", target])
+            spread = f"{min(results):.1f}-{max(results):.1f} us"
+            rows.append([label, f"{per_op:.1f}", "-", "-", spread, "0", target])
         return rows
 
     def memory(self, phone: str, bulk: int) -> str:
