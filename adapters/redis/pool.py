@@ -12,6 +12,8 @@ cannot take it back from under a thread that was already waiting.
 from __future__ import annotations
 
 import os
+import select
+import socket
 import threading
 from collections import deque
 from typing import Any
@@ -34,6 +36,25 @@ def _forked() -> None:
 
 
 os.register_at_fork(after_in_child=_forked)
+
+
+def _has_input(connection: Connection) -> bool:
+    """Whether anything waits to be read on ``connection``: a reply nobody read, or the end of
+    a connection the server closed. Either way it must not be handed on.
+
+    What redis-py's ``can_read()`` answers, without its error message and poll object built
+    on every checkout (3 to 4 us of a 100 us call here); redis-py's own check wherever this
+    one cannot see everything (no hiredis reader, or TLS, which buffers above the socket).
+    """
+    sock = connection._sock
+    reader = getattr(connection._parser, "_reader", None)
+    if type(sock) is not socket.socket or reader is None:
+        return bool(connection.can_read())
+    if reader.has_data():
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)  # hang-ups and errors are reported regardless
+    return bool(poller.poll(0))
 
 
 class _Waiter:
@@ -75,7 +96,7 @@ class LeanConnectionPool(redis.BlockingConnectionPool):
             # on would give that reply to someone else, so reconnect instead. A connection the
             # server closed (a restart) raises here, and is reconnected the same way.
             try:
-                stale = connection.can_read()
+                stale = _has_input(connection)
             except (RedisConnectionError, redis.exceptions.TimeoutError, OSError):
                 stale = True
             if stale:

@@ -155,3 +155,42 @@ def test_a_forked_child_makes_its_own_connections_and_leaves_the_parents_alone(
     assert {id(connection) for connection in pool._free} == parents
     assert client.get(key) == b"parent:child"
     client.close()
+
+
+def test_a_connection_the_server_closed_is_replaced_before_it_is_handed_on(
+    redis_url: str,
+) -> None:
+    client = connect(redis_url, max_connections=1)
+    pool = _pool(client)
+    assert client.ping()
+    admin = redis.Redis.from_url(redis_url)
+    killed = admin.client_kill_filter(_id=client.client_id())
+    assert killed == 1
+    time.sleep(0.05)  # the server's close reaches the client's socket
+    connection: Any = pool.get_connection()
+    try:
+        connection.send_command("PING")
+        assert connection.read_response() in (b"PONG", "PONG")  # a fresh connection
+    finally:
+        pool.release(connection)
+    admin.close()
+    client.close()
+
+
+def test_plain_connections_are_checked_without_redis_pys_can_read(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lean check must be the one that runs on a plain TCP connection with hiredis, or
+    # the cost it saves is still paid; both checks see the unread reply (test above).
+    client = connect(redis_url, max_connections=1)
+    pool = _pool(client)
+    assert client.ping()
+    connection: Any = pool.get_connection()
+    pool.release(connection)
+
+    def refused(*args: Any, **kwargs: Any) -> bool:
+        raise AssertionError("redis-py's can_read ran")
+
+    monkeypatch.setattr(connection, "can_read", refused)
+    assert client.ping()
+    client.close()
