@@ -111,8 +111,10 @@ class MemoryConversationRepository:
         self._timeouts = timeouts
         self._keep_critical = timeouts.state + GRACE
         self._keep_session = timeouts.session + GRACE
-        # The earliest of the deadlines a save sets, bar the form's own.
-        self._soonest = min(self._keep_critical, self._keep_session, timeouts.retry_window)
+        # The earliest deadline a save can set, bar the form's own.
+        self._soonest = min(
+            self._keep_critical, self._keep_session, timeouts.retry_window, timeouts.dedupe
+        )
         # As load.lua: a part slides when alive and at least a slide step old (so never
         # backwards); the bounds, computed once.
         self._state_slide = (slide_step(timeouts.state), timeouts.state)
@@ -182,11 +184,11 @@ class MemoryConversationRepository:
             user.last_seen = write.session.last_seen_at
             user.form = form
             user.ops[write.op_id] = now + t.retry_window
+            if write.message_id is not None:
+                user.messages[write.message_id] = now + t.dedupe
             user.expect(now + self._soonest)
             if form is not None:
                 user.expect(form.expires_at)
-            if write.message_id is not None:
-                user.messages[write.message_id] = now + t.dedupe
             self._users[phone.digits] = user
             return WriteResult(WriteStatus.APPLIED, user.version)
 

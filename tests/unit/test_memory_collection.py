@@ -54,3 +54,13 @@ def test_a_part_written_later_is_collected_at_its_new_deadline_not_before() -> N
     assert repo.peek(NUMBER).session is not None
     clock.advance(seconds=2)
     assert repo.peek(NUMBER).session is None
+
+
+def test_a_message_id_is_forgotten_after_dedupe_even_when_op_ids_live_longer() -> None:
+    clock = FakeClock(T0)
+    timeouts = Timeouts(dedupe=timedelta(seconds=30), retry_window=timedelta(seconds=60))
+    _, state = _store(clock, timeouts)
+    assert state.handle_once(PHONE, "wamid.1", lambda c: None) is not None
+    assert state.handle_once(PHONE, "wamid.1", lambda c: None) is None  # a duplicate
+    clock.advance(31)
+    assert state.handle_once(PHONE, "wamid.1", lambda c: None) is not None  # forgotten
