@@ -175,15 +175,11 @@ class ConversationCalls:
         """
         return not touch and message_id is None
 
-    def recalled(
-        self, digits: str, now: datetime, message_id: str | None, touch: bool
-    ) -> StoredConversation | None:
-        """For a load: what this process read or wrote for ``digits`` a moment ago, if that
-        may stand in for the round trip. Only a plain read may (not a slide, and not
-        handle_once's: a duplicate must be recognised before its change runs); and only if
-        the domain would take it as it is (no part expired or went missing since)."""
-        if not self.reads_plainly(message_id, touch):
-            return None
+    def recalled(self, digits: str, now: datetime) -> StoredConversation | None:
+        """For a plain read (``reads_plainly``; never a slide, nor handle_once's read, which
+        must recognise a duplicate before its change runs): what this process read or wrote
+        for ``digits`` a moment ago, if that may stand in for the round trip, that is if the
+        domain would take it as it is (no part expired or went missing since)."""
         values = self.recent.recall(digits, now)
         if values is None:
             return None

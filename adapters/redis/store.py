@@ -74,10 +74,10 @@ class RedisConversationRepository:
     def load(
         self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
     ) -> StoredConversation:
-        recalled = self._calls.recalled(phone.digits, now, message_id, touch)
-        if recalled is not None:
-            return recalled
         if self._calls.reads_plainly(message_id, touch):
+            recalled = self._calls.recalled(phone.digits, now)
+            if recalled is not None:
+                return recalled
             documents = self._keys.documents(phone)
             values = self._retry.call(lambda: self._read(documents))
             return self._calls.read(values, now, remember=phone.digits)
