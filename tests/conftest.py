@@ -120,6 +120,16 @@ def private_redis(redis_server_bin: str) -> Iterator[RedisProcess]:
         yield server
 
 
+@pytest.fixture
+def debug_redis(redis_server_bin: str) -> Iterator[RedisProcess]:
+    """A private server with DEBUG enabled (Redis 7 refuses it by default): for stalling the
+    server, and so that a refusal of DEBUG is an ACL's doing."""
+    with RedisProcess(
+        extra_args=("--enable-debug-command", "yes"), executable=redis_server_bin
+    ) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def redis_cli_bin(redis_server_bin: str) -> str:
     path = find_redis_cli(redis_server_bin)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -39,14 +39,6 @@ KEY = Fernet.generate_key().decode()
 PHONE = "+263771234567"
 SOCKET_TIMEOUT = 0.2
 STALL = 0.6  # three socket timeouts: the first attempt and at least one retry time out
-
-
-@pytest.fixture
-def debug_redis(redis_server_bin: str) -> Iterator[RedisProcess]:
-    with RedisProcess(
-        extra_args=("--enable-debug-command", "yes"), executable=redis_server_bin
-    ) as server:
-        yield server
 
 
 class Stall:

@@ -612,15 +612,6 @@ def _realistic_flow(state: StateService, phone: str, elsewhere: StateService) ->
     assert state.start(phone).profile is None
 
 
-@pytest.fixture
-def debug_redis(redis_server_bin: str) -> Iterator[RedisProcess]:
-    """DEBUG enabled on the server, so that refusing it is the ACL's doing."""
-    with RedisProcess(
-        extra_args=("--enable-debug-command", "yes"), executable=redis_server_bin
-    ) as server:
-        yield server
-
-
 def test_the_library_runs_as_an_acl_user_limited_to_its_keys(
     debug_redis: RedisProcess,
 ) -> None:
