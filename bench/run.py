@@ -30,8 +30,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import redis  # noqa: E402
 from async_scaling import CONCURRENCY, async_scaling  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
-from redis.connection import AbstractConnection  # noqa: E402
 from redis_cluster import LocalCluster  # noqa: E402
 from redis_servers import RedisProcess  # noqa: E402
+from wire_log import wire  # noqa: E402
 
 from adapters.redis.connection import RedisClient  # noqa: E402
 from adapters.redis.keys import KeySchema  # noqa: E402
@@ -116,27 +116,10 @@ def phone_block(size: int) -> list[str]:
     return [f"+{base + i}" for i in range(size)]
 
 
-# Round trips are counted on the wire: every send of a packed command (a pipeline counts once).
-@contextmanager
-def counting_round_trips() -> Iterator[list[int]]:
-    count = [0]
-    original = AbstractConnection.send_packed_command
-
-    def counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
-        count[0] += 1
-        original(self, command, check_health)
-
-    AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
-    try:
-        yield count
-    finally:
-        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
-
-
 def round_trips(fn: Callable[[], object]) -> int:
-    with counting_round_trips() as count:
+    with wire() as sent:
         fn()
-    return count[0]
+    return len(sent)
 
 
 def us_per_op(fn: Callable[[], object], n: int) -> float:

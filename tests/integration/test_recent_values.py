@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from cryptography.fernet import Fernet
 from fakes import FakeClock
-from test_round_trips import wire
+from wire_log import wire
 
 from domain.conversation import Conversation, Notice
 from services.config import Settings

@@ -1,22 +1,19 @@
 """Round trips per operation on a real Redis (issue 4): counted on the wire, not timed.
 
-Every packed command redis-py sends is one round trip (a pipeline is one send); the counter
-wraps Connection.send_packed_command, so a health-check PING or a SCRIPT LOAD would count too.
-Scripts are loaded and connections opened by a warm-up before anything is counted.
+Round trips are recorded by tests/wire_log.py (one entry per send, a health-check PING or a
+SCRIPT LOAD included). Scripts are loaded and connections opened by a warm-up before anything
+is counted.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pytest
 import redis
 from cryptography.fernet import Fernet
-from redis.connection import AbstractConnection
+from wire_log import wire
 
 from services.config import Settings
 from services.container import Container
@@ -27,26 +24,6 @@ ACCOUNTS = [
     {"accountID": f"acc_{n}", "accountName": f"Account {n}", "accountHandle": f"tendai_{n}"}
     for n in range(3)
 ]
-_COMMAND = re.compile(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n")
-
-
-@contextmanager
-def wire() -> Iterator[list[str]]:
-    """Collects one entry per round trip: the (first) command name of each send."""
-    sent: list[str] = []
-    original = AbstractConnection.send_packed_command
-
-    def counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
-        first = command if isinstance(command, bytes | str) else command[0]
-        match = _COMMAND.match(first.encode() if isinstance(first, str) else bytes(first))
-        sent.append(match[1].decode().upper() if match else "?")
-        original(self, command, check_health)
-
-    AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
-    try:
-        yield sent
-    finally:
-        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
 
 
 def new_phone() -> str:

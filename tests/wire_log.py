@@ -1,0 +1,36 @@
+"""What a block of code sends to Redis, one entry per round trip: for tests that assert round
+trips and for the benchmark that reports them.
+
+Every packed command redis-py sends is one round trip (a pipeline is one send); the recorder
+wraps Connection.send_packed_command, so a health-check PING or a SCRIPT LOAD counts too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from redis.connection import AbstractConnection
+
+_COMMAND = re.compile(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n")
+
+
+@contextmanager
+def wire() -> Iterator[list[str]]:
+    """Collects one entry per round trip: the (first) command name of each send."""
+    sent: list[str] = []
+    original = AbstractConnection.send_packed_command
+
+    def counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        first = command if isinstance(command, bytes | str) else command[0]
+        match = _COMMAND.match(first.encode() if isinstance(first, str) else bytes(first))
+        sent.append(match[1].decode().upper() if match else "?")
+        original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
