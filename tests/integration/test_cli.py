@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from cli_output import one_error_line
 from cryptography.fernet import Fernet
 from redis_servers import RedisProcess
 
@@ -56,14 +57,6 @@ def cli(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[
         env=environment(**env),
         timeout=60,
     )
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert lines[0].startswith("vimbiso-state: ")
-    return lines[0]
 
 
 @pytest.fixture

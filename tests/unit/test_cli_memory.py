@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
+from cli_output import one_error_line
 from cryptography.fernet import Fernet
 
 from services import cli
@@ -21,14 +22,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for variable in ENVIRONMENT.values():
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.delenv("VIMBISO_STATE_DEBUG", raising=False)
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert lines[0].startswith("vimbiso-state: ")
-    return lines[0]
 
 
 def test_keygen_prints_a_fernet_key(capsys: pytest.CaptureFixture[str]) -> None:
