@@ -66,6 +66,19 @@ def _stored(state: StateService, phone: str) -> Conversation:
     return state.start(phone)
 
 
+def _append_until_applied(state: StateService, phone: str, entry: str) -> int:
+    """Append ``entry``, calling update again after each ConcurrencyConflict (its bounded
+    retries used up: nothing was stored, so trying again is safe); how many there were."""
+    conflicts = 0
+    while True:
+        try:
+            state.update(phone, _append(entry))
+        except ConcurrencyConflict:
+            conflicts += 1
+            continue
+        return conflicts
+
+
 @pytest.mark.parametrize("max_retries", [8, 0], ids=["default_retries", "no_retries"])
 def test_concurrent_appends_lose_nothing_and_duplicate_nothing(
     container: Container, phone: str, max_retries: int
@@ -81,15 +94,8 @@ def test_concurrent_appends_lose_nothing_and_duplicate_nothing(
         applied = []
         for i in range(PER_THREAD):
             entry = f"t{thread}-{i}"
-            while True:
-                try:
-                    state.update(phone, _append(entry))
-                except ConcurrencyConflict:
-                    # Bounded retries were used up: nothing was stored, so retrying is safe.
-                    conflicts[thread] += 1
-                    continue
-                applied.append(entry)
-                break
+            conflicts[thread] += _append_until_applied(state, phone, entry)
+            applied.append(entry)
         return applied
 
     applied = [entry for entries in _run_threads(writer) for entry in entries]
@@ -183,13 +189,8 @@ def test_a_change_that_raises_stores_nothing_under_concurrency(
                 with pytest.raises(BotBug):
                     state.update(phone, broken)
                 continue
-            while True:
-                try:
-                    state.update(phone, _append(entry))
-                except ConcurrencyConflict:
-                    continue
-                applied.append(entry)
-                break
+            _append_until_applied(state, phone, entry)
+            applied.append(entry)
         return applied
 
     applied = [entry for entries in _run_threads(writer) for entry in entries]
