@@ -102,7 +102,7 @@ class LeanConnectionPool(redis.BlockingConnectionPool):
             if stale:
                 connection.disconnect()
                 connection.connect()
-                if connection.can_read():
+                if _has_input(connection):
                     raise RedisConnectionError("Connection not ready")
         except BaseException:
             self.release(connection)
