@@ -14,12 +14,12 @@ from typing import Any, TypeVar, get_type_hints
 
 import msgspec
 
-from domain.conversation import CriticalData, Session
-from domain.deferred import Deferred
-from domain.errors import StateTooLarge
-from domain.form import Form
-from domain.profile import Profile
-from domain.schema import SCHEMA_VERSION, UnknownSchema, upgrade
+from vimbiso_state.domain.conversation import CriticalData, Session
+from vimbiso_state.domain.deferred import Deferred
+from vimbiso_state.domain.errors import StateTooLarge
+from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.profile import Profile
+from vimbiso_state.domain.schema import SCHEMA_VERSION, UnknownSchema, upgrade
 
 log = logging.getLogger("vimbiso_state")
 

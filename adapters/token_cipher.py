@@ -8,9 +8,9 @@ from datetime import datetime
 import msgspec
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from domain.errors import ConfigurationError, TokenError
-from domain.phone import PhoneNumber
-from domain.token import Token
+from vimbiso_state.domain.errors import ConfigurationError, TokenError
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.token import Token
 
 
 class _Sealed(msgspec.Struct, frozen=True):

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio
 
-from domain.phone import PhoneNumber
-from services.container import Container
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.services.container import Container
 
 CONCURRENCY = (1, 8, 32, 128)
 

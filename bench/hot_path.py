@@ -25,11 +25,11 @@ import run as bench  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
 from redis_servers import RedisProcess  # noqa: E402
 
-from adapters.redis.store import LOAD, RedisConversationRepository  # noqa: E402
-from adapters.redis.wire import Wire  # noqa: E402
-from domain.phone import PhoneNumber  # noqa: E402
-from services.config import Settings  # noqa: E402
-from services.container import Container  # noqa: E402
+from vimbiso_state.adapters.redis.store import LOAD, RedisConversationRepository  # noqa: E402
+from vimbiso_state.adapters.redis.wire import Wire  # noqa: E402
+from vimbiso_state.domain.phone import PhoneNumber  # noqa: E402
+from vimbiso_state.services.config import Settings  # noqa: E402
+from vimbiso_state.services.container import Container  # noqa: E402
 
 
 def measure(cases: dict[str, Callable[[], object]], n: int, rounds: int) -> dict[str, float]:

@@ -46,13 +46,13 @@ from redis_cluster import LocalCluster  # noqa: E402
 from redis_servers import RedisProcess  # noqa: E402
 from wire_log import wire  # noqa: E402
 
-from adapters.redis.connection import RedisClient  # noqa: E402
-from adapters.redis.keys import KeySchema  # noqa: E402
-from adapters.redis.store import RedisConversationRepository  # noqa: E402
-from domain.phone import PhoneNumber  # noqa: E402
-from services.config import Settings  # noqa: E402
-from services.container import Container  # noqa: E402
-from services.state_service import StateService  # noqa: E402
+from vimbiso_state.adapters.redis.connection import RedisClient  # noqa: E402
+from vimbiso_state.adapters.redis.keys import KeySchema  # noqa: E402
+from vimbiso_state.adapters.redis.store import RedisConversationRepository  # noqa: E402
+from vimbiso_state.domain.phone import PhoneNumber  # noqa: E402
+from vimbiso_state.services.config import Settings  # noqa: E402
+from vimbiso_state.services.container import Container  # noqa: E402
+from vimbiso_state.services.state_service import StateService  # noqa: E402
 
 MAXMEMORY = 256 * 1024 * 1024  # the seed's --maxmemory 256mb
 BLOCK = 50  # calls per timed block; ours and raw alternate block by block

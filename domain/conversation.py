@@ -13,13 +13,13 @@ from typing import Any
 
 from dataclasses_json import DataClassJsonMixin
 
-from domain.deferred import LoadedOnUse
-from domain.errors import InvalidInput
-from domain.form import Form
-from domain.offer import Denomination, Offer, parse_handle
-from domain.profile import Account, Profile
-from domain.schema import SCHEMA_VERSION
-from domain.timestamps import timestamp
+from vimbiso_state.domain.deferred import LoadedOnUse
+from vimbiso_state.domain.errors import InvalidInput
+from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.offer import Denomination, Offer, parse_handle
+from vimbiso_state.domain.profile import Account, Profile
+from vimbiso_state.domain.schema import SCHEMA_VERSION
+from vimbiso_state.domain.timestamps import timestamp
 
 DEFAULT_STAGE = "handle_action_menu"
 MAX_MENU_DEPTH = 16

@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 
 from dataclasses_json import DataClassJsonMixin
 
-from domain.errors import FormIncomplete, FormValidationError, InvalidInput
-from domain.offer import parse_amount, parse_denomination, parse_handle
-from domain.schema import SCHEMA_VERSION
-from domain.timestamps import timestamp
+from vimbiso_state.domain.errors import FormIncomplete, FormValidationError, InvalidInput
+from vimbiso_state.domain.offer import parse_amount, parse_denomination, parse_handle
+from vimbiso_state.domain.schema import SCHEMA_VERSION
+from vimbiso_state.domain.timestamps import timestamp
 
 NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MAX_FIELDS = 32

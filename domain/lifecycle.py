@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from domain.conversation import Conversation, CriticalData, Notice, Session
-from domain.ports import StoredConversation
-from domain.timeouts import Timeouts
+from vimbiso_state.domain.conversation import Conversation, CriticalData, Notice, Session
+from vimbiso_state.domain.ports import StoredConversation
+from vimbiso_state.domain.timeouts import Timeouts
 
 
 def session_alive(session: Session, now: datetime, timeouts: Timeouts) -> bool:

@@ -10,8 +10,8 @@ from enum import StrEnum
 
 from dataclasses_json import DataClassJsonMixin
 
-from domain.errors import InvalidInput
-from domain.timestamps import timestamp
+from vimbiso_state.domain.errors import InvalidInput
+from vimbiso_state.domain.timestamps import timestamp
 
 
 class Denomination(StrEnum):

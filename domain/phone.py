@@ -6,7 +6,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from domain.errors import InvalidPhoneNumber
+from vimbiso_state.domain.errors import InvalidPhoneNumber
 
 # Separators people and WhatsApp exports put inside numbers. Anything else (letters, "*", ":",
 # braces, unicode digits) is refused, because the digits end up inside storage keys.

@@ -6,10 +6,10 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import NamedTuple, Protocol
 
-from domain.conversation import CriticalData, Session
-from domain.form import Form
-from domain.phone import PhoneNumber
-from domain.token import Token
+from vimbiso_state.domain.conversation import CriticalData, Session
+from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.token import Token
 
 
 # The values passed between the service and a backend on every message are NamedTuples:

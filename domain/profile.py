@@ -8,7 +8,7 @@ from typing import Any
 
 from dataclasses_json import DataClassJsonMixin
 
-from domain.errors import InvalidInput
+from vimbiso_state.domain.errors import InvalidInput
 
 _MEMBER_ID_KEYS = ("member_id", "memberID", "memberId", "id")
 _ACCOUNT_ID_KEYS = ("account_id", "accountID", "accountId", "id")

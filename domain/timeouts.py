@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from domain.errors import ConfigurationError
+from vimbiso_state.domain.errors import ConfigurationError
 
 
 def slide_step(timeout: timedelta) -> timedelta:

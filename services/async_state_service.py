@@ -6,12 +6,16 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from domain.clock import Clock
-from domain.conversation import Conversation
-from domain.form import Form
-from domain.ports import AsyncConversationRepository, AsyncTokenRepository, TokenCipher
-from domain.timeouts import Timeouts
-from services.flows import (
+from vimbiso_state.domain.clock import Clock
+from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.ports import (
+    AsyncConversationRepository,
+    AsyncTokenRepository,
+    TokenCipher,
+)
+from vimbiso_state.domain.timeouts import Timeouts
+from vimbiso_state.services.flows import (
     DropToken,
     Flow,
     Flows,

@@ -9,8 +9,8 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from domain.errors import ConfigurationError
-from domain.timeouts import Timeouts
+from vimbiso_state.domain.errors import ConfigurationError
+from vimbiso_state.domain.timeouts import Timeouts
 
 BACKENDS = ("memory", "redis", "redis-cluster")
 

@@ -7,14 +7,14 @@ from typing import Any
 
 from dependency_injector import containers, providers
 
-from adapters.clock import SystemClock
-from adapters.memory import (
+from vimbiso_state.adapters.clock import SystemClock
+from vimbiso_state.adapters.memory import (
     AsyncMemoryConversationRepository,
     AsyncMemoryTokenRepository,
     MemoryConversationRepository,
     MemoryTokenRepository,
 )
-from adapters.redis import (
+from vimbiso_state.adapters.redis import (
     RedisClient,
     RedisConversationRepository,
     RedisTokenRepository,
@@ -22,17 +22,17 @@ from adapters.redis import (
     connect,
     connect_cluster,
 )
-from adapters.redis.aio import (
+from vimbiso_state.adapters.redis.aio import (
     AsyncRedisClient,
     AsyncRedisConversationRepository,
     AsyncRedisTokenRepository,
     connect_async,
 )
-from adapters.token_cipher import FernetTokenCipher
-from domain.ports import TokenCipher
-from services.async_state_service import AsyncStateService
-from services.config import Settings
-from services.state_service import StateService
+from vimbiso_state.adapters.token_cipher import FernetTokenCipher
+from vimbiso_state.domain.ports import TokenCipher
+from vimbiso_state.services.async_state_service import AsyncStateService
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.state_service import StateService
 
 
 def _cipher(settings: Settings) -> TokenCipher | None:

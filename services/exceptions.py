@@ -1,6 +1,6 @@
 """The errors bot code catches. ``StateError`` is the base of all of them."""
 
-from domain.errors import (
+from vimbiso_state.domain.errors import (
     ConcurrencyConflict,
     ConfigurationError,
     FormIncomplete,

@@ -15,21 +15,26 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar, cast
 
-from domain.clock import Clock
-from domain.conversation import Conversation, check_step, is_greeting
-from domain.errors import ConcurrencyConflict, ConfigurationError, InvalidInput, NoActiveForm
-from domain.form import Form
-from domain.lifecycle import resume
-from domain.phone import PhoneNumber
-from domain.ports import (
+from vimbiso_state.domain.clock import Clock
+from vimbiso_state.domain.conversation import Conversation, check_step, is_greeting
+from vimbiso_state.domain.errors import (
+    ConcurrencyConflict,
+    ConfigurationError,
+    InvalidInput,
+    NoActiveForm,
+)
+from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.lifecycle import resume
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.ports import (
     ConversationWrite,
     StoredConversation,
     TokenCipher,
     WriteResult,
     WriteStatus,
 )
-from domain.profile import Profile
-from domain.timeouts import Timeouts
+from vimbiso_state.domain.profile import Profile
+from vimbiso_state.domain.timeouts import Timeouts
 
 T = TypeVar("T")
 R = TypeVar("R")

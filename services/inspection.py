@@ -9,13 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.clock import Clock
-from domain.conversation import Conversation
-from domain.errors import TokenError
-from domain.lifecycle import resume
-from domain.phone import PhoneNumber
-from domain.ports import ConversationReader, StoredConversation, TokenCipher, TokenRepository
-from domain.timeouts import Timeouts
+from vimbiso_state.domain.clock import Clock
+from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.domain.errors import TokenError
+from vimbiso_state.domain.lifecycle import resume
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.ports import (
+    ConversationReader,
+    StoredConversation,
+    TokenCipher,
+    TokenRepository,
+)
+from vimbiso_state.domain.timeouts import Timeouts
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,12 +6,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from domain.clock import Clock
-from domain.conversation import Conversation
-from domain.form import Form
-from domain.ports import ConversationRepository, TokenCipher, TokenRepository
-from domain.timeouts import Timeouts
-from services.flows import (
+from vimbiso_state.domain.clock import Clock
+from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.ports import ConversationRepository, TokenCipher, TokenRepository
+from vimbiso_state.domain.timeouts import Timeouts
+from vimbiso_state.services.flows import (
     DropToken,
     Flow,
     Flows,

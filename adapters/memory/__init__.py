@@ -1,7 +1,10 @@
 """The in-memory backend: for unit tests and for running with nothing installed."""
 
-from adapters.memory.aio import AsyncMemoryConversationRepository, AsyncMemoryTokenRepository
-from adapters.memory.store import MemoryConversationRepository, MemoryTokenRepository
+from vimbiso_state.adapters.memory.aio import (
+    AsyncMemoryConversationRepository,
+    AsyncMemoryTokenRepository,
+)
+from vimbiso_state.adapters.memory.store import MemoryConversationRepository, MemoryTokenRepository
 
 __all__ = [
     "AsyncMemoryConversationRepository",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from adapters.memory.store import MemoryConversationRepository, MemoryTokenRepository
-from domain.phone import PhoneNumber
-from domain.ports import ConversationWrite, StoredConversation, WriteResult
+from vimbiso_state.adapters.memory.store import MemoryConversationRepository, MemoryTokenRepository
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.ports import ConversationWrite, StoredConversation, WriteResult
 
 
 class AsyncMemoryConversationRepository:

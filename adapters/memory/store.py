@@ -10,13 +10,18 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from adapters import codec
-from domain.clock import Clock
-from domain.conversation import CriticalData, Session
-from domain.form import Form
-from domain.phone import PhoneNumber
-from domain.ports import ConversationWrite, StoredConversation, WriteResult, WriteStatus
-from domain.timeouts import Timeouts, slide_step
+from vimbiso_state.adapters import codec
+from vimbiso_state.domain.clock import Clock
+from vimbiso_state.domain.conversation import CriticalData, Session
+from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.ports import (
+    ConversationWrite,
+    StoredConversation,
+    WriteResult,
+    WriteStatus,
+)
+from vimbiso_state.domain.timeouts import Timeouts, slide_step
 
 # Storage keeps a part a little longer than its domain deadline, as the Redis TTLs do, so that
 # the domain (not the garbage collector) is what decides expiry.

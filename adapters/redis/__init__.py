@@ -1,8 +1,13 @@
 """The Redis backend: the key schema, TTLs and one-round-trip scripts."""
 
-from adapters.redis.connection import RedisClient, RetryPolicy, connect, connect_cluster
-from adapters.redis.keys import KeySchema
-from adapters.redis.store import RedisConversationRepository, RedisTokenRepository
+from vimbiso_state.adapters.redis.connection import (
+    RedisClient,
+    RetryPolicy,
+    connect,
+    connect_cluster,
+)
+from vimbiso_state.adapters.redis.keys import KeySchema
+from vimbiso_state.adapters.redis.store import RedisConversationRepository, RedisTokenRepository
 
 __all__ = [
     "KeySchema",

@@ -19,15 +19,15 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from adapters.redis.connection import AsyncRetryPolicy, RetryPolicy, client_options
-from adapters.redis.keys import KeySchema
-from adapters.redis.protocol import ConversationCalls, px
-from adapters.redis.store import LOAD, SAVE
-from adapters.redis.wire import AsyncWire, Script, flatten, mget
-from domain.errors import StateUnavailable
-from domain.phone import PhoneNumber
-from domain.ports import ConversationWrite, StoredConversation, WriteResult
-from domain.timeouts import Timeouts
+from vimbiso_state.adapters.redis.connection import AsyncRetryPolicy, RetryPolicy, client_options
+from vimbiso_state.adapters.redis.keys import KeySchema
+from vimbiso_state.adapters.redis.protocol import ConversationCalls, px
+from vimbiso_state.adapters.redis.store import LOAD, SAVE
+from vimbiso_state.adapters.redis.wire import AsyncWire, Script, flatten, mget
+from vimbiso_state.domain.errors import StateUnavailable
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.ports import ConversationWrite, StoredConversation, WriteResult
+from vimbiso_state.domain.timeouts import Timeouts
 
 
 class _FirstCallSafeCluster(AsyncRedisCluster):

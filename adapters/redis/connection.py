@@ -25,8 +25,8 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from adapters.redis.pool import LeanConnectionPool
-from domain.errors import StateError, StateUnavailable
+from vimbiso_state.adapters.redis.pool import LeanConnectionPool
+from vimbiso_state.domain.errors import StateError, StateUnavailable
 
 T = TypeVar("T")
 

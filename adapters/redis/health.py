@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from adapters.redis.connection import RetryPolicy
+from vimbiso_state.adapters.redis.connection import RetryPolicy
 
 # A realistic conversation (three-account profile, session, form, handled ids, token) took
 # about 4 KB of used_memory in bench/run.py (docs/performance.md); `vimbiso-state stats`

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar
 
-from adapters.redis.wire import Packed
-from domain.phone import PhoneNumber
+from vimbiso_state.adapters.redis.wire import Packed
+from vimbiso_state.domain.phone import PhoneNumber
 
 
 @dataclass(frozen=True, slots=True)

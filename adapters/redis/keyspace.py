@@ -14,9 +14,9 @@ from typing import Any
 
 import redis
 
-from adapters.redis.connection import RetryPolicy
-from adapters.redis.keys import KeySchema
-from domain.phone import PhoneNumber
+from vimbiso_state.adapters.redis.connection import RetryPolicy
+from vimbiso_state.adapters.redis.keys import KeySchema
+from vimbiso_state.domain.phone import PhoneNumber
 
 KINDS = ("user", "session", "form", "handled", "token")
 

@@ -22,13 +22,18 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
-from adapters import codec
-from adapters.redis.wire import Packed
-from domain.conversation import CriticalData, Session
-from domain.form import Form
-from domain.lifecycle import resume
-from domain.ports import ConversationWrite, StoredConversation, WriteResult, WriteStatus
-from domain.timeouts import Timeouts, slide_step
+from vimbiso_state.adapters import codec
+from vimbiso_state.adapters.redis.wire import Packed
+from vimbiso_state.domain.conversation import CriticalData, Session
+from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.lifecycle import resume
+from vimbiso_state.domain.ports import (
+    ConversationWrite,
+    StoredConversation,
+    WriteResult,
+    WriteStatus,
+)
+from vimbiso_state.domain.timeouts import Timeouts, slide_step
 
 # TTLs are set a little past the domain's deadline: Redis only collects garbage, the domain
 # decides what has expired.
@@ -64,7 +69,8 @@ def px(duration: timedelta) -> int:
 
 
 def script_source(name: str) -> str:
-    return resources.files("adapters.redis").joinpath(name).read_text(encoding="utf-8")
+    scripts = resources.files("vimbiso_state.adapters.redis")
+    return scripts.joinpath(name).read_text(encoding="utf-8")
 
 
 def message_member(message_id: str) -> bytes:

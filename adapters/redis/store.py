@@ -9,13 +9,13 @@ from typing import Any
 import redis
 from redis.exceptions import NoScriptError
 
-from adapters.redis.connection import RedisClient, RetryPolicy
-from adapters.redis.keys import KeySchema
-from adapters.redis.protocol import ConversationCalls, px, script_source
-from adapters.redis.wire import Script, Wire, flatten, mget
-from domain.phone import PhoneNumber
-from domain.ports import ConversationWrite, StoredConversation, WriteResult
-from domain.timeouts import Timeouts
+from vimbiso_state.adapters.redis.connection import RedisClient, RetryPolicy
+from vimbiso_state.adapters.redis.keys import KeySchema
+from vimbiso_state.adapters.redis.protocol import ConversationCalls, px, script_source
+from vimbiso_state.adapters.redis.wire import Script, Wire, flatten, mget
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.ports import ConversationWrite, StoredConversation, WriteResult
+from vimbiso_state.domain.timeouts import Timeouts
 
 LOAD = Script(script_source("load.lua"))
 SAVE = Script(script_source("save.lua"))

@@ -20,9 +20,9 @@ import pytest
 from cryptography.fernet import Fernet
 from redis_cluster import LocalCluster
 
-from services.config import Settings
-from services.container import Container
-from services.state_service import StateService
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.state_service import StateService
 
 # A random block per run: the shared cluster may be $REDIS_CLUSTER_URL, used by earlier runs.
 _phones = itertools.count(263_780_000_000 + random.randrange(0, 9_000_000, 100_000))

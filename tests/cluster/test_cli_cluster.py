@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from services.cli import main
-from services.config import ENVIRONMENT
-from services.container import Container
+from vimbiso_state.entrypoints.cli import main
+from vimbiso_state.services.config import ENVIRONMENT
+from vimbiso_state.services.container import Container
 
 
 @pytest.fixture(autouse=True)

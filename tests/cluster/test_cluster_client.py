@@ -21,10 +21,10 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from adapters.redis import RetryPolicy, connect_cluster
-from services.config import Settings
-from services.container import Container
-from services.exceptions import ConfigurationError, StateError, StateUnavailable
+from vimbiso_state.adapters.redis import RetryPolicy, connect_cluster
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.exceptions import ConfigurationError, StateError, StateUnavailable
 
 pytestmark = pytest.mark.cluster
 

@@ -27,11 +27,11 @@ from redis.crc import key_slot
 from redis_cluster import LocalCluster
 from redis_servers import RedisProcess
 
-from domain.conversation import Conversation
-from domain.phone import PhoneNumber
-from services.container import Container
-from services.exceptions import ConcurrencyConflict, StateUnavailable
-from services.state_service import StateService
+from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.exceptions import ConcurrencyConflict, StateUnavailable
+from vimbiso_state.services.state_service import StateService
 
 THREADS = 4
 USERS_ON_FAILING_MASTER = 4

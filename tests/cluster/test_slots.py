@@ -12,10 +12,10 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError
 
-from adapters.redis.keys import KeySchema
-from domain.phone import PhoneNumber
-from services.container import Container
-from services.state_service import StateService
+from vimbiso_state.adapters.redis.keys import KeySchema
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.state_service import StateService
 
 MEMBER = {"memberID": "m-1", "firstname": "Rudo", "lastname": "Dube"}
 ACCOUNTS = [{"accountID": "a-1", "accountName": "Rudo Personal", "accountHandle": "rudo"}]

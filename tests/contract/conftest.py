@@ -15,10 +15,10 @@ import pytest
 from cryptography.fernet import Fernet
 from fakes import FakeClock
 
-from services.async_state_service import AsyncStateService
-from services.config import Settings
-from services.container import Container
-from services.state_service import StateService
+from vimbiso_state.services.async_state_service import AsyncStateService
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.state_service import StateService
 
 # Random block per run: tests on a shared server must never meet keys of an earlier run.
 _phones = itertools.count(263_700_000_000 + random.randrange(0, 99_000_000, 1000))

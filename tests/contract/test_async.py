@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from domain.conversation import Conversation
-from services.async_state_service import AsyncStateService
-from services.container import Container
-from services.exceptions import ConcurrencyConflict
+from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.services.async_state_service import AsyncStateService
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.exceptions import ConcurrencyConflict
 
 
 def _run(container: Container, scenario: object) -> None:
@@ -105,8 +105,8 @@ def test_handle_once_applies_once_across_coroutines(container: Container, phone:
 
 @pytest.mark.parametrize("method", ["start", "update", "token"])
 def test_the_async_service_fails_fast_on_a_dead_server(method: str) -> None:
-    from services.config import Settings
-    from services.exceptions import StateUnavailable
+    from vimbiso_state.services.config import Settings
+    from vimbiso_state.services.exceptions import StateUnavailable
 
     container = Container.from_settings(
         Settings(backend="redis", redis_url="redis://127.0.0.1:1/0")

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from domain.conversation import Conversation
-from services.container import Container
-from services.exceptions import ConcurrencyConflict
-from services.state_service import StateService
+from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.exceptions import ConcurrencyConflict
+from vimbiso_state.services.state_service import StateService
 
 THREADS = 8
 PER_THREAD = 25

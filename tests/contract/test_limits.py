@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.codec import MAX_DOCUMENT_BYTES
-from domain.conversation import Conversation
-from domain.form import MAX_FIELDS, MAX_VALUE_LENGTH
-from services.exceptions import InvalidInput, StateTooLarge
-from services.flows import MAX_MESSAGE_ID, MAX_TOKEN
-from services.state_service import StateService
+from vimbiso_state.adapters.codec import MAX_DOCUMENT_BYTES
+from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.domain.form import MAX_FIELDS, MAX_VALUE_LENGTH
+from vimbiso_state.services.exceptions import InvalidInput, StateTooLarge
+from vimbiso_state.services.flows import MAX_MESSAGE_ID, MAX_TOKEN
+from vimbiso_state.services.state_service import StateService
 
 OFFER = "handle_action_offer_credex"
 CLEAR = rf"document is \d+ bytes, over the {MAX_DOCUMENT_BYTES}-byte limit .*nothing was stored"

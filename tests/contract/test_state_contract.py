@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from fakes import FakeClock
 
-from domain.conversation import DEFAULT_STAGE, Direction, Notice
-from domain.offer import Denomination, OfferStatus
-from services.container import Container
-from services.exceptions import (
+from vimbiso_state.domain.conversation import DEFAULT_STAGE, Direction, Notice
+from vimbiso_state.domain.offer import Denomination, OfferStatus
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.exceptions import (
     FormIncomplete,
     FormValidationError,
     InvalidPhoneNumber,
@@ -16,7 +16,7 @@ from services.exceptions import (
     StateError,
     TokenError,
 )
-from services.state_service import StateService
+from vimbiso_state.services.state_service import StateService
 
 OFFER = "handle_action_offer_credex"
 MEMBER = {"memberID": "m-1", "firstname": "Rudo", "lastname": "Dube"}
@@ -236,7 +236,7 @@ def test_tokens_are_saved_read_and_revoked(
 def test_token_copied_to_another_user_is_rejected(
     container: Container, state: StateService, phone: str
 ) -> None:
-    from domain.phone import PhoneNumber
+    from vimbiso_state.domain.phone import PhoneNumber
 
     other = f"+{int(phone.lstrip('+')) + 500_000}"
     state.save_token(phone, "secret-jwt")

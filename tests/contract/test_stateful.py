@@ -27,12 +27,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
-from domain.conversation import Conversation
-from domain.form import Form
-from services.config import Settings
-from services.container import Container
-from services.exceptions import FormIncomplete, FormValidationError
-from services.state_service import StateService
+from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.domain.form import Form
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.exceptions import FormIncomplete, FormValidationError
+from vimbiso_state.services.state_service import StateService
 
 KEY = Fernet.generate_key().decode()
 # Hypothesis reseeds `random` for every example, so fresh numbers come from `secrets`.

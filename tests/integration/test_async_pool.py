@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from adapters.redis.aio import FairBlockingConnectionPool, connect_async
+from vimbiso_state.adapters.redis.aio import FairBlockingConnectionPool, connect_async
 
 COROUTINES = 32
 CONNECTIONS = 2

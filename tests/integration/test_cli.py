@@ -20,12 +20,12 @@ from cli_output import one_error_line
 from cryptography.fernet import Fernet
 from redis_servers import RedisProcess
 
-from adapters.redis.keyspace import keyspace_stats
-from services.cli import main
-from services.config import ENVIRONMENT, Settings
-from services.container import Container
-from services.demo import ACCOUNTS, MEMBER
-from services.state_service import StateService
+from vimbiso_state.adapters.redis.keyspace import keyspace_stats
+from vimbiso_state.entrypoints.cli import main
+from vimbiso_state.entrypoints.demo import ACCOUNTS, MEMBER
+from vimbiso_state.services.config import ENVIRONMENT, Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.state_service import StateService
 
 KEY = Fernet.generate_key().decode()
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.secret-member-token.signature"

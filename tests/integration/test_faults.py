@@ -27,13 +27,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis_servers import RedisProcess
 
-from adapters.redis.store import SAVE, RedisConversationRepository
-from adapters.redis.wire import Script
-from domain.conversation import Conversation, Notice
-from services.config import Settings
-from services.container import Container
-from services.exceptions import StateUnavailable
-from services.state_service import StateService
+from vimbiso_state.adapters.redis.store import SAVE, RedisConversationRepository
+from vimbiso_state.adapters.redis.wire import Script
+from vimbiso_state.domain.conversation import Conversation, Notice
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.exceptions import StateUnavailable
+from vimbiso_state.services.state_service import StateService
 
 KEY = Fernet.generate_key().decode()
 PHONE = "+263771234567"

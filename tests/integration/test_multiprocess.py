@@ -15,8 +15,8 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 
-from services.config import Settings
-from services.container import Container
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
 
 PROCESSES = 4
 PER_PROCESS = 25
@@ -29,7 +29,7 @@ def _worker(
 ) -> None:  # pragma: no cover - runs in the child process
     """Append PER_PROCESS unique entries, retrying ConcurrencyConflict itself; report back."""
     try:
-        from services.exceptions import ConcurrencyConflict
+        from vimbiso_state.services.exceptions import ConcurrencyConflict
 
         container = Container.from_settings(
             Settings(backend="redis", redis_url=url, token_keys=(key,))

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis
 
-from adapters.redis.connection import connect
-from adapters.redis.pool import LeanConnectionPool
+from vimbiso_state.adapters.redis.connection import connect
+from vimbiso_state.adapters.redis.pool import LeanConnectionPool
 
 THREADS = 8
 CONNECTIONS = 2

@@ -12,10 +12,10 @@ from cryptography.fernet import Fernet
 from fakes import FakeClock
 from wire_log import wire
 
-from domain.conversation import Conversation, Notice
-from services.config import Settings
-from services.container import Container
-from services.state_service import StateService
+from vimbiso_state.domain.conversation import Conversation, Notice
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.state_service import StateService
 
 KEY = Fernet.generate_key().decode()
 

@@ -19,11 +19,11 @@ import redis
 from cryptography.fernet import Fernet
 from redis_servers import RedisProcess
 
-from domain.conversation import DEFAULT_STAGE, Conversation, Notice
-from services.config import Settings
-from services.container import Container
-from services.exceptions import StateUnavailable
-from services.state_service import StateService
+from vimbiso_state.domain.conversation import DEFAULT_STAGE, Conversation, Notice
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.exceptions import StateUnavailable
+from vimbiso_state.services.state_service import StateService
 
 KEY = Fernet.generate_key().decode()
 OFFER = "handle_action_offer_credex"

@@ -15,9 +15,9 @@ import redis
 from cryptography.fernet import Fernet
 from wire_log import wire
 
-from services.config import Settings
-from services.container import Container
-from services.state_service import StateService
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.state_service import StateService
 
 MEMBER = {"memberID": "m-0001", "firstname": "Tendai", "lastname": "Moyo"}
 ACCOUNTS = [

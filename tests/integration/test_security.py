@@ -36,20 +36,20 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis_servers import RedisProcess
 
-from adapters.redis.keys import KeySchema
-from adapters.token_cipher import FernetTokenCipher
-from domain.conversation import Conversation
-from domain.phone import PhoneNumber
-from services.config import Settings
-from services.container import Container
-from services.exceptions import (
+from vimbiso_state.adapters.redis.keys import KeySchema
+from vimbiso_state.adapters.token_cipher import FernetTokenCipher
+from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.exceptions import (
     ConfigurationError,
     InvalidPhoneNumber,
     StateError,
     StateUnavailable,
     TokenError,
 )
-from services.state_service import StateService
+from vimbiso_state.services.state_service import StateService
 
 KEY = Fernet.generate_key().decode()
 OFFER = "handle_action_offer_credex"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fakes import T0, FakeClock
 
-from services.container import Container
-from services.state_service import StateService
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.state_service import StateService
 
 
 @pytest.fixture

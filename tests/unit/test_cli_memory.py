@@ -8,10 +8,10 @@ import pytest
 from cli_output import one_error_line
 from cryptography.fernet import Fernet
 
-from services import cli
-from services.cli import main
-from services.commands.output import ProgressBar
-from services.config import ENVIRONMENT
+from vimbiso_state.entrypoints import cli
+from vimbiso_state.entrypoints.cli import main
+from vimbiso_state.entrypoints.commands.output import ProgressBar
+from vimbiso_state.services.config import ENVIRONMENT
 
 OFFER_FLOW = "hi\n1\na hundred\nUSD 100\nbob store\nbob_store\n1\nquit\n"
 

@@ -21,14 +21,14 @@ from fakes import T0
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters import codec
-from domain.conversation import Conversation, CriticalData, Direction, Notice, Session
-from domain.deferred import Deferred
-from domain.errors import StateTooLarge
-from domain.form import Form
-from domain.offer import Denomination, Offer, OfferStatus
-from domain.profile import Account, Member, Profile
-from domain.schema import SCHEMA_VERSION
+from vimbiso_state.adapters import codec
+from vimbiso_state.domain.conversation import Conversation, CriticalData, Direction, Notice, Session
+from vimbiso_state.domain.deferred import Deferred
+from vimbiso_state.domain.errors import StateTooLarge
+from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.offer import Denomination, Offer, OfferStatus
+from vimbiso_state.domain.profile import Account, Member, Profile
+from vimbiso_state.domain.schema import SCHEMA_VERSION
 
 # Aware UTC datetimes with microseconds, across a wide range of years.
 utc_datetimes = st.datetimes(

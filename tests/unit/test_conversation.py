@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from fakes import DIGITS, T0
 
-from domain.conversation import (
+from vimbiso_state.domain.conversation import (
     DEFAULT_STAGE,
     MAX_MENU_DEPTH,
     Conversation,
@@ -18,13 +18,13 @@ from domain.conversation import (
     Session,
     is_greeting,
 )
-from domain.errors import InvalidInput
-from domain.form import Form
-from domain.lifecycle import resume
-from domain.offer import Denomination, OfferStatus
-from domain.ports import StoredConversation
-from domain.profile import Account, Member, Profile
-from domain.timeouts import Timeouts
+from vimbiso_state.domain.errors import InvalidInput
+from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.lifecycle import resume
+from vimbiso_state.domain.offer import Denomination, OfferStatus
+from vimbiso_state.domain.ports import StoredConversation
+from vimbiso_state.domain.profile import Account, Member, Profile
+from vimbiso_state.domain.timeouts import Timeouts
 
 TIMEOUTS = Timeouts()
 OFFER = "handle_action_offer_credex"

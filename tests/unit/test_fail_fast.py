@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import fakes
 import pytest
 
-from services.config import Settings
-from services.container import Container
-from services.exceptions import StateUnavailable
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.exceptions import StateUnavailable
 
 
 def _redis_state(url: str) -> Container:

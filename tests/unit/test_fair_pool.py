@@ -13,7 +13,7 @@ import fakes
 import pytest
 import redis.exceptions
 
-from adapters.redis.aio import FairBlockingConnectionPool, connect_async
+from vimbiso_state.adapters.redis.aio import FairBlockingConnectionPool, connect_async
 
 
 def _pool(url: str, socket_timeout: float = 0.5) -> FairBlockingConnectionPool:

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import redis
 
-from adapters.redis.connection import RetryPolicy
-from adapters.redis.health import Finding, Verdict, check_server, human_bytes, overall
-from domain.errors import StateUnavailable
+from vimbiso_state.adapters.redis.connection import RetryPolicy
+from vimbiso_state.adapters.redis.health import Finding, Verdict, check_server, human_bytes, overall
+from vimbiso_state.domain.errors import StateUnavailable
 
 SEED_CONFIG = {
     "maxmemory-policy": "allkeys-lru",

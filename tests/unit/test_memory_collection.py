@@ -7,10 +7,14 @@ from datetime import timedelta
 
 from fakes import PHONE, T0, FakeClock
 
-from adapters.memory.store import GRACE, MemoryConversationRepository, MemoryTokenRepository
-from domain.phone import PhoneNumber
-from domain.timeouts import Timeouts
-from services.state_service import StateService
+from vimbiso_state.adapters.memory.store import (
+    GRACE,
+    MemoryConversationRepository,
+    MemoryTokenRepository,
+)
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.timeouts import Timeouts
+from vimbiso_state.services.state_service import StateService
 
 NUMBER = PhoneNumber.parse(PHONE)
 

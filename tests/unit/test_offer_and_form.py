@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from fakes import T0
 
-from domain.errors import FormIncomplete, FormValidationError, InvalidInput
-from domain.form import MAX_FIELDS, Form
-from domain.offer import Denomination, parse_amount, parse_denomination, parse_handle
+from vimbiso_state.domain.errors import FormIncomplete, FormValidationError, InvalidInput
+from vimbiso_state.domain.form import MAX_FIELDS, Form
+from vimbiso_state.domain.offer import Denomination, parse_amount, parse_denomination, parse_handle
 
 TTL = timedelta(minutes=10)
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from domain.errors import InvalidPhoneNumber
-from domain.phone import PhoneNumber
+from vimbiso_state.domain.errors import InvalidPhoneNumber
+from vimbiso_state.domain.phone import PhoneNumber
 
 E164_DIGITS = r"^[1-9][0-9]{7,14}$"
 
@@ -97,7 +97,7 @@ def test_parse_rejects_values_that_are_not_text(value: object) -> None:
 
 
 def test_invalid_phone_number_is_a_state_error_and_a_value_error() -> None:
-    from services.exceptions import StateError
+    from vimbiso_state.services.exceptions import StateError
 
     with pytest.raises(StateError):
         PhoneNumber.parse("x")

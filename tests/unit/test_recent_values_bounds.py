@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from fakes import T0
 
-from adapters.redis.protocol import RECENT, RecentValues
+from vimbiso_state.adapters.redis.protocol import RECENT, RecentValues
 
 
 def test_values_are_recalled_within_their_age_only() -> None:

@@ -11,12 +11,17 @@ import pytest
 from dependency_injector import providers
 from fakes import DIGITS, OTHER_PHONE, PHONE, FakeClock
 
-import services.state_service as state_service_module
-from domain.conversation import DEFAULT_STAGE, Conversation, Notice
-from domain.phone import PhoneNumber
-from domain.ports import ConversationWrite, StoredConversation, WriteResult, WriteStatus
-from services.container import Container
-from services.exceptions import (
+import vimbiso_state.services.state_service as state_service_module
+from vimbiso_state.domain.conversation import DEFAULT_STAGE, Conversation, Notice
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.ports import (
+    ConversationWrite,
+    StoredConversation,
+    WriteResult,
+    WriteStatus,
+)
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.exceptions import (
     ConcurrencyConflict,
     ConfigurationError,
     FormIncomplete,
@@ -27,7 +32,7 @@ from services.exceptions import (
     StateError,
     TokenError,
 )
-from services.state_service import StateService
+from vimbiso_state.services.state_service import StateService
 
 OFFER = "handle_action_offer_credex"
 SECRET = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LWp3dC00MjQy.sig-XYZZY-4242"

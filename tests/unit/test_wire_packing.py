@@ -10,9 +10,9 @@ from typing import Any
 
 from redis.connection import Encoder, PythonRespSerializer
 
-from adapters.redis.keys import KeySchema
-from adapters.redis.wire import Packed, Script, flatten, mget, pack
-from domain.phone import PhoneNumber
+from vimbiso_state.adapters.redis.keys import KeySchema
+from vimbiso_state.adapters.redis.wire import Packed, Script, flatten, mget, pack
+from vimbiso_state.domain.phone import PhoneNumber
 
 SCRIPT = Script("return 1")
 KEYS = ["user:{263771234567}:state", "session:{263771234567}:data"]

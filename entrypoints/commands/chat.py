@@ -11,16 +11,16 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TextIO
 
-from adapters.clock import OffsetClock
-from domain.conversation import Conversation, Notice, is_greeting
-from domain.errors import FormValidationError, InvalidInput
-from domain.offer import Offer
-from domain.phone import PhoneNumber
-from services.commands.common import check_reachable, close, container, describe
-from services.commands.output import interactive
-from services.config import Settings
-from services.demo import ACCOUNTS, MEMBER
-from services.state_service import StateService
+from vimbiso_state.adapters.clock import OffsetClock
+from vimbiso_state.domain.conversation import Conversation, Notice, is_greeting
+from vimbiso_state.domain.errors import FormValidationError, InvalidInput
+from vimbiso_state.domain.offer import Offer
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.entrypoints.commands.common import check_reachable, close, container, describe
+from vimbiso_state.entrypoints.commands.output import interactive
+from vimbiso_state.entrypoints.demo import ACCOUNTS, MEMBER
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.state_service import StateService
 
 OFFER = "handle_action_offer_credex"
 ACCEPT = "handle_action_accept_offers"

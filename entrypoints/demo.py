@@ -6,11 +6,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TextIO
 
-from adapters.clock import OffsetClock
-from domain.conversation import Conversation
-from domain.errors import FormValidationError
-from services.container import Container
-from services.state_service import StateService
+from vimbiso_state.adapters.clock import OffsetClock
+from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.domain.errors import FormValidationError
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.state_service import StateService
 
 PHONE = "+263 77 000 0001"
 MEMBER = {"memberID": "mem_7f3a", "firstname": "Tendai", "lastname": "Moyo", "tier": 3}

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TextIO
 
-from adapters.redis.keyspace import KeyInfo, describe_user_keys
-from domain.phone import PhoneNumber
-from services.commands.common import close, container, describe, is_redis
-from services.config import Settings
-from services.container import Container
-from services.inspection import Inspector, Snapshot
+from vimbiso_state.adapters.redis.keyspace import KeyInfo, describe_user_keys
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.entrypoints.commands.common import close, container, describe, is_redis
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.inspection import Inspector, Snapshot
 
 MEMORY_NOTE = (
     "note: the memory backend lives inside one process; this command's process holds nothing. "

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit, urlunsplit
 from cryptography.fernet import Fernet
 from redis.connection import parse_url
 
-from services.config import Settings
-from services.container import Container
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
 
 EXIT_OK = 0
 EXIT_FAIL = 1  # the command ran and found a failure (doctor), or an internal error

@@ -6,11 +6,18 @@ import shutil
 import textwrap
 from typing import TextIO
 
-from adapters.redis.health import Finding, Verdict, check_server, overall
-from adapters.redis.keyspace import nodes
-from services.commands.common import EXIT_FAIL, EXIT_OK, close, container, describe, is_redis
-from services.commands.output import verdict_label
-from services.config import Settings
+from vimbiso_state.adapters.redis.health import Finding, Verdict, check_server, overall
+from vimbiso_state.adapters.redis.keyspace import nodes
+from vimbiso_state.entrypoints.commands.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    close,
+    container,
+    describe,
+    is_redis,
+)
+from vimbiso_state.entrypoints.commands.output import verdict_label
+from vimbiso_state.services.config import Settings
 
 
 def configuration_findings(config: Settings) -> list[Finding]:

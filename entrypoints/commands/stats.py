@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
-from adapters.redis.health import human_bytes
-from adapters.redis.keyspace import KINDS, keyspace_stats
-from services.commands.common import CliError, close, container, describe, is_redis
-from services.commands.output import ProgressBar
-from services.config import Settings
+from vimbiso_state.adapters.redis.health import human_bytes
+from vimbiso_state.adapters.redis.keyspace import KINDS, keyspace_stats
+from vimbiso_state.entrypoints.commands.common import CliError, close, container, describe, is_redis
+from vimbiso_state.entrypoints.commands.output import ProgressBar
+from vimbiso_state.services.config import Settings
 
 WHAT = {
     "user": "critical data: profile, current account (user:{phone}:state)",

@@ -16,9 +16,9 @@ from typing import NoReturn
 
 from cryptography.fernet import Fernet
 
-from domain.errors import StateError, StateUnavailable
-from services.commands import chat, doctor, inspect_reset, stats
-from services.commands.common import (
+from vimbiso_state.domain.errors import StateError, StateUnavailable
+from vimbiso_state.entrypoints.commands import chat, doctor, inspect_reset, stats
+from vimbiso_state.entrypoints.commands.common import (
     EXIT_FAIL,
     EXIT_INPUT,
     EXIT_UNAVAILABLE,
@@ -29,7 +29,7 @@ from services.commands.common import (
     one_line,
     settings,
 )
-from services.demo import run_demo
+from vimbiso_state.entrypoints.demo import run_demo
 
 PROG = "vimbiso-state"
 

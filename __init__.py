@@ -1,0 +1,51 @@
+"""vimbiso-state: conversation state for the VimbisoPay WhatsApp bot.
+
+The repository's top-level folders install as this package's subpackages
+(``vimbiso_state.domain``, ``.adapters``, ``.services``, ``.entrypoints``); bot code needs only
+the names re-exported here.
+"""
+
+from vimbiso_state.domain.conversation import Conversation, Direction, Notice
+from vimbiso_state.domain.errors import (
+    ConcurrencyConflict,
+    ConfigurationError,
+    FormIncomplete,
+    FormValidationError,
+    InvalidInput,
+    InvalidPhoneNumber,
+    NoActiveForm,
+    StateError,
+    StateTooLarge,
+    StateUnavailable,
+    TokenError,
+)
+from vimbiso_state.domain.form import Form
+from vimbiso_state.services.async_state_service import AsyncStateService
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.state_service import StateService
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "AsyncStateService",
+    "ConcurrencyConflict",
+    "ConfigurationError",
+    "Container",
+    "Conversation",
+    "Direction",
+    "Form",
+    "FormIncomplete",
+    "FormValidationError",
+    "InvalidInput",
+    "InvalidPhoneNumber",
+    "NoActiveForm",
+    "Notice",
+    "Settings",
+    "StateError",
+    "StateService",
+    "StateTooLarge",
+    "StateUnavailable",
+    "TokenError",
+    "__version__",
+]

@@ -1,0 +1,1 @@
+"""The ``vimbiso-state`` commands, one small module each; ``entrypoints.cli`` wires them up."""

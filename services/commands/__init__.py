@@ -1,1 +1,0 @@
-"""The ``vimbiso-state`` commands, one small module each; ``services.cli`` wires them up."""
