@@ -25,7 +25,6 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from vimbiso_state.adapters.redis.pool import LeanConnectionPool
 from vimbiso_state.domain.errors import StateError, StateUnavailable
 
 T = TypeVar("T")
@@ -69,8 +68,11 @@ def client_options(
 ) -> dict[str, object]:
     """What every client of this library gets, sync or asyncio, one server or a cluster:
     bounded timeouts, no retries inside redis-py (RetryPolicy is the only loop), a health
-    check after 30 s idle, a bounded pool."""
+    check after 30 s idle, a bounded pool, and RESP2 on every redis-py release (8.0 made
+    RESP3 the default, and with it skips the pool's check for a reply left unread on a
+    connection it hands out)."""
     return {
+        "protocol": 2,
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": connect_timeout,
         "retry": Retry(NoBackoff(), 0),
@@ -93,12 +95,20 @@ def connect(
     ``pool_timeout`` (default: the socket timeout, so a saturated pool is given up on as
     soon as a hung server would be) instead of failing at once with "Too many connections".
     """
-    pool = LeanConnectionPool.from_url(
+    pool = redis.BlockingConnectionPool.from_url(
         url,
         timeout=socket_timeout if pool_timeout is None else pool_timeout,
         **client_options(socket_timeout, connect_timeout, max_connections),
     )
-    return redis.Redis.from_pool(pool)  # owns the pool: close() closes it
+    return redis.Redis(connection_pool=pool)
+
+
+def close(client: RedisClient) -> None:
+    """Close the client and every connection of its pool (``Redis.close`` alone leaves a
+    pool it was given open, in every redis-py release from 5.0)."""
+    client.close()
+    if isinstance(client, redis.Redis):
+        client.connection_pool.disconnect()
 
 
 def connect_cluster(

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar
 
-from vimbiso_state.adapters.redis.wire import Packed
 from vimbiso_state.domain.phone import PhoneNumber
 
 
@@ -35,7 +34,7 @@ class UserKeys:
         return [*self.conversation, self.token]
 
 
-# A user writes a few messages in a row: their keys are built and packed once, not per call.
+# A user writes a few messages in a row: their keys are built once, not per call.
 @lru_cache(maxsize=4096)
 def _user_keys(digits: str) -> UserKeys:
     tag = "{" + digits + "}"
@@ -48,29 +47,17 @@ def _user_keys(digits: str) -> UserKeys:
     )
 
 
-@lru_cache(maxsize=4096)
-def _packed_conversation(digits: str) -> Packed:
-    return Packed(_user_keys(digits).conversation)
-
-
-@lru_cache(maxsize=4096)
-def _packed_documents(digits: str) -> Packed:
-    return Packed(_user_keys(digits).documents)
-
-
 class KeySchema:
     """Builds every key from a validated PhoneNumber; raw user text never reaches a key."""
 
     def for_user(self, phone: PhoneNumber) -> UserKeys:
         return _user_keys(phone.digits)
 
-    def conversation(self, phone: PhoneNumber) -> Packed:
-        """UserKeys.conversation, packed for the wire once per recently seen user."""
-        return _packed_conversation(phone.digits)
+    def conversation(self, phone: PhoneNumber) -> list[str]:
+        return _user_keys(phone.digits).conversation
 
-    def documents(self, phone: PhoneNumber) -> Packed:
-        """UserKeys.documents, packed likewise."""
-        return _packed_documents(phone.digits)
+    def documents(self, phone: PhoneNumber) -> list[str]:
+        return _user_keys(phone.digits).documents
 
     # Every key this library writes matches one of these (used by SCAN-based tools and ACLs).
     patterns = (

@@ -19,11 +19,9 @@ from __future__ import annotations
 import hashlib
 import threading
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from typing import Any
 
 from vimbiso_state.adapters import codec
-from vimbiso_state.adapters.redis.wire import Packed
 from vimbiso_state.domain.conversation import CriticalData, Session
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.lifecycle import resume
@@ -66,11 +64,6 @@ def from_micros(value: int) -> datetime:
 def px(duration: timedelta) -> int:
     """A TTL in milliseconds for a part whose domain deadline is ``duration`` away."""
     return max(1, micros_of(duration) // 1000) + GRACE_MS
-
-
-def script_source(name: str) -> str:
-    scripts = resources.files("vimbiso_state.adapters.redis")
-    return scripts.joinpath(name).read_text(encoding="utf-8")
 
 
 def message_member(message_id: str) -> bytes:
@@ -151,23 +144,20 @@ class ConversationCalls:
         self.recent = RecentValues()
         self._state_us = micros_of(timeouts.state)
         self._session_us = micros_of(timeouts.session)
-        # Constant arguments, packed once.
-        self._load_constants = Packed(
-            [
-                self._state_us,
-                self._session_us,
-                micros_of(slide_step(timeouts.state)),
-                micros_of(slide_step(timeouts.session)),
-                px(timeouts.state),
-                px(timeouts.session),
-            ]
-        )
+        self._load_constants = [
+            self._state_us,
+            self._session_us,
+            micros_of(slide_step(timeouts.state)),
+            micros_of(slide_step(timeouts.session)),
+            px(timeouts.state),
+            px(timeouts.session),
+        ]
 
     def load_args(self, now: datetime, message_id: str | None, touch: bool) -> list[Any]:
         return [
             b"%016d" % micros(now),
             b"1" if touch else b"0",
-            self._load_constants,
+            *self._load_constants,
             message_member(message_id) if message_id is not None else b"",
         ]
 

@@ -4,12 +4,14 @@ they are marked `cluster` (run with the cluster tests) but not `redis`."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import fakes
 import pytest
 import redis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 from redis.exceptions import (
     ClusterCrossSlotError,
@@ -22,6 +24,7 @@ from redis.exceptions import (
 )
 
 from vimbiso_state.adapters.redis import RetryPolicy, connect_cluster
+from vimbiso_state.adapters.redis.aio import connect_async, discovered
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
 from vimbiso_state.services.exceptions import ConfigurationError, StateError, StateUnavailable
@@ -133,3 +136,50 @@ def test_the_client_has_short_timeouts_and_no_retries_of_its_own(cluster_url: st
             assert pool.connection_kwargs["retry"].get_retries() == 0
     finally:
         client.close()
+
+
+FIRST_CALLS = 64
+
+
+async def _first_calls_at_once(
+    client: object, prepare: Callable[[], Awaitable[None]] | None
+) -> int:
+    """FIRST_CALLS coroutines make a new client's first command at the same moment; how many
+    of them failed."""
+    assert isinstance(client, AsyncRedisCluster)
+
+    async def first(n: int) -> bool:
+        try:
+            if prepare is not None:
+                await prepare()
+            await client.get(f"test:first-call:{{{n}}}")
+            return True
+        except Exception:
+            return False
+
+    try:
+        outcomes = await asyncio.gather(*(first(n) for n in range(FIRST_CALLS)))
+    finally:
+        await client.aclose()
+    return outcomes.count(False)
+
+
+def test_the_stock_async_cluster_client_fails_first_commands_made_at_once(
+    cluster_url: str,
+) -> None:
+    """The redis-py bug adapters/redis/aio.py discovered() works around (seen on 8.1.0): each
+    coroutine's first command starts its own discovery of the cluster, which replaces the
+    nodes others are handshaking on. If this test fails, the installed redis-py fixed it and
+    the workaround can go."""
+    failed = [
+        asyncio.run(_first_calls_at_once(connect_async(cluster_url, cluster=True), None))
+        for _ in range(3)
+    ]
+    assert sum(failed) > 0, f"redis-py {redis.__version__}: no first command failed"
+
+
+def test_first_commands_made_at_once_all_succeed_after_one_discovery(cluster_url: str) -> None:
+    for _ in range(3):
+        client = connect_async(cluster_url, cluster=True)
+        failed = asyncio.run(_first_calls_at_once(client, lambda c=client: discovered(c)))
+        assert failed == 0

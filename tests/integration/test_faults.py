@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,8 +27,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis_servers import RedisProcess
 
-from vimbiso_state.adapters.redis.store import SAVE, RedisConversationRepository
-from vimbiso_state.adapters.redis.wire import Script
+from vimbiso_state.adapters.redis.scripts import SAVE
+from vimbiso_state.adapters.redis.store import RedisConversationRepository
 from vimbiso_state.domain.conversation import Conversation, Notice
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
@@ -105,34 +105,41 @@ def _count(conv: Conversation) -> None:
     conv.context["count"] = conv.context.get("count", 0) + 1
 
 
+class _Hooked:
+    """The repository's client, with a hook before the first call of one command and the
+    raw reply of each such call recorded (for the save script, the status the client saw)."""
+
+    def __init__(self, client: Any, command: str, before_first_call: Callable[[], None]) -> None:
+        self._client = client
+        self._command = command
+        self._hooks = [before_first_call]
+        self.replies: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._client, name)
+        if name != self._command:
+            return call
+
+        def first(*args: Any) -> Any:
+            if name == "evalsha" and args[0] != SAVE.sha:
+                return call(*args)
+            while self._hooks:
+                self._hooks.pop()()
+            reply = call(*args)
+            self.replies.append(reply)
+            return reply
+
+        return first
+
+
 def _instrument(
     repo: RedisConversationRepository, stalled: str, before_first_call: Callable[[], None]
 ) -> list[Any]:
     """Wrap the repository's read before a write (an MGET) or its save script: run a hook
-    before the first call and record each raw reply (for save.lua, the status the client saw)."""
-    replies: list[Any] = []
-    hooks = [before_first_call]
-
-    def first(call: Callable[[], Any]) -> Any:
-        while hooks:
-            hooks.pop()()
-        reply = call()
-        replies.append(reply)
-        return reply
-
-    if stalled == "_load":
-        read = repo._read
-        repo._read = lambda keys: first(lambda: read(keys))
-    else:
-        script = repo._script
-
-        def save_first(target: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-            if target is not SAVE:
-                return script(target, keys, args)
-            return first(lambda: script(target, keys, args))
-
-        repo._script = save_first
-    return replies
+    before the first call and record each raw reply."""
+    hooked = _Hooked(repo._client, "mget" if stalled == "_load" else "evalsha", before_first_call)
+    repo._client = hooked  # type: ignore[assignment]
+    return hooked.replies
 
 
 @pytest.mark.parametrize("stalled", ["_save", "_load"])

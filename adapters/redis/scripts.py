@@ -1,0 +1,47 @@
+"""The Lua scripts and how a call reaches the server: EVALSHA, then EVAL after a NOSCRIPT.
+
+redis-py's ``register_script`` answers a NOSCRIPT with SCRIPT LOAD, which a cluster client
+sends to every master, so one unreachable shard would fail every user. EVAL instead runs and
+caches the script on the one node that owns the keys: after a restart, a SCRIPT FLUSH or a
+failover (scripts are not replicated). The same two public calls serve one server and a
+cluster, sync and asyncio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+
+def script_source(name: str) -> str:
+    scripts = resources.files("vimbiso_state.adapters.redis")
+    return scripts.joinpath(name).read_text(encoding="utf-8")
+
+
+class LuaScript:
+    """One of the package's ``*.lua`` files, run by its SHA."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = script_source(name)
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    def __call__(self, client: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return client.eval(self.source, len(keys), *keys, *args)
+
+    async def call_async(self, client: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await client.eval(self.source, len(keys), *keys, *args)
+
+
+LOAD = LuaScript("load.lua")
+SAVE = LuaScript("save.lua")
