@@ -26,6 +26,7 @@ from vimbiso_state.services.flows import (
     PutToken,
     Request,
     Save,
+    Steps,
 )
 
 T = TypeVar("T")
@@ -102,13 +103,13 @@ class AsyncStateService:
         return await self._run(self._flows.revoke_token(phone))
 
     async def _run(self, flow: Flow[T]) -> T:
-        try:
-            request = next(flow)
-            while True:
-                request = flow.send(await self._perform(request))
-        except StopIteration as finished:
-            result: T = finished.value
-            return result
+        steps = Steps(flow)
+        for request in steps:
+            try:
+                steps.answer(await self._perform(request))
+            except Exception as error:
+                steps.fail(error)
+        return steps.result
 
     async def _perform(self, request: Request) -> object:
         kind = type(request)  # as StateService._perform: the two every message needs first

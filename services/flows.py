@@ -11,9 +11,9 @@ from __future__ import annotations
 import itertools
 import random
 import secrets
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from vimbiso_state.domain.clock import Clock
 from vimbiso_state.domain.conversation import Conversation, check_step, is_greeting
@@ -90,6 +90,51 @@ Change = Callable[[Conversation, datetime], T]
 
 class Duplicate(Exception):
     """The WhatsApp message id was handled before."""
+
+
+class Steps(Generic[T]):
+    """Drives one flow: iterate for the requests it yields, and hand each one's outcome back.
+
+    The one shape of both services' drivers::
+
+        steps = Steps(flow)
+        for request in steps:
+            try:
+                steps.answer(perform(request))   # awaited in the async service
+            except Exception as error:
+                steps.fail(error)
+        return steps.result
+
+    A backend's exception is raised inside the flow, at the request that failed, so that
+    nothing a backend raises (StopIteration included: Python turns it into RuntimeError there)
+    can pass for the flow's end, in either service.
+    """
+
+    def __init__(self, flow: Flow[T]) -> None:
+        self._flow = flow
+        self._answer: object = None
+        self._error: Exception | None = None
+        self.result: T
+
+    def __iter__(self) -> Iterator[Request]:
+        while True:
+            try:
+                if self._error is None:
+                    request = self._flow.send(self._answer)
+                else:
+                    error, self._error = self._error, None
+                    request = self._flow.throw(error)
+            except StopIteration as finished:
+                self.result = finished.value
+                return
+            self._answer = None
+            yield request
+
+    def answer(self, value: object) -> None:
+        self._answer = value
+
+    def fail(self, error: Exception) -> None:
+        self._error = error
 
 
 class Flows:

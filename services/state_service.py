@@ -22,6 +22,7 @@ from vimbiso_state.services.flows import (
     PutToken,
     Request,
     Save,
+    Steps,
 )
 
 T = TypeVar("T")
@@ -127,13 +128,13 @@ class StateService:
 
     # I/O
     def _run(self, flow: Flow[T]) -> T:
-        try:
-            request = next(flow)
-            while True:
-                request = flow.send(self._perform(request))
-        except StopIteration as finished:
-            result: T = finished.value
-            return result
+        steps = Steps(flow)
+        for request in steps:
+            try:
+                steps.answer(self._perform(request))
+            except Exception as error:
+                steps.fail(error)
+        return steps.result
 
     def _perform(self, request: Request) -> object:
         # Every message loads and most save: those two first, without pattern matching.
