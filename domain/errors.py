@@ -25,6 +25,32 @@ class StateUnavailable(StateError):
     """The state backend cannot be reached or did not answer in time; nothing was stored."""
 
 
+class UserBusy(StateError):
+    """Another message of this user is still being handled; this one waited and gave up.
+
+    Nothing was read or stored: answer the webhook with a non-2xx status so that WhatsApp
+    delivers the message again a little later.
+    """
+
+
+class LeaseLost(StateError):
+    """This message's handler outlived its lease, or the user was reset meanwhile: nothing
+    it changed was stored, and the message id stays unhandled so a redelivery runs afresh."""
+
+
+class EffectInDoubt(StateError):
+    """An earlier delivery of this message started this effect and its outcome is unknown
+    (the process died or the call failed midway): check with the other system (Credex)
+    before doing it again, then record what happened with ``msg.settle``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"effect {name!r} was started by an earlier delivery of this message and its "
+            "outcome is unknown: check whether it happened before running it again"
+        )
+
+
 class StateTooLarge(StateError):
     """A conversation or form is larger than the documented limit; nothing was stored."""
 

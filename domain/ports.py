@@ -29,8 +29,12 @@ class StoredConversation(NamedTuple):
 class ConversationWrite(NamedTuple):
     """A versioned, all-or-nothing write of every part of one conversation.
 
-    ``op_id`` makes the write idempotent: a retry after a lost reply is recognised as
-    already applied. ``message_id``, when given, is remembered as handled in the same step.
+    Applied only while the stored version is ``expected_version``. The backend then gives it
+    the next version, and a conversation created (again) a version above any it had before, so
+    no version repeats for a user, not even after a reset, and a writer that loaded before a
+    reset cannot pass the check. ``op_id`` makes the write idempotent: a retry after a lost
+    reply is recognised as already applied. ``message_id``, when given, is remembered as
+    handled in the same step.
     """
 
     expected_version: int
@@ -41,15 +45,96 @@ class ConversationWrite(NamedTuple):
     message_id: str | None = None
 
 
+class TokenChange(NamedTuple):
+    """The auth token as a message leaves it: a new sealed token, or none (``sealed`` None)."""
+
+    sealed: bytes | None
+    ttl: timedelta
+
+
 class WriteStatus(Enum):
     APPLIED = "applied"
     CONFLICT = "conflict"
     DUPLICATE = "duplicate"
+    BUSY = "busy"  # another message of this user holds it (one-call writes wait)
+    LEASE_LOST = "lease_lost"  # a message's commit: its lease lapsed or was taken away
 
 
 class WriteResult(NamedTuple):
     status: WriteStatus
+    # The version written; 0 when an earlier attempt of the same write applied it (a retry
+    # after a lost reply), whose version is not known here.
     version: int
+    # BUSY: how long the message holding the user may still hold it.
+    busy_for: timedelta = timedelta(0)
+
+
+class Begun(NamedTuple):
+    """What beginning a message found: a duplicate, a user busy with another message, or the
+    stored conversation, now held by the caller's lease (with the sealed token, if any)."""
+
+    stored: StoredConversation | None
+    token: bytes | None = None
+    duplicate: bool = False
+    busy_for: timedelta = timedelta(0)
+
+
+class EffectStatus(Enum):
+    RUN = "run"  # not started before: it is now marked started, run it
+    DONE = "done"  # an earlier delivery completed it: here is its recorded result
+    IN_DOUBT = "in_doubt"  # an earlier delivery started it; its outcome is unknown
+    LEASE_LOST = "lease_lost"
+
+
+class EffectRecord(NamedTuple):
+    status: EffectStatus
+    result: bytes | None = None  # the JSON result, when DONE
+
+
+class MessageRepository(Protocol):
+    """One WhatsApp message as a unit of work: begin (hold the user and load), effects,
+    then commit or release. Implemented by the same backends as ConversationRepository."""
+
+    def begin(
+        self,
+        phone: PhoneNumber,
+        now: datetime,
+        message_id: str,
+        lease: str,
+        wait: timedelta,
+    ) -> Begun:
+        """Hold the user under ``lease`` and load the conversation, sliding it like a touching
+        load; or find the message handled before, or the user held by another lease. With
+        ``wait``, first wait up to that long for the other lease to end (one round trip)."""
+        ...
+
+    def commit(
+        self,
+        phone: PhoneNumber,
+        lease: str,
+        write: ConversationWrite,
+        token: TokenChange | None,
+        now: datetime,
+    ) -> WriteResult:
+        """Write every part, the message id and the token, and free the user, in one step;
+        only while ``lease`` still holds the user (else LEASE_LOST, nothing written)."""
+        ...
+
+    def release(self, phone: PhoneNumber, lease: str) -> None:
+        """Free the user if ``lease`` still holds it; nothing else changes."""
+        ...
+
+    def effect_start(
+        self, phone: PhoneNumber, lease: str, message_id: str, name: str, now: datetime
+    ) -> EffectRecord:
+        """Mark the effect started for this message, unless it was started before."""
+        ...
+
+    def effect_finish(
+        self, phone: PhoneNumber, message_id: str, name: str, result: bytes, now: datetime
+    ) -> None:
+        """Record the effect's result (whether or not the lease still holds: it happened)."""
+        ...
 
 
 class ConversationRepository(Protocol):
@@ -124,6 +209,33 @@ class AsyncConversationRepository(Protocol):
     ) -> WriteResult: ...
 
     async def delete(self, phone: PhoneNumber) -> None: ...
+
+
+class AsyncMessageRepository(Protocol):
+    """MessageRepository for asyncio."""
+
+    async def begin(
+        self, phone: PhoneNumber, now: datetime, message_id: str, lease: str, wait: timedelta
+    ) -> Begun: ...
+
+    async def commit(
+        self,
+        phone: PhoneNumber,
+        lease: str,
+        write: ConversationWrite,
+        token: TokenChange | None,
+        now: datetime,
+    ) -> WriteResult: ...
+
+    async def release(self, phone: PhoneNumber, lease: str) -> None: ...
+
+    async def effect_start(
+        self, phone: PhoneNumber, lease: str, message_id: str, name: str, now: datetime
+    ) -> EffectRecord: ...
+
+    async def effect_finish(
+        self, phone: PhoneNumber, message_id: str, name: str, result: bytes, now: datetime
+    ) -> None: ...
 
 
 class AsyncTokenRepository(Protocol):

@@ -33,10 +33,18 @@ class Timeouts:
     # How long a write's operation id is remembered: longer than any retry of that write
     # (RetryPolicy gives up within a few seconds), short enough to keep the set tiny.
     retry_window: timedelta = timedelta(seconds=60)
+    # How long a message's handler may hold its user before its lease lapses: a little more
+    # than a gunicorn sync worker's 30 s timeout, so a live handler never loses it and a
+    # killed one frees the user soon after.
+    lease: timedelta = timedelta(seconds=35)
+    # How long a message waits for the user's previous message before UserBusy.
+    lease_wait: timedelta = timedelta(seconds=5)
 
     def __post_init__(self) -> None:
-        for name in ("session", "token", "form", "state", "dedupe", "retry_window"):
+        for name in ("session", "token", "form", "state", "dedupe", "retry_window", "lease"):
             if getattr(self, name) <= timedelta(0):
                 raise ConfigurationError(f"timeout {name} must be positive")
+        if self.lease_wait < timedelta(0):
+            raise ConfigurationError("lease_wait cannot be negative")
         if self.state < max(self.session, self.form):
             raise ConfigurationError("state retention must be at least the session and form TTL")

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from vimbiso_state.domain.clock import Clock
 from vimbiso_state.domain.conversation import Conversation
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.ports import (
     AsyncConversationRepository,
+    AsyncMessageRepository,
     AsyncTokenRepository,
     TokenCipher,
 )
 from vimbiso_state.domain.timeouts import Timeouts
 from vimbiso_state.services.flows import (
+    Begin,
+    Commit,
     DropToken,
+    EffectFinish,
+    EffectStart,
     Flow,
     Flows,
     Forget,
@@ -24,10 +29,12 @@ from vimbiso_state.services.flows import (
     Load,
     Pause,
     PutToken,
+    Release,
     Request,
     Save,
     Steps,
 )
+from vimbiso_state.services.message import AsyncMessage
 
 T = TypeVar("T")
 
@@ -46,13 +53,21 @@ class AsyncStateService:
         timeouts: Timeouts,
         cipher: TokenCipher | None,
         max_retries: int = 8,
+        messages: AsyncMessageRepository | None = None,
     ) -> None:
         self._conversations = conversations
+        # The backends implement both ports on one object; a separate one may be given.
+        self._messages = messages or cast(AsyncMessageRepository, conversations)
         self._tokens = tokens
         self._flows = Flows(clock, timeouts, cipher, max_retries)
 
     def __repr__(self) -> str:
         return f"AsyncStateService({type(self._conversations).__name__})"
+
+    def message(self, phone: str, message_id: str, text: str | None = None) -> AsyncMessage:
+        """See StateService.message: ``async with state.message(...) as msg``, and
+        ``await msg.effect(...)``."""
+        return AsyncMessage(self, self._flows, phone, message_id, text)
 
     async def start(self, phone: str, message: str | None = None) -> Conversation:
         """See StateService.start."""
@@ -128,6 +143,18 @@ class AsyncStateService:
             case Forget(phone):
                 await self._conversations.delete(phone)
                 return await self._tokens.delete(phone)
+            case Begin(phone, now, message_id, lease, wait):
+                return await self._messages.begin(phone, now, message_id, lease, wait)
+            case Commit(phone, lease, write, token, now):
+                return await self._messages.commit(phone, lease, write, token, now)
+            case Release(phone, lease):
+                await self._messages.release(phone, lease)
+                return None
+            case EffectStart(phone, lease, message_id, name, now):
+                return await self._messages.effect_start(phone, lease, message_id, name, now)
+            case EffectFinish(phone, message_id, name, result, now):
+                await self._messages.effect_finish(phone, message_id, name, result, now)
+                return None
             case Pause(seconds):
                 await asyncio.sleep(seconds)
                 return None

@@ -24,6 +24,8 @@ ENVIRONMENT = {
     "form_ttl": "STATE_FORM_TTL",
     "state_ttl": "STATE_RETENTION_TTL",
     "dedupe_ttl": "STATE_DEDUPE_TTL",
+    "lease_ttl": "STATE_LEASE_TTL",
+    "lease_wait": "STATE_LEASE_WAIT",
     "max_retries": "STATE_MAX_RETRIES",
     "socket_timeout": "STATE_SOCKET_TIMEOUT",
     "connect_timeout": "STATE_CONNECT_TIMEOUT",
@@ -43,6 +45,8 @@ class Settings:
     form_ttl: float = 600
     state_ttl: float = 86400
     dedupe_ttl: float = 86400
+    lease_ttl: float = 35
+    lease_wait: float = 5
     max_retries: int = 8
     socket_timeout: float = 0.5
     connect_timeout: float = 0.25
@@ -85,6 +89,8 @@ class Settings:
             form=timedelta(seconds=self.form_ttl),
             state=timedelta(seconds=self.state_ttl),
             dedupe=timedelta(seconds=self.dedupe_ttl),
+            lease=timedelta(seconds=self.lease_ttl),
+            lease_wait=timedelta(seconds=self.lease_wait),
         )
 
     @classmethod

@@ -28,7 +28,9 @@ from vimbiso_state.adapters.redis.aio import (
     AsyncRedisTokenRepository,
     connect_async,
 )
+from vimbiso_state.adapters.redis.clock import ServerClock, server_time
 from vimbiso_state.adapters.token_cipher import FernetTokenCipher
+from vimbiso_state.domain.errors import ConfigurationError
 from vimbiso_state.domain.ports import TokenCipher
 from vimbiso_state.services.async_state_service import AsyncStateService
 from vimbiso_state.services.config import Settings
@@ -36,30 +38,50 @@ from vimbiso_state.services.state_service import StateService
 
 
 def _cipher(settings: Settings) -> TokenCipher | None:
+    """The token cipher, or None on a shared store without a key (operators' tools can still
+    say whether a token is there)."""
     if settings.token_keys:
         return FernetTokenCipher(settings.token_keys)
-    # A process-local store may use a key that dies with the process; a shared store may not,
-    # so the Redis backend refuses to handle tokens until a key is configured.
+    # A process-local store may use a key that dies with the process; a shared store may not.
     return FernetTokenCipher.ephemeral() if settings.backend == "memory" else None
 
 
-def _redis_client(settings: Settings) -> RedisClient:
-    """The client of the configured backend: one server, or a cluster found from any node."""
+def _service_cipher(settings: Settings, cipher: TokenCipher | None) -> TokenCipher:
+    """The cipher a service needs: a shared store without a key is refused when the service
+    is built (at the bot's start-up), not at the first member who logs in."""
+    if cipher is None:
+        raise ConfigurationError(
+            f"the {settings.backend} backend stores auth tokens encrypted: set STATE_TOKEN_KEYS "
+            "(config token_keys) to a Fernet key, e.g. from `vimbiso-state keygen`"
+        )
+    return cipher
+
+
+def _redis_client(settings: Settings, waits: bool = False) -> RedisClient:
+    """The client of the configured backend: one server, or a cluster found from any node.
+
+    With ``waits``, the client a message blocks on while it waits for the user's previous
+    message: its socket timeout outlasts the longest wait, and only waits use it.
+    """
     connect_to = connect_cluster if settings.backend == "redis-cluster" else connect
     return connect_to(
         settings.redis_url,
-        socket_timeout=settings.socket_timeout,
+        socket_timeout=_wait_timeout(settings) if waits else settings.socket_timeout,
         connect_timeout=settings.connect_timeout,
     )
 
 
-def _async_redis_client(settings: Settings) -> AsyncRedisClient:
+def _async_redis_client(settings: Settings, waits: bool = False) -> AsyncRedisClient:
     return connect_async(
         settings.redis_url,
         cluster=settings.backend == "redis-cluster",
-        socket_timeout=settings.socket_timeout,
+        socket_timeout=_wait_timeout(settings) if waits else settings.socket_timeout,
         connect_timeout=settings.connect_timeout,
     )
+
+
+def _wait_timeout(settings: Settings) -> float:
+    return settings.lease_wait + settings.socket_timeout
 
 
 class Container(containers.DeclarativeContainer):
@@ -69,26 +91,47 @@ class Container(containers.DeclarativeContainer):
 
     settings = providers.Singleton(Settings.from_mapping, config)
     timeouts = providers.Callable(lambda s: s.timeouts, settings)
-    clock = providers.Singleton(SystemClock)
 
     # redis: a redis.Redis; redis-cluster: a redis.cluster.RedisCluster (reads the slot map
     # when first built). The same repositories run on both: every call names one user's keys,
     # which share one hash slot.
     redis_client = providers.Singleton(_redis_client, settings)
+    redis_wait_client = providers.Singleton(_redis_client, settings, waits=True)
     redis_retry = providers.Singleton(lambda s: RetryPolicy(s.redis_retries), settings)
+    _wait_slice = providers.Callable(lambda s: s.lease_wait, settings)
 
     # The same repositories serve one Redis and a cluster; only the client differs.
     _storage = providers.Callable(
         lambda s: "memory" if s.backend == "memory" else "redis", settings
     )
 
-    memory_conversations = providers.Singleton(MemoryConversationRepository, clock, timeouts)
+    # One clock for every host: on Redis, the server's (read once a minute); in memory, this
+    # machine's (one process).
+    host_clock = providers.Singleton(SystemClock)
+    clock = providers.Selector(
+        _storage,
+        memory=host_clock,
+        redis=providers.Singleton(
+            ServerClock, providers.Callable(server_time, redis_client, redis_retry)
+        ),
+    )
+
     memory_tokens = providers.Singleton(MemoryTokenRepository, clock)
+    memory_conversations = providers.Singleton(
+        MemoryConversationRepository, clock, timeouts, memory_tokens
+    )
 
     conversations = providers.Selector(
         _storage,
         memory=memory_conversations,
-        redis=providers.Singleton(RedisConversationRepository, redis_client, timeouts, redis_retry),
+        redis=providers.Singleton(
+            RedisConversationRepository,
+            redis_client,
+            timeouts,
+            redis_retry,
+            waits=redis_wait_client,
+            wait_slice=_wait_slice,
+        ),
     )
     tokens = providers.Selector(
         _storage,
@@ -98,11 +141,17 @@ class Container(containers.DeclarativeContainer):
 
     # asyncio: the memory backend shares its store with the sync service of this container.
     async_redis_client = providers.Singleton(_async_redis_client, settings)
+    async_redis_wait_client = providers.Singleton(_async_redis_client, settings, waits=True)
     async_conversations = providers.Selector(
         _storage,
         memory=providers.Singleton(AsyncMemoryConversationRepository, memory_conversations),
         redis=providers.Singleton(
-            AsyncRedisConversationRepository, async_redis_client, timeouts, redis_retry
+            AsyncRedisConversationRepository,
+            async_redis_client,
+            timeouts,
+            redis_retry,
+            waits=async_redis_wait_client,
+            wait_slice=_wait_slice,
         ),
     )
     async_tokens = providers.Selector(
@@ -111,6 +160,7 @@ class Container(containers.DeclarativeContainer):
         redis=providers.Singleton(AsyncRedisTokenRepository, async_redis_client, redis_retry),
     )
     cipher = providers.Singleton(_cipher, settings)
+    _required_cipher = providers.Callable(_service_cipher, settings, cipher)
 
     _max_retries = providers.Callable(lambda s: s.max_retries, settings)
     state_service = providers.Singleton(
@@ -119,7 +169,7 @@ class Container(containers.DeclarativeContainer):
         tokens=tokens,
         clock=clock,
         timeouts=timeouts,
-        cipher=cipher,
+        cipher=_required_cipher,
         max_retries=_max_retries,
     )
     async_state_service = providers.Singleton(
@@ -128,7 +178,7 @@ class Container(containers.DeclarativeContainer):
         tokens=async_tokens,
         clock=clock,
         timeouts=timeouts,
-        cipher=cipher,
+        cipher=_required_cipher,
         max_retries=_max_retries,
     )
 

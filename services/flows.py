@@ -8,7 +8,6 @@ retries, handle-once) cannot drift apart between them.
 
 from __future__ import annotations
 
-import itertools
 import random
 import secrets
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -21,14 +20,19 @@ from vimbiso_state.domain.errors import (
     ConcurrencyConflict,
     ConfigurationError,
     InvalidInput,
+    LeaseLost,
     NoActiveForm,
+    UserBusy,
 )
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.lifecycle import resume
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.ports import (
+    Begun,
     ConversationWrite,
+    EffectRecord,
     StoredConversation,
+    TokenChange,
     TokenCipher,
     WriteResult,
     WriteStatus,
@@ -83,9 +87,65 @@ class Pause(NamedTuple):
     seconds: float
 
 
-Request = Load | Save | Forget | PutToken | GetToken | DropToken | Pause
+class Begin(NamedTuple):
+    phone: PhoneNumber
+    now: datetime
+    message_id: str
+    lease: str
+    wait: timedelta
+
+
+class Commit(NamedTuple):
+    phone: PhoneNumber
+    lease: str
+    write: ConversationWrite
+    token: TokenChange | None
+    now: datetime
+
+
+class Release(NamedTuple):
+    phone: PhoneNumber
+    lease: str
+
+
+class EffectStart(NamedTuple):
+    phone: PhoneNumber
+    lease: str
+    message_id: str
+    name: str
+    now: datetime
+
+
+class EffectFinish(NamedTuple):
+    phone: PhoneNumber
+    message_id: str
+    name: str
+    result: bytes
+    now: datetime
+
+
+Request = (
+    Load
+    | Save
+    | Forget
+    | PutToken
+    | GetToken
+    | DropToken
+    | Pause
+    | Begin
+    | Commit
+    | Release
+    | EffectStart
+    | EffectFinish
+)
 Flow = Generator[Request, Any, T]
 Change = Callable[[Conversation, datetime], T]
+
+
+def check_message_id(message_id: object) -> str:
+    if not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_MESSAGE_ID:
+        raise InvalidInput(f"message_id must be 1 to {MAX_MESSAGE_ID} characters of text")
+    return message_id
 
 
 class Duplicate(Exception):
@@ -182,9 +242,7 @@ class Flows:
         self, phone: str, message_id: str, change: Callable[[Conversation], object]
     ) -> Flow[Conversation | None]:
         number = PhoneNumber.parse(phone)
-        if not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_MESSAGE_ID:
-            raise InvalidInput(f"message_id must be 1 to {MAX_MESSAGE_ID} characters of text")
-        return self._once(number, message_id, change)
+        return self._once(number, check_message_id(message_id), change)
 
     def _once(
         self, number: PhoneNumber, message_id: str, change: Callable[[Conversation], object]
@@ -240,8 +298,7 @@ class Flows:
     # Tokens
     def save_token(self, phone: str, value: str) -> Flow[None]:
         number = PhoneNumber.parse(phone)
-        if not isinstance(value, str) or not 0 < len(value) <= MAX_TOKEN:
-            raise InvalidInput(f"a token is 1 to {MAX_TOKEN} characters of text")
+        _check_token(value)
         now = self.clock.now()
         sealed = self._cipher().seal(number, value, now, now + self.timeouts.token)
         return _single(PutToken(number, sealed, self.timeouts.token), None)
@@ -250,11 +307,7 @@ class Flows:
         return self._token(PhoneNumber.parse(phone))
 
     def _token(self, number: PhoneNumber) -> Flow[str | None]:
-        sealed = cast(bytes | None, (yield GetToken(number)))
-        if sealed is None:
-            return None
-        token = self._cipher().open(number, sealed)
-        return None if token.is_expired(self.clock.now()) else token.value
+        return self.unseal(number, cast(bytes | None, (yield GetToken(number))))
 
     def revoke_token(self, phone: str) -> Flow[bool]:
         return _answer(DropToken(PhoneNumber.parse(phone)), bool)
@@ -274,9 +327,15 @@ class Flows:
         message_id: str | None = None,
         first: StoredConversation | None = None,
     ) -> Flow[R]:
-        """Load, apply ``change``, compare-and-set; retry on conflict, at most max_retries."""
-        op_id = _next_op_id()  # the same id on every attempt: applied at most once
-        for attempt in range(self.max_retries + 1):
+        """Load, apply ``change``, compare-and-set; retry on conflict, at most max_retries.
+
+        While a message holds the user, the write waits for it (up to ``lease_wait``, then
+        UserBusy): it would otherwise slip between that message's load and its commit.
+        """
+        op_id = new_id()  # the same id on every attempt: applied at most once
+        busy_until: datetime | None = None
+        attempt = 0
+        while attempt <= self.max_retries:
             now = self.clock.now()
             stored = first or cast(
                 StoredConversation, (yield Load(number, now, message_id, touch=False))
@@ -286,31 +345,116 @@ class Flows:
                 raise Duplicate
             conversation, _ = resume(number.digits, stored, now, self.timeouts)
             result = change(conversation, now)  # an exception here stores nothing
-            conversation.session.last_seen_at = now
-            conversation.critical.last_seen_at = now
-            # The critical data records the deadline of the form written with it, so that a
-            # form whose key has been collected still expires with a notice (see resume()).
-            form = conversation.form
-            conversation.critical.form_expires_at = form.expires_at if form else None
-            write = ConversationWrite(
-                expected_version=stored.version,
-                op_id=op_id,
-                critical=conversation.critical,
-                session=conversation.session,
-                form=conversation.form,
-                message_id=message_id,
-            )
+            write = _write_of(conversation, stored.version, op_id, message_id, now)
             outcome = cast(WriteResult, (yield Save(number, write, now)))
             if outcome.status is WriteStatus.APPLIED:
-                conversation.version = outcome.version
+                if outcome.version == 0:  # applied by an attempt whose reply was lost
+                    reread = cast(StoredConversation, (yield Load(number, now, touch=False)))
+                    conversation.version = reread.version
+                else:
+                    conversation.version = outcome.version
                 return pick(conversation, result)
             if outcome.status is WriteStatus.DUPLICATE:
                 raise Duplicate
+            if outcome.status is WriteStatus.BUSY:
+                busy_until = busy_until or now + self.timeouts.lease_wait
+                if now >= busy_until:
+                    raise UserBusy(_busy(self.timeouts.lease_wait))
+                yield Pause(min(0.05, outcome.busy_for.total_seconds()) or 0.001)
+                continue
             # Jittered backoff so that colliding writers do not collide again in lockstep.
             yield Pause(random.uniform(0, 0.002 * 2 ** min(attempt, 5)))
+            attempt += 1
         raise ConcurrencyConflict(
             f"the conversation kept changing; gave up after {self.max_retries + 1} attempts"
         )
+
+    # A WhatsApp message as one unit of work (services.message drives these)
+    def message_begin(self, number: PhoneNumber, message_id: str, lease: str) -> Flow[Begun]:
+        """Hold the user and load; wait for the user's previous message if it holds them.
+
+        Returns the stored conversation (``stored`` set), or a duplicate; raises UserBusy when
+        the previous message did not end within ``lease_wait``.
+        """
+        started = self.clock.now()
+        wait = timedelta(0)
+        while True:
+            now = self.clock.now()
+            begun = cast(Begun, (yield Begin(number, now, message_id, lease, wait)))
+            if begun.duplicate or begun.stored is not None:
+                return begun
+            left = started + self.timeouts.lease_wait - self.clock.now()
+            if left <= timedelta(0):
+                raise UserBusy(_busy(self.timeouts.lease_wait))
+            # The next attempt first waits for the holder to end (woken when it does), at
+            # most until its lease lapses or this message's patience runs out.
+            wait = min(left, begun.busy_for + LEASE_SLACK)
+
+    def message_open(
+        self, number: PhoneNumber, begun: Begun, text: str | None
+    ) -> tuple[Conversation, int]:
+        """The conversation a begun message works on (as ``start`` resumes it), and the
+        version its commit expects."""
+        assert begun.stored is not None
+        now = self.clock.now()
+        conversation, _ = resume(number.digits, begun.stored, now, self.timeouts)
+        if text is not None and is_greeting(text):
+            conversation.greet(now)
+        return conversation, begun.stored.version
+
+    def message_commit(
+        self,
+        number: PhoneNumber,
+        lease: str,
+        message_id: str,
+        conversation: Conversation,
+        expected_version: int,
+        token: TokenChange | None,
+    ) -> Flow[Conversation]:
+        now = self.clock.now()
+        write = _write_of(conversation, expected_version, new_id(), message_id, now)
+        outcome = cast(WriteResult, (yield Commit(number, lease, write, token, now)))
+        if outcome.status is WriteStatus.LEASE_LOST:
+            raise LeaseLost(
+                "this message's lease lapsed (its handler ran longer than lease_ttl) or the "
+                "user was reset meanwhile: nothing it changed was stored"
+            )
+        if outcome.status is not WriteStatus.APPLIED:  # pragma: no cover - the lease excludes it
+            raise ConcurrencyConflict(f"the message's commit was refused: {outcome.status}")
+        if outcome.version == 0:
+            reread = cast(StoredConversation, (yield Load(number, now, touch=False)))
+            conversation.version = reread.version
+        else:
+            conversation.version = outcome.version
+        return conversation
+
+    def message_release(self, number: PhoneNumber, lease: str) -> Flow[None]:
+        return _single(Release(number, lease), None)
+
+    def effect_start(
+        self, number: PhoneNumber, lease: str, message_id: str, name: str
+    ) -> Flow[EffectRecord]:
+        check_step("effect name", name)
+        return _answer(EffectStart(number, lease, message_id, name, self.clock.now()), _record)
+
+    def effect_finish(
+        self, number: PhoneNumber, message_id: str, name: str, result: bytes
+    ) -> Flow[None]:
+        return _single(EffectFinish(number, message_id, name, result, self.clock.now()), None)
+
+    def seal(self, number: PhoneNumber, value: str) -> TokenChange:
+        """A token as a message's commit will store it."""
+        _check_token(value)
+        now = self.clock.now()
+        sealed = self._cipher().seal(number, value, now, now + self.timeouts.token)
+        return TokenChange(sealed, self.timeouts.token)
+
+    def unseal(self, number: PhoneNumber, sealed: bytes | None) -> str | None:
+        """The token's value, or None when there is none or it has expired."""
+        if sealed is None:
+            return None
+        token = self._cipher().open(number, sealed)
+        return None if token.is_expired(self.clock.now()) else token.value
 
     def _cipher(self) -> TokenCipher:
         if self.cipher is None:
@@ -321,14 +465,54 @@ class Flows:
         return self.cipher
 
 
-# Operation ids: a random prefix per process and a counter, unique across every process and
-# restart without asking the OS for randomness on each write.
-_OP_PREFIX = secrets.token_hex(6)
-_op_counter = itertools.count()
+def new_id() -> str:
+    """An operation or lease id: random, so that it never repeats in any process, a forked
+    child included (a prefix drawn at import would be the same in every child of a
+    preloading server)."""
+    return secrets.token_hex(10)
 
 
-def _next_op_id() -> str:
-    return f"{_OP_PREFIX}{next(_op_counter):x}"
+# How long past the holder's lease a waiting message looks again (the lease lapses then).
+LEASE_SLACK = timedelta(milliseconds=50)
+
+
+def _busy(wait: timedelta) -> str:
+    return (
+        f"another message of this user is still being handled (waited {wait.total_seconds():g}"
+        " s); answer the webhook with a non-2xx status so that WhatsApp delivers it again"
+    )
+
+
+def _write_of(
+    conversation: Conversation,
+    expected_version: int,
+    op_id: str,
+    message_id: str | None,
+    now: datetime,
+) -> ConversationWrite:
+    conversation.session.last_seen_at = now
+    conversation.critical.last_seen_at = now
+    # The critical data records the deadline of the form written with it, so that a form
+    # whose key has been collected still expires with a notice (see resume()).
+    form = conversation.form
+    conversation.critical.form_expires_at = form.expires_at if form else None
+    return ConversationWrite(
+        expected_version=expected_version,
+        op_id=op_id,
+        critical=conversation.critical,
+        session=conversation.session,
+        form=form,
+        message_id=message_id,
+    )
+
+
+def _record(value: object) -> EffectRecord:
+    return cast(EffectRecord, value)
+
+
+def _check_token(value: object) -> None:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_TOKEN:
+        raise InvalidInput(f"a token is 1 to {MAX_TOKEN} characters of text")
 
 
 def _nothing(conversation: Conversation, now: datetime) -> None:

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from vimbiso_state.domain.clock import Clock
 from vimbiso_state.domain.conversation import Conversation
 from vimbiso_state.domain.form import Form
-from vimbiso_state.domain.ports import ConversationRepository, TokenCipher, TokenRepository
+from vimbiso_state.domain.ports import (
+    ConversationRepository,
+    MessageRepository,
+    TokenCipher,
+    TokenRepository,
+)
 from vimbiso_state.domain.timeouts import Timeouts
 from vimbiso_state.services.flows import (
+    Begin,
+    Commit,
     DropToken,
+    EffectFinish,
+    EffectStart,
     Flow,
     Flows,
     Forget,
@@ -20,10 +29,12 @@ from vimbiso_state.services.flows import (
     Load,
     Pause,
     PutToken,
+    Release,
     Request,
     Save,
     Steps,
 )
+from vimbiso_state.services.message import Message
 
 T = TypeVar("T")
 
@@ -42,13 +53,32 @@ class StateService:
         timeouts: Timeouts,
         cipher: TokenCipher | None,
         max_retries: int = 8,
+        messages: MessageRepository | None = None,
     ) -> None:
         self._conversations = conversations
+        # The backends implement both ports on one object; a separate one may be given.
+        self._messages = messages or cast(MessageRepository, conversations)
         self._tokens = tokens
         self._flows = Flows(clock, timeouts, cipher, max_retries)
 
     def __repr__(self) -> str:
         return f"StateService({type(self._conversations).__name__})"
+
+    def message(self, phone: str, message_id: str, text: str | None = None) -> Message:
+        """One inbound WhatsApp message as a unit of work::
+
+            with state.message(phone, message_id, text) as msg:
+                if msg.duplicate:          # committed before: do nothing
+                    return
+                conv = msg.conversation    # resumed as start() does; change it freely
+                offer = msg.effect("create_credex", lambda: credex.create(...))
+
+        No other message of this user runs until the block ends (UserBusy after
+        ``lease_wait``). Leaving the block commits every change, the message id and the token
+        in one step; an exception stores nothing and frees the user. Effects run at most once
+        per message id (EffectInDoubt when an earlier attempt's outcome is unknown).
+        """
+        return Message(self, self._flows, phone, message_id, text)
 
     # Conversation
     def start(self, phone: str, message: str | None = None) -> Conversation:
@@ -154,6 +184,18 @@ class StateService:
             case Forget(phone):
                 self._conversations.delete(phone)
                 return self._tokens.delete(phone)
+            case Begin(phone, now, message_id, lease, wait):
+                return self._messages.begin(phone, now, message_id, lease, wait)
+            case Commit(phone, lease, write, token, now):
+                return self._messages.commit(phone, lease, write, token, now)
+            case Release(phone, lease):
+                self._messages.release(phone, lease)
+                return None
+            case EffectStart(phone, lease, message_id, name, now):
+                return self._messages.effect_start(phone, lease, message_id, name, now)
+            case EffectFinish(phone, message_id, name, result, now):
+                self._messages.effect_finish(phone, message_id, name, result, now)
+                return None
             case Pause(seconds):
                 time.sleep(seconds)
                 return None

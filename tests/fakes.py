@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+from cryptography.fernet import Fernet
+
 
 class FakeClock:
     """A clock that only moves when told to, so expiry is tested without sleeping."""
@@ -29,6 +31,8 @@ T0 = datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 PHONE = "+263 77 123 4567"
 DIGITS = "263771234567"
 OTHER_PHONE = "+263 71 999 8888"
+# A token key for containers on a shared store, which refuse to start without one.
+TOKEN_KEY = Fernet.generate_key().decode()
 
 
 def free_port() -> int:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime, timedelta
 
 from vimbiso_state.adapters.memory.store import MemoryConversationRepository, MemoryTokenRepository
 from vimbiso_state.domain.phone import PhoneNumber
-from vimbiso_state.domain.ports import ConversationWrite, StoredConversation, WriteResult
+from vimbiso_state.domain.ports import (
+    Begun,
+    ConversationWrite,
+    EffectRecord,
+    StoredConversation,
+    TokenChange,
+    WriteResult,
+)
+
+# How often a waiting message looks again: the store's own wait would block the event loop.
+_POLL = 0.005
 
 
 class AsyncMemoryConversationRepository:
@@ -27,6 +39,39 @@ class AsyncMemoryConversationRepository:
 
     async def delete(self, phone: PhoneNumber) -> None:
         self._store.delete(phone)
+
+    async def begin(
+        self, phone: PhoneNumber, now: datetime, message_id: str, lease: str, wait: timedelta
+    ) -> Begun:
+        until = time.monotonic() + wait.total_seconds()
+        while True:
+            begun = self._store.begin(phone, now, message_id, lease, timedelta(0))
+            if begun.stored is not None or begun.duplicate or time.monotonic() >= until:
+                return begun
+            await asyncio.sleep(_POLL)
+
+    async def commit(
+        self,
+        phone: PhoneNumber,
+        lease: str,
+        write: ConversationWrite,
+        token: TokenChange | None,
+        now: datetime,
+    ) -> WriteResult:
+        return self._store.commit(phone, lease, write, token, now)
+
+    async def release(self, phone: PhoneNumber, lease: str) -> None:
+        self._store.release(phone, lease)
+
+    async def effect_start(
+        self, phone: PhoneNumber, lease: str, message_id: str, name: str, now: datetime
+    ) -> EffectRecord:
+        return self._store.effect_start(phone, lease, message_id, name, now)
+
+    async def effect_finish(
+        self, phone: PhoneNumber, message_id: str, name: str, result: bytes, now: datetime
+    ) -> None:
+        self._store.effect_finish(phone, message_id, name, result, now)
 
 
 class AsyncMemoryTokenRepository:

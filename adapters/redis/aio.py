@@ -10,21 +10,33 @@ import asyncio
 import weakref
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
-from vimbiso_state.adapters.redis.connection import AsyncRetryPolicy, RetryPolicy, client_options
+from vimbiso_state.adapters.redis.connection import (
+    AsyncRetryPolicy,
+    RetryPolicy,
+    client_options,
+    is_wrong_type,
+)
 from vimbiso_state.adapters.redis.keys import KeySchema
-from vimbiso_state.adapters.redis.protocol import ConversationCalls, px
-from vimbiso_state.adapters.redis.scripts import LOAD, SAVE
+from vimbiso_state.adapters.redis.protocol import ConversationCalls, message_digest, px
+from vimbiso_state.adapters.redis.scripts import EFFECT, LOAD, RELEASE, SAVE
 from vimbiso_state.domain.errors import StateUnavailable
 from vimbiso_state.domain.phone import PhoneNumber
-from vimbiso_state.domain.ports import ConversationWrite, StoredConversation, WriteResult
+from vimbiso_state.domain.ports import (
+    Begun,
+    ConversationWrite,
+    EffectRecord,
+    StoredConversation,
+    TokenChange,
+    WriteResult,
+)
 from vimbiso_state.domain.timeouts import Timeouts
 
 AsyncRedisClient = redis.asyncio.Redis | AsyncRedisCluster
@@ -98,7 +110,10 @@ T = TypeVar("T")
 
 class _AsyncRedisRepository:
     def __init__(
-        self, client: AsyncRedisClient, retry: RetryPolicy | None, keys: KeySchema | None
+        self,
+        client: AsyncRedisClient,
+        retry: RetryPolicy | None = None,
+        keys: KeySchema | None = None,
     ) -> None:
         self._client = client
         self._retry = AsyncRetryPolicy(retry or RetryPolicy())
@@ -121,9 +136,13 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
         timeouts: Timeouts,
         retry: RetryPolicy | None = None,
         keys: KeySchema | None = None,
+        waits: AsyncRedisClient | None = None,
+        wait_slice: float = 0.2,
     ) -> None:
         super().__init__(client, retry, keys)
         self._calls = ConversationCalls(timeouts)
+        self._waits = waits or client
+        self._wait_slice = wait_slice
 
     async def load(
         self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
@@ -132,10 +151,10 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
             recalled = self._calls.recalled(phone.digits, now)
             if recalled is not None:
                 return recalled
-            documents = self._keys.documents(phone)
+            documents = self._keys.for_user(phone).documents
             values = await self._run(lambda: self._client.mget(documents))
             return self._calls.read(values, now, remember=phone.digits)
-        keys = self._keys.conversation(phone)
+        keys = self._keys.for_user(phone).load
         args = self._calls.load_args(now, message_id, touch)
         reply = await self._run(lambda: LOAD.call_async(self._client, keys, args))
         return self._calls.loaded(reply, now, remember=phone.digits)
@@ -143,21 +162,87 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
     async def save(
         self, phone: PhoneNumber, write: ConversationWrite, now: datetime
     ) -> WriteResult:
-        keys = self._keys.conversation(phone)
-        args = self._calls.save_args(write, now)
+        return await self._save(phone, write, now, "", None)
+
+    async def delete(self, phone: PhoneNumber) -> None:
+        keys = self._keys.for_user(phone).release
+        try:
+            await self._run(lambda: RELEASE.call_async(self._client, keys, [""]))
+        finally:
+            self._calls.recent.forget(phone.digits)
+
+    async def begin(
+        self, phone: PhoneNumber, now: datetime, message_id: str, lease: str, wait: timedelta
+    ) -> Begun:
+        user = self._keys.for_user(phone)
+        waited = wait > timedelta(0)
+        args = self._calls.load_args(now, message_id, True, lease, waited)
+        if not waited:
+            reply = await self._run(lambda: LOAD.call_async(self._client, user.load, args))
+        else:
+            seconds = round(min(wait.total_seconds(), self._wait_slice), 3) or 0.001
+
+            async def wait_then_load() -> Any:
+                pipe = self._waits.pipeline(transaction=False)
+                pipe.blpop([user.wake], timeout=seconds)
+                pipe.eval(LOAD.source, len(user.load), *user.load, *args)
+                return (await pipe.execute())[1]
+
+            reply = await self._run(wait_then_load)
+        self._calls.recent.forget(phone.digits)
+        return self._calls.begun(reply, now)
+
+    async def commit(
+        self,
+        phone: PhoneNumber,
+        lease: str,
+        write: ConversationWrite,
+        token: TokenChange | None,
+        now: datetime,
+    ) -> WriteResult:
+        return await self._save(phone, write, now, lease, token)
+
+    async def release(self, phone: PhoneNumber, lease: str) -> None:
+        keys = self._keys.for_user(phone).release
+        await self._run(lambda: RELEASE.call_async(self._client, keys, [lease]))
+
+    async def effect_start(
+        self, phone: PhoneNumber, lease: str, message_id: str, name: str, now: datetime
+    ) -> EffectRecord:
+        keys = self._effect_keys(phone, message_id)
+        args = self._calls.effect_args(lease, name, None)
+        reply = await self._run(lambda: EFFECT.call_async(self._client, keys, args))
+        return self._calls.effect_record(reply)
+
+    async def effect_finish(
+        self, phone: PhoneNumber, message_id: str, name: str, result: bytes, now: datetime
+    ) -> None:
+        keys = self._effect_keys(phone, message_id)
+        args = self._calls.effect_args("", name, result)
+        await self._run(lambda: EFFECT.call_async(self._client, keys, args))
+
+    def _effect_keys(self, phone: PhoneNumber, message_id: str) -> list[str]:
+        user = self._keys.for_user(phone)
+        return [user.lease, user.effects(message_digest(message_id))]
+
+    async def _save(
+        self,
+        phone: PhoneNumber,
+        write: ConversationWrite,
+        now: datetime,
+        lease: str,
+        token: TokenChange | None,
+    ) -> WriteResult:
+        user = self._keys.for_user(phone)
+        digest = message_digest(write.message_id) if write.message_id is not None else b""
+        keys = user.save(user.effects(digest))
+        args = self._calls.save_args(write, now, lease, token)
         try:
             reply = await self._run(lambda: SAVE.call_async(self._client, keys, args))
         except BaseException:
             self._calls.recent.forget(phone.digits)  # the outcome is unknown
             raise
         return self._calls.saved(reply, phone.digits, args)
-
-    async def delete(self, phone: PhoneNumber) -> None:
-        keys = self._keys.for_user(phone).conversation
-        try:
-            await self._run(lambda: self._client.delete(*keys))
-        finally:
-            self._calls.recent.forget(phone.digits)
 
 
 class AsyncRedisTokenRepository(_AsyncRedisRepository):
@@ -169,7 +254,17 @@ class AsyncRedisTokenRepository(_AsyncRedisRepository):
 
     async def get(self, phone: PhoneNumber) -> bytes | None:
         key = self._keys.for_user(phone).token
-        value = await self._run(lambda: self._client.get(key))
+
+        async def get() -> Any:
+            try:
+                return await self._client.get(key)
+            except ResponseError as exc:
+                if not is_wrong_type(exc):
+                    raise
+                await self._client.delete(key)  # not a token: damaged (see store.py)
+                return None
+
+        value = await self._run(get)
         return value.encode() if isinstance(value, str) else value
 
     async def delete(self, phone: PhoneNumber) -> bool:

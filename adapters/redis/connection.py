@@ -134,6 +134,11 @@ def connect_cluster(
         raise StateUnavailable(f"Redis Cluster could not be reached: {exc}") from exc
 
 
+def is_wrong_type(exc: Exception) -> bool:
+    """A key of the library's schema holds another Redis type (written by something else)."""
+    return str(exc).startswith("WRONGTYPE")
+
+
 class RetryPolicy:
     """Runs a Redis call, retrying transient failures; every failure becomes a StateError."""
 

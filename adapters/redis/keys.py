@@ -18,20 +18,65 @@ class UserKeys:
     form: str
     handled: str
     token: str
+    # While a message is handled: its lease, how many messages wait for it, and the list a
+    # waiting message blocks on until the lease ends.
+    lease: str
+    waiters: str
+    wake: str
 
     @property
-    def conversation(self) -> list[str]:
-        """The keys the load and save scripts touch, in the order they expect."""
-        return [self.user, self.session, self.form, self.handled]
+    def load(self) -> list[str]:
+        """The keys load.lua touches, in the order it expects."""
+        return [
+            self.user,
+            self.session,
+            self.form,
+            self.handled,
+            self.lease,
+            self.waiters,
+            self.token,
+        ]
+
+    def save(self, effects: str) -> list[str]:
+        """The keys save.lua touches, in the order it expects."""
+        return [
+            self.user,
+            self.session,
+            self.form,
+            self.handled,
+            self.lease,
+            self.waiters,
+            self.wake,
+            self.token,
+            effects,
+        ]
+
+    @property
+    def release(self) -> list[str]:
+        """The keys release.lua touches, in the order it expects."""
+        return [self.lease, self.waiters, self.wake, self.user, self.session, self.form]
 
     @property
     def documents(self) -> list[str]:
         """The keys of the three stored documents, as a plain read (MGET) asks for them."""
         return [self.user, self.session, self.form]
 
+    def effects(self, message: bytes) -> str:
+        """The hash of one message's effects (``message`` is its id's digest, protocol.py)."""
+        return f"effects:{self.lease.removeprefix('lease:')}:{message.hex()}"
+
     @property
     def all(self) -> list[str]:
-        return [*self.conversation, self.token]
+        return [
+            self.user,
+            self.session,
+            self.form,
+            self.handled,
+            self.token,
+            self.lease,
+            self.waiters,
+            self.wake,
+        ]
 
 
 # A user writes a few messages in a row: their keys are built once, not per call.
@@ -44,6 +89,9 @@ def _user_keys(digits: str) -> UserKeys:
         form=f"form:{tag}:data",
         handled=f"handled:{tag}:ids",
         token=f"token:{tag}",
+        lease=f"lease:{tag}",
+        waiters=f"lease:{tag}:waiters",
+        wake=f"lease:{tag}:wake",
     )
 
 
@@ -53,11 +101,6 @@ class KeySchema:
     def for_user(self, phone: PhoneNumber) -> UserKeys:
         return _user_keys(phone.digits)
 
-    def conversation(self, phone: PhoneNumber) -> list[str]:
-        return _user_keys(phone.digits).conversation
-
-    def documents(self, phone: PhoneNumber) -> list[str]:
-        return _user_keys(phone.digits).documents
 
     # Every key this library writes matches one of these (used by SCAN-based tools and ACLs).
     patterns = (
@@ -66,25 +109,39 @@ class KeySchema:
         "form:{*}:data",
         "handled:{*}:ids",
         "token:{*}",
+        "lease:{*}",
+        "lease:{*}:waiters",
+        "lease:{*}:wake",
+        "effects:{*}:*",
     )
 
     # The inverse of for_user, for tools that walk the keyspace (SCAN): (kind, digits) or None.
     _parsed = re.compile(
-        r"(?P<kind>user|session|form|handled|token):\{(?P<digits>[1-9][0-9]{7,14})\}"
-        r"(?P<suffix>:state|:data|:ids|)"
+        r"(?P<prefix>user|session|form|handled|token|lease|effects):"
+        r"\{(?P<digits>[1-9][0-9]{7,14})\}(?P<suffix>(?::[a-z0-9]+)?)"
     )
-    _suffixes: ClassVar[dict[str, str]] = {
-        "user": ":state",
-        "session": ":data",
-        "form": ":data",
-        "handled": ":ids",
-        "token": "",
+    _kinds: ClassVar[dict[tuple[str, str], str]] = {
+        ("user", ":state"): "user",
+        ("session", ":data"): "session",
+        ("form", ":data"): "form",
+        ("handled", ":ids"): "handled",
+        ("token", ""): "token",
+        ("lease", ""): "lease",
+        ("lease", ":waiters"): "waiters",
+        ("lease", ":wake"): "wake",
     }
+    _effects = re.compile(r":[0-9a-f]{32}")
 
     def parse(self, key: str | bytes) -> tuple[str, str] | None:
-        """The kind (a UserKeys field name) and phone digits of a key of this schema, or None."""
+        """The kind (a UserKeys field name, or ``effects``) and phone digits of a key of this
+        schema, or None."""
         text = key.decode(errors="replace") if isinstance(key, bytes) else key
         match = self._parsed.fullmatch(text)
-        if match is None or self._suffixes[match["kind"]] != match["suffix"]:
+        if match is None:
             return None
-        return match["kind"], match["digits"]
+        prefix, suffix = match["prefix"], match["suffix"]
+        if prefix == "effects":
+            kind = "effects" if self._effects.fullmatch(suffix) else None
+        else:
+            kind = self._kinds.get((prefix, suffix))
+        return None if kind is None else (kind, match["digits"])

@@ -18,14 +18,16 @@ from vimbiso_state.adapters.redis.connection import RetryPolicy
 from vimbiso_state.adapters.redis.keys import KeySchema
 from vimbiso_state.domain.phone import PhoneNumber
 
-KINDS = ("user", "session", "form", "handled", "token")
+KINDS = ("user", "session", "form", "handled", "token", "lease")
+# A message's lease comes with two helper keys while others wait for it: one lease.
+_COUNTED_AS = {"waiters": "lease", "wake": "lease"}
 
 
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
     """One key of one user as Redis holds it now."""
 
-    kind: str  # a UserKeys field: user, session, form, handled or token
+    kind: str  # a UserKeys field: user, session, form, handled, token or lease
     name: str
     type: str  # hash, string, zset... or "none" when the key does not exist
     ttl_ms: int | None  # None: missing, or no TTL at all (see ``persistent``)
@@ -75,7 +77,9 @@ class KeyspaceStats:
     (a key created or expired during the walk may or may not be counted)."""
 
     scanned: int = 0
-    by_kind: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*KINDS, "other"), 0))
+    by_kind: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys((*KINDS, "effects", "other"), 0)
+    )
     sampled: int = 0  # users whose keys were measured with MEMORY USAGE
     sampled_bytes: int = 0
     memory_problem: str = ""  # why memory could not be measured, if it could not
@@ -135,7 +139,7 @@ def keyspace_stats(
                     stats.by_kind["other"] += 1
                     continue
                 kind, digits = parsed
-                stats.by_kind[kind] += 1
+                stats.by_kind[_COUNTED_AS.get(kind, kind)] += 1
                 if kind == "user":
                     seen_users += 1
                     if len(chosen) < sample:

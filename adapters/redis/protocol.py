@@ -4,11 +4,13 @@ Pure: no I/O. The sync, async and cluster repositories all build their calls and
 replies here, so the stored format has one definition.
 
 Layout (every key carries the phone's hash tag):
-- ``user:{p}:state``: last-seen (16 digits, microseconds) + version (12 digits) + JSON of the
-  critical data;
+- ``user:{p}:state``: last-seen (16 digits, microseconds) + version (16 digits) + JSON of the
+  critical data (0.1 wrote a 12-digit version; both are read);
 - ``session:{p}:data``: last-seen (16 digits) + JSON of the session;
 - ``form:{p}:data``: JSON of the form;
-- ``handled:{p}:ids``: sorted set of operation and message ids, scored by their expiry.
+- ``handled:{p}:ids``: sorted set of operation and message ids, scored by their expiry;
+- ``lease:{p}`` (and ``:waiters``, ``:wake``): the message holding the user;
+- ``effects:{p}:<message digest>``: a hash of one message's effects.
 Plain strings, not hashes: a hash with a value over 64 bytes leaves the compact listpack
 encoding and costs twice the memory, and the fixed-width prefix lets a script slide the
 last-seen time with SETRANGE instead of rewriting the document.
@@ -26,8 +28,12 @@ from vimbiso_state.domain.conversation import CriticalData, Session
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.lifecycle import resume
 from vimbiso_state.domain.ports import (
+    Begun,
     ConversationWrite,
+    EffectRecord,
+    EffectStatus,
     StoredConversation,
+    TokenChange,
     WriteResult,
     WriteStatus,
 )
@@ -37,13 +43,22 @@ from vimbiso_state.domain.timeouts import Timeouts, slide_step
 # decides what has expired.
 GRACE_MS = 2000
 SEEN = 16  # width of the last-seen prefix
-VERSION = 12  # width of the version after it, in the user value
+VERSION = 16  # width of the version after it, in the user value
+_OLD_VERSION = 12  # ... as 0.1 wrote it
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUS = {
     b"ok": WriteStatus.APPLIED,
     b"applied": WriteStatus.APPLIED,
     b"conflict": WriteStatus.CONFLICT,
     b"duplicate": WriteStatus.DUPLICATE,
+    b"busy": WriteStatus.BUSY,
+    b"lease_lost": WriteStatus.LEASE_LOST,
+}
+_EFFECTS = {
+    b"run": EffectStatus.RUN,
+    b"done": EffectStatus.DONE,
+    b"in_doubt": EffectStatus.IN_DOUBT,
+    b"lease_lost": EffectStatus.LEASE_LOST,
 }
 
 
@@ -66,9 +81,14 @@ def px(duration: timedelta) -> int:
     return max(1, micros_of(duration) // 1000) + GRACE_MS
 
 
+def message_digest(message_id: str) -> bytes:
+    # WhatsApp ids are long and caller-supplied: a 16-byte digest keeps keys and the handled
+    # set small and inert.
+    return hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).digest()[:16]
+
+
 def message_member(message_id: str) -> bytes:
-    # WhatsApp ids are long and caller-supplied: a 16-byte digest keeps the set small and inert.
-    return b"m" + hashlib.sha256(message_id.encode()).digest()[:16]
+    return b"m" + message_digest(message_id)
 
 
 def op_member(op_id: str) -> bytes:
@@ -79,6 +99,22 @@ def _header(value: bytes, width: int) -> int | None:
     """The fixed-width number a value starts with, or None if the value is damaged."""
     head = value[:width]
     return int(head) if len(head) == width and head.isdigit() else None
+
+
+def _user_header(value: bytes) -> tuple[int, int, int] | None:
+    """Last-seen, version and where the JSON starts in a user value; None if damaged."""
+    seen = _header(value, SEEN)
+    old = value[SEEN + _OLD_VERSION : SEEN + _OLD_VERSION + 1] == b"{"
+    width = _OLD_VERSION if old else VERSION
+    version = _header(value[SEEN:], width)
+    if seen is None or version is None:
+        return None
+    return seen, version, SEEN + width
+
+
+def user_value(seen: bytes, version: int, critical: bytes) -> bytes:
+    """A user value as save.lua writes it."""
+    return b"%b%016d%b" % (seen, version, critical)
 
 
 # How long what this process last read or wrote for a user is trusted by the next write.
@@ -137,28 +173,38 @@ class RecentValues:
 
 
 class ConversationCalls:
-    """Arguments of the load and save scripts, and what their replies mean."""
+    """Arguments of the scripts, and what their replies mean."""
 
     def __init__(self, timeouts: Timeouts) -> None:
         self._timeouts = timeouts
         self.recent = RecentValues()
-        self._state_us = micros_of(timeouts.state)
-        self._session_us = micros_of(timeouts.session)
         self._load_constants = [
-            self._state_us,
-            self._session_us,
+            micros_of(timeouts.state),
+            micros_of(timeouts.session),
             micros_of(slide_step(timeouts.state)),
             micros_of(slide_step(timeouts.session)),
             px(timeouts.state),
             px(timeouts.session),
         ]
+        self.lease_px = max(1, micros_of(timeouts.lease) // 1000)
+        self.effects_px = px(timeouts.dedupe)
 
-    def load_args(self, now: datetime, message_id: str | None, touch: bool) -> list[Any]:
+    def load_args(
+        self,
+        now: datetime,
+        message_id: str | None,
+        touch: bool,
+        lease: str = "",
+        waited: bool = False,
+    ) -> list[Any]:
         return [
             b"%016d" % micros(now),
             b"1" if touch else b"0",
             *self._load_constants,
             message_member(message_id) if message_id is not None else b"",
+            lease,
+            self.lease_px,
+            b"1" if waited else b"0",
         ]
 
     @staticmethod
@@ -179,7 +225,7 @@ class ConversationCalls:
         values = self.recent.recall(digits, now)
         if values is None:
             return None
-        stored = self.loaded([*values, 0, 0], now)
+        stored = self.read(values, now)
         if resume(digits, stored, now, self._timeouts)[1]:
             self.recent.forget(digits)
             return None
@@ -188,9 +234,10 @@ class ConversationCalls:
     def loaded(
         self, reply: list[Any], now: datetime, remember: str | None = None
     ) -> StoredConversation:
-        """The conversation in a load script's reply; with ``remember`` (the phone digits),
-        its values are kept for the next write (see RecentValues)."""
-        user, session, form, touched, duplicate = reply
+        """The conversation in a load script's reply (status 'ok' or 'duplicate'); with
+        ``remember`` (the phone digits), its values are kept for the next write (see
+        RecentValues)."""
+        status, user, session, form, touched = reply[:5]
         if remember is not None:
             # A slid part now holds ``now`` in its last-seen prefix.
             stamp = b"%016d" % micros(now)
@@ -203,34 +250,61 @@ class ConversationCalls:
                 ],
                 now,
             )
+        return self._parts(user, session, form, touched, now, status == b"duplicate")
+
+    def begun(self, reply: list[Any], now: datetime) -> Begun:
+        """What load.lua found for a message that asked for the lease."""
+        status = reply[0]
+        if status == b"duplicate":
+            return Begun(None, duplicate=True)
+        if status == b"busy":
+            return Begun(None, busy_for=timedelta(milliseconds=max(0, int(reply[6]))))
+        stored = self._parts(*reply[1:5], now, False)
+        return Begun(stored, token=reply[5])
+
+    def _parts(
+        self,
+        user: bytes | None,
+        session: bytes | None,
+        form: bytes | None,
+        touched: int,
+        now: datetime,
+        duplicate: bool,
+    ) -> StoredConversation:
         parts = codec.StoredParts()
         critical = stored_session = None
         version = 0
         if user is not None:
-            header = _header(user, SEEN + VERSION)
+            header = _user_header(user)
             if header is None:
                 parts.discard(CriticalData, user, "damaged last-seen and version header")
             else:
-                version = header % 10**VERSION
-                seen = now if touched & 1 else from_micros(header // 10**VERSION)
-                critical = parts.read(CriticalData, memoryview(user)[SEEN + VERSION :], seen)
+                seen_us, version, start = header
+                seen = now if touched & 1 else from_micros(seen_us)
+                critical = parts.read(CriticalData, memoryview(user)[start:], seen)
         if session is not None:
-            header = _header(session, SEEN)
-            if header is None:
+            header_seen = _header(session, SEEN)
+            if header_seen is None:
                 parts.discard(Session, session, "damaged last-seen header")
             else:
-                seen = now if touched & 2 else from_micros(header)
+                seen = now if touched & 2 else from_micros(header_seen)
                 stored_session = parts.read(Session, memoryview(session)[SEEN:], seen)
         return StoredConversation(
             critical=critical,
             session=stored_session,
             form=parts.read(Form, form) if form is not None else None,
             version=version,
-            message_seen=bool(duplicate),
+            message_seen=duplicate,
             damaged=parts.damaged,
         )
 
-    def save_args(self, write: ConversationWrite, now: datetime) -> list[Any]:
+    def save_args(
+        self,
+        write: ConversationWrite,
+        now: datetime,
+        lease: str = "",
+        token: TokenChange | None = None,
+    ) -> list[Any]:
         t = self._timeouts
         now_us = micros(now)
         form: bytes = b""
@@ -238,18 +312,19 @@ class ConversationCalls:
         if write.form is not None:
             form = codec.encode(write.form)
             form_px = px(write.form.expires_at - now)
-        user = b"%016d%012d%b" % (
-            micros(write.critical.last_seen_at),
-            write.expected_version + 1,
-            codec.encode(write.critical),
-        )
         session = b"%016d%b" % (micros(write.session.last_seen_at), codec.encode(write.session))
+        sealed: bytes = b""
+        token_px = 0
+        if token is not None:
+            sealed = b"-" if token.sealed is None else token.sealed
+            token_px = px(token.ttl)
         return [
             write.expected_version,
             op_member(write.op_id),
             message_member(write.message_id) if write.message_id is not None else b"",
             now_us,
-            user,
+            b"%016d" % micros(write.critical.last_seen_at),
+            codec.encode(write.critical),
             px(t.state),
             session,
             px(t.session),
@@ -258,6 +333,9 @@ class ConversationCalls:
             now_us + micros_of(t.retry_window),
             now_us + micros_of(t.dedupe),
             px(t.dedupe if write.message_id is not None else t.retry_window),
+            lease,
+            sealed,
+            token_px,
         ]
 
     def saved(
@@ -266,21 +344,33 @@ class ConversationCalls:
         """The outcome in a save script's reply; given the phone digits and the arguments,
         what an applied write stored is kept for the next write, and anything else
         forgotten (see RecentValues)."""
-        status, version = reply
-        result = WriteResult(_STATUS[status], int(version))
+        status, version = reply[0], int(reply[1])
+        result = WriteResult(_STATUS[status], version)
+        if status == b"busy":
+            result = result._replace(busy_for=timedelta(milliseconds=max(0, int(reply[2]))))
         if digits is not None:
-            if result.status is WriteStatus.APPLIED and args is not None:
-                user, session, form = args[4], args[6], args[8]
-                self.recent.remember(digits, [user, session, form or None], from_micros(args[3]))
+            if result.status is WriteStatus.APPLIED and version and args is not None:
+                user = user_value(args[4], version, args[5])
+                remembered = [user, args[7], args[9] or None]
+                self.recent.remember(digits, remembered, from_micros(args[3]))
             else:
                 self.recent.forget(digits)
         return result
+
+    def effect_args(self, lease: str, name: str, result: bytes | None) -> list[Any]:
+        if result is None:
+            return [b"start", lease, name, b"", self.effects_px]
+        return [b"finish", b"", name, result, self.effects_px]
+
+    @staticmethod
+    def effect_record(reply: list[Any]) -> EffectRecord:
+        return EffectRecord(_EFFECTS[reply[0]], reply[1] if len(reply) > 1 else None)
 
     def read(
         self, values: list[Any], now: datetime, remember: str | None = None
     ) -> StoredConversation:
         """The conversation in a plain read's reply: user, session and form as stored."""
-        return self.loaded([*values, 0, 0], now, remember)
+        return self.loaded([b"ok", *values, 0], now, remember)
 
     def peeked(self, values: list[Any]) -> StoredConversation:
         """What a plain read found, for operators: nothing was slid."""

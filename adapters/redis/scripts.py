@@ -45,3 +45,5 @@ class LuaScript:
 
 LOAD = LuaScript("load.lua")
 SAVE = LuaScript("save.lua")
+RELEASE = LuaScript("release.lua")
+EFFECT = LuaScript("effect.lua")

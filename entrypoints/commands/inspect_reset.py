@@ -185,6 +185,10 @@ def run_inspect(config: Settings, phone: str, out: TextIO) -> int:
     return 0
 
 
+# The kinds of key a reset deletes (the handled message ids and effect records stay).
+FORGOTTEN = ("user", "session", "form", "token", "lease")
+
+
 def run_reset(config: Settings, phone: str, out: TextIO) -> int:
     number = PhoneNumber.parse(phone)
     built, _ = container(config)
@@ -192,8 +196,10 @@ def run_reset(config: Settings, phone: str, out: TextIO) -> int:
         existing = None
         if is_redis(config):
             keys = describe_user_keys(built.redis_client(), number, built.redis_retry())
-            existing = sum(k.exists for k in keys)
-        built.state_service().reset(number.digits)
+            existing = sum(k.exists for k in keys if k.kind in FORGOTTEN)
+        # What StateService.reset does, without the token key it needs to store tokens.
+        built.conversations().delete(number)
+        built.tokens().delete(number)
     finally:
         close(built)
     if existing is None:
@@ -201,8 +207,8 @@ def run_reset(config: Settings, phone: str, out: TextIO) -> int:
         print(MEMORY_NOTE, file=out)
     elif existing:
         print(
-            f"reset {number.e164}: deleted {existing} key(s): conversation, form, "
-            "handled message ids and token",
+            f"reset {number.e164}: deleted {existing} key(s): conversation, form and token "
+            "(handled message ids stay, so a redelivered message is still a duplicate)",
             file=out,
         )
     else:

@@ -17,6 +17,8 @@ WHAT = {
     "form": "forms in progress (form:{phone}:data)",
     "handled": "handled operation and message ids (handled:{phone}:ids)",
     "token": "sealed auth tokens (token:{phone})",
+    "lease": "messages being handled right now (lease:{phone})",
+    "effects": "effects of messages not committed yet (effects:{phone}:*)",
     "other": "keys outside the library's schema",
 }
 
@@ -47,7 +49,7 @@ def run(config: Settings, out: TextIO, err: TextIO, *, sample: int = 200) -> int
     )
     print("keys by kind:", file=out)
     width = len(f"{max(stats.by_kind.values(), default=0):,}")
-    for kind in (*KINDS, "other"):
+    for kind in (*KINDS, "effects", "other"):
         print(f"  {kind:<8} {stats.by_kind[kind]:>{width},}  {WHAT[kind]}", file=out)
     per = stats.bytes_per_conversation
     if stats.memory_problem:

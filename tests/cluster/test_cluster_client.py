@@ -107,7 +107,11 @@ def hung_node() -> Iterator[str]:
 
 def test_a_refused_node_fails_fast() -> None:
     container = Container.from_settings(
-        Settings(backend="redis-cluster", redis_url=f"redis://127.0.0.1:{fakes.free_port()}")
+        Settings(
+            backend="redis-cluster",
+            redis_url=f"redis://127.0.0.1:{fakes.free_port()}",
+            token_keys=(fakes.TOKEN_KEY,),
+        )
     )
     began = time.monotonic()
     with pytest.raises(StateUnavailable, match="could not be reached"):

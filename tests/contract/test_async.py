@@ -6,6 +6,7 @@ import asyncio
 import random
 
 import pytest
+from fakes import TOKEN_KEY
 
 from vimbiso_state.domain.conversation import Conversation
 from vimbiso_state.services.async_state_service import AsyncStateService
@@ -109,7 +110,7 @@ def test_the_async_service_fails_fast_on_a_dead_server(method: str) -> None:
     from vimbiso_state.services.exceptions import StateUnavailable
 
     container = Container.from_settings(
-        Settings(backend="redis", redis_url="redis://127.0.0.1:1/0")
+        Settings(backend="redis", redis_url="redis://127.0.0.1:1/0", token_keys=(TOKEN_KEY,))
     )
 
     async def scenario() -> None:

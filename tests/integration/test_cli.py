@@ -214,7 +214,7 @@ def test_inspect_reads_without_sliding_or_writing(
     assert [admin.get(key) for key in keys] == before  # last seen did not move
     assert admin.pttl("session:{263773004000}:data") < ttl_before  # nor did the TTL
     admin.close()
-    assert "version          5" in out
+    assert f"version          {int(before[0][16:32])}" in out
     assert "current account  tendai_m: Tendai Personal (acc_1), 2 account(s)" in out
     assert "form             offer: amount=100, denomination=USD; missing recipient" in out
     assert f"({len(TOKEN)} characters), expires in 29m" in out
@@ -247,12 +247,14 @@ def test_inspect_of_an_unknown_number_and_reset(
     converse(service, "+263773005000")
     assert main(["reset", "+263 77 300 5000", "--redis", private_redis.url]) == 0
     out = capsys.readouterr().out
-    assert "reset +263773005000: deleted 5 key(s)" in out
+    assert "reset +263773005000: deleted 4 key(s)" in out
     admin = private_redis.client()
-    assert list(admin.scan_iter(match="*263773005000*")) == []
+    # The handled ids stay (a redelivered message is still a duplicate after a reset).
+    assert list(admin.scan_iter(match="*263773005000*")) == [b"handled:{263773005000}:ids"]
     admin.close()
     assert main(["reset", "+263773005000", "--redis", private_redis.url]) == 0
     assert "reset +263773005000: nothing was stored" in capsys.readouterr().out
+    admin.close()
 
 
 # stats
@@ -272,7 +274,16 @@ def test_stats_counts_conversations_keys_and_memory(
     counts = {
         line.split()[0]: int(line.split()[1]) for line in out.splitlines() if line.startswith("  ")
     }
-    assert counts == {"user": 3, "session": 3, "form": 1, "handled": 3, "token": 2, "other": 1}
+    assert counts == {
+        "user": 3,
+        "session": 3,
+        "form": 1,
+        "handled": 3,
+        "token": 2,
+        "lease": 0,
+        "effects": 0,
+        "other": 1,
+    }
     assert "scanned 13 keys" in out
     assert "on average (MEMORY USAGE of every key of 3 sampled user(s))" in out
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import fakes
 import pytest
+from fakes import TOKEN_KEY
 
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
@@ -15,7 +16,9 @@ from vimbiso_state.services.exceptions import StateUnavailable
 
 
 def _redis_state(url: str) -> Container:
-    return Container.from_settings(Settings(backend="redis", redis_url=url))
+    return Container.from_settings(
+        Settings(backend="redis", redis_url=url, token_keys=(TOKEN_KEY,))
+    )
 
 
 @pytest.fixture

@@ -1,0 +1,29 @@
+#!lua
+-- Free a user held by a message that ended without committing (its handler raised), or,
+-- with no lease given, forget the user's conversation (reset): the handled message ids and
+-- effect records stay, so a redelivery is still known, and a message in flight can no longer
+-- commit (its lease is gone). Either way the longest waiting message, if any, is woken.
+-- KEYS: lease, waiters, wake, user, session, form
+-- ARGV: 1 lease ('' to reset)
+-- A key of the wrong type (written by something else) reads as damaged, and the next write
+-- replaces it; any other error (a refused permission, a full server) is raised as it is.
+local function wrong_type(reply)
+  if type(reply) == 'table' and reply.err then
+    if string.sub(reply.err, 1, 9) == 'WRONGTYPE' then return true end
+    error(reply)
+  end
+  return false
+end
+if ARGV[1] == '' then
+  redis.call('DEL', KEYS[4], KEYS[5], KEYS[6], KEYS[1])
+else
+  local holder = redis.pcall('GET', KEYS[1])
+  if wrong_type(holder) or holder ~= ARGV[1] then return 0 end
+  redis.call('DEL', KEYS[1])
+end
+local waiting = redis.pcall('GET', KEYS[2])
+if not wrong_type(waiting) and (tonumber(waiting) or 0) > 0 then
+  redis.call('RPUSH', KEYS[3], 1)
+  redis.call('PEXPIRE', KEYS[3], 1000)
+end
+return 1

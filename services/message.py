@@ -1,0 +1,235 @@
+"""One inbound WhatsApp message as a unit of work: ``with state.message(...) as msg``.
+
+Entering holds the user (no other message of theirs runs until the block ends, in any
+process or host) and loads the conversation; leaving commits every change, the message id and
+the token in one atomic step, or, after an exception, stores nothing and frees the user.
+Effects (calls to Credex) run at most once per message id. The rules are in services.flows;
+``Message`` carries them out on a blocking service and ``AsyncMessage`` on an asyncio one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.domain.errors import EffectInDoubt, InvalidInput, LeaseLost, StateError
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.ports import Begun, EffectRecord, EffectStatus, TokenChange
+from vimbiso_state.services.flows import Flow, Flows, check_message_id, new_id
+
+if TYPE_CHECKING:
+    from vimbiso_state.services.async_state_service import AsyncStateService
+    from vimbiso_state.services.state_service import StateService
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class _MessageState:
+    """What a message holds between entering and leaving; no I/O."""
+
+    def __init__(self, flows: Flows, phone: str, message_id: str, text: str | None) -> None:
+        self._flows = flows
+        self._number = PhoneNumber.parse(phone)
+        self.message_id = check_message_id(message_id)
+        if text is not None and not isinstance(text, str):
+            raise InvalidInput("the message text must be text (or None)")
+        self._text = text
+        self._lease = new_id()
+        self._conversation: Conversation | None = None
+        self._version = 0
+        self._sealed: bytes | None = None
+        self._token_change: TokenChange | None = None
+        self._open = False
+        self.duplicate = False
+
+    @property
+    def phone(self) -> str:
+        """The user's canonical E.164 digits."""
+        return self._number.digits
+
+    @property
+    def conversation(self) -> Conversation:
+        """The user's conversation, resumed as ``start`` resumes it; change it freely."""
+        if self._conversation is None:
+            raise InvalidInput("a duplicate delivery has no conversation: check msg.duplicate")
+        return self._conversation
+
+    def idempotency_key(self, name: str) -> str:
+        """A key that is the same for every delivery of this message, for APIs that accept
+        one (an idempotency key on a Credex call)."""
+        text = f"{self._number.digits}\0{self.message_id}\0{name}"
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+    def token(self) -> str | None:
+        """The member's auth token as this message sees it (read with the conversation)."""
+        if self._token_change is not None:
+            return self._flows.unseal(self._number, self._token_change.sealed)
+        return self._flows.unseal(self._number, self._sealed)
+
+    def save_token(self, value: str) -> None:
+        """Store the member's token with this message's commit."""
+        self._token_change = self._flows.seal(self._number, value)
+
+    def revoke_token(self) -> None:
+        """Delete the member's token with this message's commit."""
+        self._token_change = TokenChange(None, self._flows.timeouts.token)
+
+    def _opened(self, begun: Begun) -> None:
+        if begun.duplicate:
+            self.duplicate = True
+            return
+        self._conversation, self._version = self._flows.message_open(
+            self._number, begun, self._text
+        )
+        self._sealed = begun.token
+        self._open = True
+
+    def _commit(self) -> Flow[Conversation]:
+        self._open = False
+        return self._flows.message_commit(
+            self._number,
+            self._lease,
+            self.message_id,
+            self.conversation,
+            self._version,
+            self._token_change,
+        )
+
+    def _effect_start(self, name: str) -> Flow[EffectRecord]:
+        if not self._open:
+            raise InvalidInput("effects run inside the message's `with` block, not after it")
+        return self._flows.effect_start(self._number, self._lease, self.message_id, name)
+
+    def _effect_finish(self, name: str, result: object) -> Flow[None]:
+        return self._flows.effect_finish(self._number, self.message_id, name, _json(result, name))
+
+
+def _json(value: object, name: str) -> bytes:
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"the result of effect {name!r} is not JSON: {exc}") from exc
+
+
+def _recorded(record: EffectRecord, name: str) -> Any:
+    """The result an earlier delivery recorded, or the error that says why there is none."""
+    if record.status is EffectStatus.DONE:
+        assert record.result is not None
+        return json.loads(record.result)
+    if record.status is EffectStatus.IN_DOUBT:
+        raise EffectInDoubt(name)
+    raise LeaseLost("this message's lease lapsed before the effect started: it did not run")
+
+
+class Message(_MessageState):
+    """One WhatsApp message on a StateService; use it as a context manager."""
+
+    def __init__(
+        self, service: StateService, flows: Flows, phone: str, message_id: str, text: str | None
+    ) -> None:
+        super().__init__(flows, phone, message_id, text)
+        self._service = service
+
+    def __enter__(self) -> Message:
+        self._opened(
+            self._service._run(
+                self._flows.message_begin(self._number, self.message_id, self._lease)
+            )
+        )
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if not self._open:
+            return
+        if error is None:
+            self._service._run(self._commit())
+            return
+        self._open = False
+        try:
+            self._service._run(self._flows.message_release(self._number, self._lease))
+        except StateError as failure:
+            # The caller's own error matters more; the lease lapses on its own.
+            log.warning("could not free the user after a failed message: %s", failure)
+
+    def effect(self, name: str, run: Callable[[], T]) -> T:
+        """``run()`` at most once for this message id and ``name``; its result (JSON) is
+        recorded, and a redelivery gets it back without calling ``run`` again. If an earlier
+        delivery started it and its outcome is unknown, EffectInDoubt."""
+        record = self._service._run(self._effect_start(name))
+        if record.status is not EffectStatus.RUN:
+            return _recorded(record, name)  # type: ignore[no-any-return]
+        result = run()  # an exception leaves the effect in doubt: it may have happened
+        self._service._run(self._effect_finish(name, result))
+        return result
+
+    def settle(self, name: str, result: object) -> None:
+        """Record what an effect in doubt turned out to be (after checking with Credex), so
+        that it is not run again."""
+        self._service._run(self._effect_finish(name, result))
+
+
+class AsyncMessage(_MessageState):
+    """One WhatsApp message on an AsyncStateService; use it with ``async with``."""
+
+    def __init__(
+        self,
+        service: AsyncStateService,
+        flows: Flows,
+        phone: str,
+        message_id: str,
+        text: str | None,
+    ) -> None:
+        super().__init__(flows, phone, message_id, text)
+        self._service = service
+
+    async def __aenter__(self) -> AsyncMessage:
+        self._opened(
+            await self._service._run(
+                self._flows.message_begin(self._number, self.message_id, self._lease)
+            )
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if not self._open:
+            return
+        if error is None:
+            await self._service._run(self._commit())
+            return
+        self._open = False
+        try:
+            await self._service._run(self._flows.message_release(self._number, self._lease))
+        except StateError as failure:
+            log.warning("could not free the user after a failed message: %s", failure)
+
+    async def effect(self, name: str, run: Callable[[], T | Awaitable[T]]) -> T:
+        """See Message.effect; ``run`` may be a plain function or a coroutine function."""
+        record = await self._service._run(self._effect_start(name))
+        if record.status is not EffectStatus.RUN:
+            return _recorded(record, name)  # type: ignore[no-any-return]
+        result = run()
+        if inspect.isawaitable(result):
+            result = await result
+        await self._service._run(self._effect_finish(name, result))
+        return result
+
+    async def settle(self, name: str, result: object) -> None:
+        """See Message.settle."""
+        await self._service._run(self._effect_finish(name, result))
