@@ -9,15 +9,18 @@ from vimbiso_state.domain.conversation import Conversation, Direction, Notice
 from vimbiso_state.domain.errors import (
     ConcurrencyConflict,
     ConfigurationError,
+    EffectInDoubt,
     FormIncomplete,
     FormValidationError,
     InvalidInput,
     InvalidPhoneNumber,
+    LeaseLost,
     NoActiveForm,
     StateError,
     StateTooLarge,
     StateUnavailable,
     TokenError,
+    UserBusy,
 )
 from vimbiso_state.domain.form import Form
 from vimbiso_state.services.async_state_service import AsyncStateService
@@ -34,11 +37,13 @@ __all__ = [
     "Container",
     "Conversation",
     "Direction",
+    "EffectInDoubt",
     "Form",
     "FormIncomplete",
     "FormValidationError",
     "InvalidInput",
     "InvalidPhoneNumber",
+    "LeaseLost",
     "NoActiveForm",
     "Notice",
     "Settings",
@@ -47,5 +52,6 @@ __all__ = [
     "StateTooLarge",
     "StateUnavailable",
     "TokenError",
+    "UserBusy",
     "__version__",
 ]

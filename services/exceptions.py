@@ -3,27 +3,33 @@
 from vimbiso_state.domain.errors import (
     ConcurrencyConflict,
     ConfigurationError,
+    EffectInDoubt,
     FormIncomplete,
     FormValidationError,
     InvalidInput,
     InvalidPhoneNumber,
+    LeaseLost,
     NoActiveForm,
     StateError,
     StateTooLarge,
     StateUnavailable,
     TokenError,
+    UserBusy,
 )
 
 __all__ = [
     "ConcurrencyConflict",
     "ConfigurationError",
+    "EffectInDoubt",
     "FormIncomplete",
     "FormValidationError",
     "InvalidInput",
     "InvalidPhoneNumber",
+    "LeaseLost",
     "NoActiveForm",
     "StateError",
     "StateTooLarge",
     "StateUnavailable",
     "TokenError",
+    "UserBusy",
 ]

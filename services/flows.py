@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, NamedTuple, TypeVar, cast
@@ -201,12 +202,20 @@ class Flows:
     """The rules of every operation, as I/O-free generators."""
 
     def __init__(
-        self, clock: Clock, timeouts: Timeouts, cipher: TokenCipher | None, max_retries: int
+        self,
+        clock: Clock,
+        timeouts: Timeouts,
+        cipher: TokenCipher | None,
+        max_retries: int,
+        elapsed: Callable[[], float] = time.monotonic,
     ) -> None:
         self.clock = clock
         self.timeouts = timeouts
         self.cipher = cipher
         self.max_retries = max_retries
+        # How long a caller has waited for another message is real time, whatever the Clock
+        # says (a test's clock stands still while threads wait).
+        self._elapsed = elapsed
 
     # Conversation
     def start(self, phone: str, message: str | None) -> Flow[Conversation]:
@@ -333,7 +342,7 @@ class Flows:
         UserBusy): it would otherwise slip between that message's load and its commit.
         """
         op_id = new_id()  # the same id on every attempt: applied at most once
-        busy_until: datetime | None = None
+        patience: float | None = None
         attempt = 0
         while attempt <= self.max_retries:
             now = self.clock.now()
@@ -357,8 +366,8 @@ class Flows:
             if outcome.status is WriteStatus.DUPLICATE:
                 raise Duplicate
             if outcome.status is WriteStatus.BUSY:
-                busy_until = busy_until or now + self.timeouts.lease_wait
-                if now >= busy_until:
+                patience = patience or self._elapsed() + self.timeouts.lease_wait.total_seconds()
+                if self._elapsed() >= patience:
                     raise UserBusy(_busy(self.timeouts.lease_wait))
                 yield Pause(min(0.05, outcome.busy_for.total_seconds()) or 0.001)
                 continue
@@ -376,14 +385,14 @@ class Flows:
         Returns the stored conversation (``stored`` set), or a duplicate; raises UserBusy when
         the previous message did not end within ``lease_wait``.
         """
-        started = self.clock.now()
+        patience = self._elapsed() + self.timeouts.lease_wait.total_seconds()
         wait = timedelta(0)
         while True:
             now = self.clock.now()
             begun = cast(Begun, (yield Begin(number, now, message_id, lease, wait)))
             if begun.duplicate or begun.stored is not None:
                 return begun
-            left = started + self.timeouts.lease_wait - self.clock.now()
+            left = timedelta(seconds=patience - self._elapsed())
             if left <= timedelta(0):
                 raise UserBusy(_busy(self.timeouts.lease_wait))
             # The next attempt first waits for the holder to end (woken when it does), at

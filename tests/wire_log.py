@@ -12,25 +12,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis.asyncio.connection
 from redis.connection import AbstractConnection
 
 _COMMAND = re.compile(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n")
+_Async = redis.asyncio.connection.AbstractConnection
 
 
 @contextmanager
 def wire() -> Iterator[list[str]]:
-    """Collects one entry per round trip: the (first) command name of each send."""
+    """Collects one entry per round trip, sync or asyncio: the (first) command name of each
+    send."""
     sent: list[str] = []
     original = AbstractConnection.send_packed_command
+    original_async = _Async.send_packed_command
 
-    def counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+    def name(command: Any) -> str:
         first = command if isinstance(command, bytes | str) else command[0]
         match = _COMMAND.match(first.encode() if isinstance(first, str) else bytes(first))
-        sent.append(match[1].decode().upper() if match else "?")
+        return match[1].decode().upper() if match else "?"
+
+    def counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        sent.append(name(command))
         original(self, command, check_health)
 
+    async def counted_async(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(name(command))
+        await original_async(self, command, check_health)
+
     AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+    _Async.send_packed_command = counted_async  # type: ignore[method-assign]
     try:
         yield sent
     finally:
         AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+        _Async.send_packed_command = original_async  # type: ignore[method-assign]

@@ -183,6 +183,10 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
             seconds = round(min(wait.total_seconds(), self._wait_slice), 3) or 0.001
 
             async def wait_then_load() -> Any:
+                if isinstance(self._waits, AsyncRedisCluster):
+                    # Its pipelines refuse scripts: two round trips on a cluster.
+                    await self._waits.blpop([user.wake], timeout=seconds)
+                    return await LOAD.call_async(self._client, user.load, args)
                 pipe = self._waits.pipeline(transaction=False)
                 pipe.blpop([user.wake], timeout=seconds)
                 pipe.eval(LOAD.source, len(user.load), *user.load, *args)

@@ -174,6 +174,13 @@ class RetryPolicy:
                     f"Redis is unreachable or did not answer in time: {exc}"
                 ) from exc
             return float(min(self._cap, self._backoff * 2**attempt))
+        if isinstance(exc, redis.exceptions.OutOfMemoryError):
+            # redis-py strips the reply's OOM prefix: the type is what says it. Scripts that
+            # write are refused before their first command, so nothing was written.
+            raise StateUnavailable(
+                "Redis is full (used memory is over maxmemory and the eviction policy frees "
+                f"nothing): nothing was stored. Raise maxmemory or free memory. ({exc})"
+            ) from exc
         if isinstance(exc, redis.exceptions.ResponseError):
             if str(exc).startswith(_UNAVAILABLE_REPLIES):
                 raise StateUnavailable(f"Redis refused the command: {exc}") from exc

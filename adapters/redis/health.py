@@ -136,6 +136,10 @@ def _guard(name: str, check: Callable[[], Finding]) -> Finding:
         return Finding(name, "unexpected value", Verdict.WARN, "")
 
 
+# Script shebangs (#!lua), and with them the refusal of writing scripts on a full server.
+MINIMUM_REDIS = (7, 0)
+
+
 def _version(info: Mapping[str, Any] | None, problem: str) -> Finding:
     if info is None:
         return _denied("version", problem)
@@ -146,12 +150,14 @@ def _version(info: Mapping[str, Any] | None, problem: str) -> Finding:
         major, minor = (int(part) for part in version.split(".")[:2])
     except ValueError:
         return Finding("version", value, Verdict.WARN, "unrecognised version string")
-    if (major, minor) < (6, 0):
+    if (major, minor) < MINIMUM_REDIS:
         return Finding(
             "version",
             value,
-            Verdict.WARN,
-            "older than 6.0: no ACL users or TLS; the library is tested on Redis 7",
+            Verdict.FAIL,
+            "older than 7.0: the library's scripts declare themselves with a #!lua shebang "
+            "(so that a full server refuses them before they write), which Redis 7.0 "
+            "introduced; upgrade the server",
         )
     return Finding("version", value, Verdict.OK)
 

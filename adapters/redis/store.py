@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from vimbiso_state.adapters.redis.connection import RedisClient, RetryPolicy, is_wrong_type
@@ -95,6 +96,10 @@ class RedisConversationRepository:
             seconds = round(min(wait.total_seconds(), self._wait_slice), 3) or 0.001
 
             def wait_then_load() -> Any:
+                if isinstance(self._waits, RedisCluster):
+                    # Its pipelines refuse scripts: two round trips on a cluster.
+                    self._waits.blpop([user.wake], timeout=seconds)
+                    return LOAD(self._client, user.load, args)
                 pipe = self._waits.pipeline(transaction=False)
                 pipe.blpop([user.wake], timeout=seconds)
                 pipe.eval(LOAD.source, len(user.load), *user.load, *args)

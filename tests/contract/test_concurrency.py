@@ -247,3 +247,27 @@ def test_more_threads_than_connections_wait_for_one(container: Container, phone:
 
     with ThreadPoolExecutor(max_workers=len(users)) as pool:
         assert list(pool.map(own, users)) == users
+
+
+def test_a_reset_during_a_change_in_flight_makes_the_change_start_again(
+    state: StateService, container: Container, phone: str
+) -> None:
+    """Another host (or thread) resets the user and builds a new conversation between this
+    write's load and its save: the write must start again on the new conversation, not pass
+    the compare-and-set with the version it loaded before the reset."""
+    other = container.state_service()
+    state.set_profile(phone, {"memberID": "old-member"}, [{"accountID": "a-1"}])
+    runs: list[str | None] = []
+
+    def change(conv: Conversation) -> None:
+        runs.append(conv.profile.member.member_id if conv.profile else None)
+        if len(runs) == 1:
+            other.reset(phone)
+            other.set_profile(phone, {"memberID": "new-member"}, [{"accountID": "a-1"}])
+        conv.navigate("handle_action_offer_credex")
+
+    conv = state.update(phone, change)
+    assert runs == ["old-member", "new-member"]
+    assert conv.profile is not None and conv.profile.member.member_id == "new-member"
+    stored = other.start(phone)
+    assert stored.profile is not None and stored.profile.member.member_id == "new-member"

@@ -7,7 +7,10 @@ is counted.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -15,6 +18,8 @@ import redis
 from cryptography.fernet import Fernet
 from wire_log import wire
 
+from vimbiso_state.adapters.redis.aio import close_async
+from vimbiso_state.adapters.redis.connection import close
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
 from vimbiso_state.services.state_service import StateService
@@ -44,6 +49,8 @@ def container(redis_url: str) -> Iterator[Container]:
     state.update(phone, lambda c: None)
     state.save_token(phone, "warm")
     state.token(phone)
+    with state.message(phone, "wamid.warm") as msg:
+        msg.effect("warm", lambda: None)
     state.reset(phone)
     yield container
     container.redis_client().close()
@@ -144,6 +151,89 @@ def test_a_duplicate_delivery_costs_one_round_trip(state: StateService, phone: s
     state.handle_once(phone, "wamid.dup", lambda c: None)
     with wire() as sent:
         assert state.handle_once(phone, "wamid.dup", lambda c: None) is None
+    assert sent == ["EVALSHA"]
+
+
+def _message(state: StateService, phone: str, message_id: str, effects: int = 0) -> None:
+    with state.message(phone, message_id, "1") as msg:
+        conv = msg.conversation
+        for n in range(effects):
+            msg.effect(f"credex_call_{n}", lambda n=n: {"n": n})
+        # Any number of changes, of every part: navigation, form, profile, context, token.
+        conv.navigate("handle_action_offer_credex")
+        conv.form = None
+        conv.context["amount"] = "25"
+        conv.select_account("acc_2")
+        conv.navigate("handle_action_confirm")
+        msg.save_token("eyJhbGciOiJIUzI1NiJ9.e30.sig")
+
+
+@pytest.mark.parametrize("effects", [0, 1, 3])
+def test_a_message_costs_two_round_trips_plus_two_per_effect(
+    state: StateService, phone: str, effects: int
+) -> None:
+    existing(state, phone)
+    with wire() as sent:
+        _message(state, phone, f"wamid.rt.{effects}", effects)
+    assert sent == ["EVALSHA", *["EVALSHA"] * (2 * effects), "EVALSHA"]
+
+
+def test_an_asyncio_message_costs_the_same_round_trips(redis_url: str, phone: str) -> None:
+    container = Container.from_settings(
+        Settings(backend="redis", redis_url=redis_url, token_keys=(Fernet.generate_key().decode(),))
+    )
+    state = container.async_state_service()
+
+    async def message(message_id: str) -> None:
+        async with state.message(phone, message_id, "1") as msg:
+            msg.conversation.navigate("handle_action_offer_credex")
+            await msg.effect("create_credex", lambda: {"credexID": "c-1"})
+
+    async def scenario() -> list[str]:
+        await message("wamid.async.warm")  # connections made, scripts known, clock read
+        with wire() as sent:
+            await message("wamid.async.counted")
+        await close_async(container.async_redis_client())
+        return sent
+
+    assert asyncio.run(scenario()) == ["EVALSHA"] * 4
+    close(container.redis_client())
+
+
+def test_a_message_that_waited_costs_one_round_trip_more(
+    state: StateService, other: StateService, phone: str
+) -> None:
+    existing(state, phone)
+    holding = threading.Event()
+
+    def hold(message_id: str) -> None:
+        with state.message(phone, message_id):
+            holding.set()
+            time.sleep(0.3)
+
+    def waiter(message_id: str) -> list[str]:
+        holder = threading.Thread(target=hold, args=(message_id + ".holder",))
+        holder.start()
+        assert holding.wait(5)
+        holding.clear()
+        with wire() as sent:
+            with other.message(phone, message_id) as msg:
+                assert not msg.duplicate
+            holder.join()
+        return sent
+
+    waiter("wamid.rt.warm")  # the first wait of a process opens the connection waits use
+    sent = waiter("wamid.rt.waiter")
+    # The holder's commit (from its thread), then the waiter: it tried, waited and tried
+    # again (one pipeline), and committed.
+    assert sorted(sent) == sorted(["EVALSHA", "EVALSHA", "BLPOP", "EVALSHA"]), sent
+
+
+def test_a_duplicate_message_costs_one_round_trip(state: StateService, phone: str) -> None:
+    existing(state, phone)
+    _message(state, phone, "wamid.rt.dup")
+    with wire() as sent, state.message(phone, "wamid.rt.dup") as msg:
+        assert msg.duplicate
     assert sent == ["EVALSHA"]
 
 

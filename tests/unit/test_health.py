@@ -124,8 +124,14 @@ def test_memory_pressure_evictions_old_versions_and_failed_aof_writes() -> None:
     assert "(90%)" in found["used memory"].value
     assert found["evicted keys"].verdict is Verdict.WARN
     assert found["evicted keys"].value.startswith("1,234")
-    assert found["version"].verdict is Verdict.WARN
+    assert found["version"].verdict is Verdict.FAIL  # no script shebangs before Redis 7.0
+    assert "7.0" in found["version"].advice
     assert found["appendonly"].verdict is Verdict.FAIL
+
+
+def test_redis_7_0_is_the_oldest_server_that_passes() -> None:
+    assert check(FakeServer(redis_version="6.2.14"))["version"].verdict is Verdict.FAIL
+    assert check(FakeServer(redis_version="7.0.0"))["version"].verdict is Verdict.OK
 
 
 def test_denied_config_falls_back_to_info_where_it_can() -> None:

@@ -1,0 +1,233 @@
+"""The ways bots are deployed, on a real Redis: workers forked after the library was imported
+and used (gunicorn --preload, Celery prefork), hosts whose clocks disagree by minutes, and a
+reset racing a writer that loaded before it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+from fakes import TOKEN_KEY
+
+from vimbiso_state.adapters.redis.connection import close
+from vimbiso_state.adapters.token_cipher import FernetTokenCipher
+from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.state_service import StateService
+
+OFFER = "handle_action_offer_credex"
+
+
+def _container(url: str, **overrides: Any) -> Container:
+    return Container.from_settings(
+        Settings(backend="redis", redis_url=url, token_keys=(TOKEN_KEY,), **overrides)
+    )
+
+
+@pytest.fixture
+def containers(redis_url: str) -> Iterator[Callable[..., Container]]:
+    built: list[Container] = []
+
+    def make(**overrides: Any) -> Container:
+        built.append(_container(redis_url, **overrides))
+        return built[-1]
+
+    yield make
+    for container in built:
+        close(container.redis_client())
+
+
+@pytest.fixture
+def admin(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def phone() -> str:
+    # A shared server: a random number per test, never flushed.
+    return f"+2637{random.randrange(10**7, 10**8)}"
+
+
+def _append(tag: str) -> Callable[[Conversation], None]:
+    return lambda conv: conv.context.setdefault("entries", []).append(tag)
+
+
+# Forked workers ---------------------------------------------------------------------------
+
+_forked_state: StateService | None = None
+
+
+def _forked_update(phone: str, tag: str) -> list[str]:  # pragma: no cover - in the child
+    assert _forked_state is not None
+    return list(_forked_state.update(phone, _append(tag)).context["entries"])
+
+
+def _forked_message(phone: str, message_id: str) -> bool:  # pragma: no cover - in the child
+    assert _forked_state is not None
+    return _forked_state.handle_once(phone, message_id, _append(message_id)) is not None
+
+
+def test_workers_forked_after_the_library_was_used_lose_no_acknowledged_write(
+    containers: Callable[..., Container], phone: str
+) -> None:
+    """Four children forked from a parent that imported and used the library, one after the
+    other (no concurrency): each child's write was acknowledged, so each must be stored.
+    With an operation id drawn once at import, every child sent the same first id and only
+    the first child's write was kept."""
+    global _forked_state
+    _forked_state = containers().state_service()
+    _forked_state.start(phone)  # the parent used it: pools, clock and ids exist before fork
+    fork = multiprocessing.get_context("fork")
+    seen: list[list[str]] = []
+    for n in range(4):
+        with fork.Pool(1) as pool:
+            seen.append(pool.apply(_forked_update, (phone, f"child-{n}")))
+    assert [entries[-1] for entries in seen] == [f"child-{n}" for n in range(4)]
+    assert _forked_state.start(phone).context["entries"] == [f"child-{n}" for n in range(4)]
+
+    handled = []
+    for n in range(3):
+        with fork.Pool(1) as pool:
+            handled.append(pool.apply(_forked_message, (phone, f"wamid.fork.{n}")))
+    assert handled == [True, True, True]
+    entries = _forked_state.start(phone).context["entries"]
+    assert entries[4:] == [f"wamid.fork.{n}" for n in range(3)]
+    _forked_state = None
+
+
+# Two hosts, clocks five minutes apart ------------------------------------------------------
+
+
+class SkewedClock:
+    """This host's wall clock, ``offset`` away from true time."""
+
+    def __init__(self, offset: timedelta) -> None:
+        self.offset = offset
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+def _host(make: Callable[..., Container], offset: timedelta) -> StateService:
+    container = make()
+    container.host_clock.override(SkewedClock(offset))
+    return container.state_service()
+
+
+def _server_now(admin: redis.Redis) -> datetime:
+    seconds, micros = admin.time()
+    return datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=micros)
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=5), -timedelta(minutes=5)])
+def test_hosts_with_skewed_clocks_write_every_deadline_by_the_servers_clock(
+    containers: Callable[..., Container], admin: redis.Redis, phone: str, skew: timedelta
+) -> None:
+    """No session, form, token, dedupe or op-id deadline moves by more than a second, whichever
+    host writes it."""
+    slow, fast = _host(containers, -skew), _host(containers, skew)
+    digits = PhoneNumber.parse(phone).digits
+    for host in (slow, fast):
+        host.start(phone)
+        host.form_start(phone, "offer", ["amount"])
+        host.handle_once(phone, f"wamid.{id(host)}", _append("m"))
+        host.save_token(phone, "jwt")
+        now = _server_now(admin)
+
+        user = admin.get(f"user:{{{digits}}}:state") or b""
+        session = admin.get(f"session:{{{digits}}}:data") or b""
+        for value in (user, session):
+            seen = datetime.fromtimestamp(int(value[:16]) / 1e6, UTC)
+            assert abs(seen - now) < timedelta(seconds=1)
+        stored = host.start(phone)
+        assert stored.form is not None
+        assert abs(stored.form.expires_at - (now + timedelta(minutes=10))) < timedelta(seconds=1)
+        token = FernetTokenCipher([TOKEN_KEY]).open(
+            PhoneNumber.parse(phone), admin.get(f"token:{{{digits}}}") or b""
+        )
+        assert abs(token.expires_at - (now + timedelta(minutes=30))) < timedelta(seconds=1)
+        windows = {
+            member[:1]: datetime.fromtimestamp(score / 1e6, UTC) - now
+            for member, score in admin.zrange(f"handled:{{{digits}}}:ids", 0, -1, withscores=True)
+        }
+        assert abs(windows[b"m"] - timedelta(days=1)) < timedelta(seconds=1)
+        assert abs(windows[b"o"] - timedelta(seconds=60)) < timedelta(seconds=1)
+
+
+def test_a_fast_host_does_not_prune_a_slow_hosts_operation_ids(
+    containers: Callable[..., Container], admin: redis.Redis, phone: str
+) -> None:
+    """A host two minutes fast pruned the handled ids by its own clock and removed another
+    host's op id inside its 60 s window; that host's retried write then applied twice."""
+    slow = _host(containers, -timedelta(minutes=2))
+    fast = _host(containers, timedelta(minutes=2))
+    digits = PhoneNumber.parse(phone).digits
+    slow.update(phone, _append("A"))
+    fast.update(phone, _append("B"))
+    ops = [m for m in admin.zrange(f"handled:{{{digits}}}:ids", 0, -1) if m.startswith(b"o")]
+    assert len(ops) == 2  # the slow host's id is still there for its retries
+
+
+# A reset racing a stale writer ------------------------------------------------------------
+
+
+def test_a_reset_is_not_undone_by_a_writer_that_loaded_before_it(
+    containers: Callable[..., Container], phone: str
+) -> None:
+    """Host A loads version v; host B resets and builds the conversation up to the same number
+    of writes; A's write must not pass the compare-and-set with the old member."""
+    a, b = containers().state_service(), containers().state_service()
+    a.start(phone)
+    a.set_profile(phone, {"memberID": "old-member"}, [{"accountID": "a-1"}])
+    b.reset(phone)
+    b.start(phone)
+    b.set_profile(phone, {"memberID": "new-member"}, [{"accountID": "a-1"}])
+    conv = a.navigate(phone, OFFER)  # A read or wrote this user a moment ago
+    assert conv.profile is not None and conv.profile.member.member_id == "new-member"
+    stored = b.start(phone)
+    assert stored.profile is not None and stored.profile.member.member_id == "new-member"
+    assert stored.stage == OFFER
+
+
+def test_waiting_for_a_message_does_not_hammer_redis(
+    containers: Callable[..., Container], admin: redis.Redis, phone: str
+) -> None:
+    """A message waits a second for another: it sends a handful of commands, not a poll loop."""
+    holder, waiter = containers().state_service(), containers().state_service()
+    waiter.start(phone)  # its connections and clock are ready
+    holding = threading.Event()
+
+    def hold() -> None:
+        with holder.message(phone, "wamid.hold"):
+            holding.set()
+            time.sleep(1)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(5)
+    before = _calls(admin)
+    with waiter.message(phone, "wamid.wait") as msg:
+        assert not msg.duplicate
+    thread.join()
+    sent = _calls(admin) - before
+    # The holder's commit, and the waiter's first try, its blocking wait with the next try,
+    # and its commit; a few more if a try raced the holder's end. Polling every 10 ms
+    # would be a hundred.
+    assert sent <= 8, sent
+
+
+def _calls(admin: redis.Redis) -> int:
+    stats = admin.info("commandstats")
+    names = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_blpop", "cmdstat_mget")
+    return sum(int(stats[name]["calls"]) for name in names if name in stats)
