@@ -70,7 +70,7 @@ class KeySchema:
 
     # The inverse of for_user, for tools that walk the keyspace (SCAN): (kind, digits) or None.
     _parsed = re.compile(
-        r"(?P<kind>user|session|form|handled|token):\{(?P<digits>[1-9][0-9]{7,14})\}"
+        r"(?P<kind>user|session|form|handled|token):\{(?P<digits>[1-9][0-9]{6,14})\}"
         r"(?P<suffix>:state|:data|:ids|)"
     )
     _suffixes: ClassVar[dict[str, str]] = {
