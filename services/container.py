@@ -31,7 +31,7 @@ from vimbiso_state.adapters.redis.aio import (
 from vimbiso_state.adapters.token_cipher import FernetTokenCipher
 from vimbiso_state.domain.ports import TokenCipher
 from vimbiso_state.services.async_state_service import AsyncStateService
-from vimbiso_state.services.config import Settings
+from vimbiso_state.services.config import Settings, masked
 from vimbiso_state.services.state_service import StateService
 
 
@@ -62,10 +62,17 @@ def _async_redis_client(settings: Settings) -> AsyncRedisClient:
     )
 
 
+class _Configuration(providers.Configuration):
+    """The configuration provider; what it returns hides token keys and passwords in a repr."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return masked(super().__call__(*args, **kwargs))
+
+
 class Container(containers.DeclarativeContainer):
     """Wires a StateService from configuration (``backend``: memory, redis or redis-cluster)."""
 
-    config = providers.Configuration(default=Settings().as_dict())
+    config = _Configuration(default=Settings().as_dict())
 
     settings = providers.Singleton(Settings.from_mapping, config)
     timeouts = providers.Callable(lambda s: s.timeouts, settings)
@@ -113,6 +120,8 @@ class Container(containers.DeclarativeContainer):
     cipher = providers.Singleton(_cipher, settings)
 
     _max_retries = providers.Callable(lambda s: s.max_retries, settings)
+    _phone_region = providers.Callable(lambda s: s.phone_region, settings)
+    _account_selection = providers.Callable(lambda s: s.account_selection, settings)
     state_service = providers.Singleton(
         StateService,
         conversations=conversations,
@@ -121,6 +130,8 @@ class Container(containers.DeclarativeContainer):
         timeouts=timeouts,
         cipher=cipher,
         max_retries=_max_retries,
+        phone_region=_phone_region,
+        account_selection=_account_selection,
     )
     async_state_service = providers.Singleton(
         AsyncStateService,
@@ -130,6 +141,8 @@ class Container(containers.DeclarativeContainer):
         timeouts=timeouts,
         cipher=cipher,
         max_retries=_max_retries,
+        phone_region=_phone_region,
+        account_selection=_account_selection,
     )
 
     @classmethod

@@ -10,6 +10,7 @@ from vimbiso_state.domain.clock import Clock
 from vimbiso_state.domain.conversation import Conversation
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.ports import ConversationRepository, TokenCipher, TokenRepository
+from vimbiso_state.domain.profile import AccountSelection
 from vimbiso_state.domain.timeouts import Timeouts
 from vimbiso_state.services.flows import (
     DropToken,
@@ -41,10 +42,14 @@ class StateService:
         timeouts: Timeouts,
         cipher: TokenCipher | None,
         max_retries: int = 8,
+        phone_region: str | None = None,
+        account_selection: AccountSelection = AccountSelection.SINGLE,
     ) -> None:
         self._conversations = conversations
         self._tokens = tokens
-        self._flows = Flows(clock, timeouts, cipher, max_retries)
+        self._flows = Flows(
+            clock, timeouts, cipher, max_retries, phone_region, AccountSelection(account_selection)
+        )
 
     def __repr__(self) -> str:
         return f"StateService({type(self._conversations).__name__})"
@@ -90,10 +95,19 @@ class StateService:
         return self._run(self._flows.handle_once(phone, message_id, change))
 
     def set_profile(
-        self, phone: str, member: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]]
+        self,
+        phone: str,
+        member: Mapping[str, Any],
+        accounts: Sequence[Mapping[str, Any]],
+        *,
+        selection: AccountSelection | str | None = None,
     ) -> Conversation:
-        """Store the member and accounts (plain dicts from Credex) as critical data."""
-        return self._run(self._flows.set_profile(phone, member, accounts))
+        """Store the member and accounts (plain dicts from Credex) exactly, as critical data.
+
+        The current account is kept while it is still listed; otherwise ``selection``
+        (default: the ``default_account`` setting) decides which one, if any, is current.
+        """
+        return self._run(self._flows.set_profile(phone, member, accounts, selection))
 
     def reset(self, phone: str) -> None:
         """Forget everything about this user: conversation, form, handled ids and token."""
