@@ -7,18 +7,15 @@ datetimes are ISO 8601 text, decimals are strings, enums are their values.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import datetime
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, TypeVar
 
 import msgspec
 
 from vimbiso_state.domain.conversation import CriticalData, Session
-from vimbiso_state.domain.deferred import Deferred
 from vimbiso_state.domain.errors import StateTooLarge
 from vimbiso_state.domain.form import Form
-from vimbiso_state.domain.profile import Profile
 from vimbiso_state.domain.schema import SCHEMA_VERSION, UnknownSchema, upgrade
 
 log = logging.getLogger("vimbiso_state")
@@ -29,70 +26,13 @@ T = TypeVar("T")
 # is a bug or abuse, and Redis's allkeys-lru would evict real users to make room for it.
 MAX_DOCUMENT_BYTES = 64 * 1024
 
-_NULL = b"null"
-
-
-def _deferred_as_raw(value: object) -> object:
-    if type(value) is Deferred:
-        data = value.data  # written back as it was read, never decoded
-        return data if type(data) is msgspec.Raw else msgspec.Raw(data)
-    raise NotImplementedError(f"cannot encode {type(value).__name__}")
-
-
-_encoder = msgspec.json.Encoder(enc_hook=_deferred_as_raw)
+_encoder = msgspec.json.Encoder()
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
     kind: msgspec.json.Decoder(kind) for kind in (CriticalData, Session, Form)
 }
-
-
-class _LazyDecoder:
-    """Decodes a dataclass whose ``LoadedOnUse`` fields stay raw JSON until first read.
-
-    msgspec cannot leave one field of a dataclass undecoded, so this decodes into a struct
-    built from the dataclass's own fields (the deferred ones as ``msgspec.Raw``, which msgspec
-    only scans) and moves the values over.
-    """
-
-    def __init__(self, kind: type[Any], deferred: dict[str, type[Any]]) -> None:
-        hints = get_type_hints(kind)
-        spec: list[tuple[str, Any] | tuple[str, Any, Any]] = []
-        for f in dataclasses.fields(kind):
-            if f.name in deferred:
-                spec.append((f.name, msgspec.Raw, msgspec.Raw(_NULL)))
-            elif f.default is not dataclasses.MISSING:
-                spec.append((f.name, hints[f.name], f.default))
-            elif f.default_factory is not dataclasses.MISSING:
-                spec.append(
-                    (f.name, hints[f.name], msgspec.field(default_factory=f.default_factory))
-                )
-            else:
-                spec.append((f.name, hints[f.name]))
-        self._kind = kind
-        self._deferred = {name: msgspec.json.Decoder(of).decode for name, of in deferred.items()}
-        self._struct = msgspec.json.Decoder(
-            msgspec.defstruct(f"Stored{kind.__name__}", spec, kw_only=True)
-        )
-
-    def decode(self, data: bytes | memoryview) -> Any:
-        instance = object.__new__(self._kind)
-        values = msgspec.structs.asdict(self._struct.decode(data))
-        for name, decode in self._deferred.items():
-            raw = values[name]
-            # Raw keeps the bytes it was found in; nothing is copied until it is decoded.
-            null = len(raw) == len(_NULL) and bytes(raw) == _NULL
-            values[name] = None if null else Deferred(raw, decode, None)
-        instance.__dict__ = values
-        return instance
-
-
-# What StoredParts decodes with: the profile stays raw until bot code reads it.
-_stored_decoders: dict[type[Any], Any] = {
-    CriticalData: _LazyDecoder(CriticalData, {"profile": Profile}),
-    Session: _decoders[Session],
-    Form: _decoders[Form],
-}
-# Encoded from the instance's own values (vars()), so that a deferred field goes out raw.
-_HELD_AS_STORED = frozenset({CriticalData})
+# The stored kinds whose values come from bot code: checked (plain JSON, valid steps) before
+# they are encoded, so that nothing is silently converted and a refusal happens before I/O.
+_CHECKED = frozenset({CriticalData, Session, Form})
 
 
 # What each stored document holds, in the words of the bot code that filled it.
@@ -104,7 +44,10 @@ _DOCUMENTS = {
 
 
 def encode(value: object) -> bytes:
-    data = _encoder.encode(vars(value) if type(value) in _HELD_AS_STORED else value)
+    """JSON of a domain object; InvalidInput (before any I/O) for a value JSON cannot carry."""
+    if type(value) in _CHECKED:
+        value.check_values()  # type: ignore[attr-defined]
+    data = _encoder.encode(value)
     if len(data) > MAX_DOCUMENT_BYTES:
         kind = type(value).__name__
         raise StateTooLarge(
@@ -128,20 +71,70 @@ def decode_stored(kind: type[T], data: bytes | memoryview) -> T | None:
     migrations; what still fails is logged and dropped, so that a corrupt key costs the user
     a restart at the menu instead of crashing every message they send.
     """
+    return _salvaged(kind, data)[0]
+
+
+def _salvaged(kind: type[T], data: bytes | memoryview) -> tuple[T | None, bool]:
+    """The part in ``data`` and whether anything of it was dropped as damaged."""
     try:
         part = decode(kind, data)
-        # An older document may decode (unknown fields are ignored) yet mean something else.
-        if getattr(part, "schema_version", SCHEMA_VERSION) == SCHEMA_VERSION:
-            return part
+        current = getattr(part, "schema_version", SCHEMA_VERSION) == SCHEMA_VERSION
     except msgspec.DecodeError:
-        pass
-    try:
-        return msgspec.convert(upgrade(msgspec.json.decode(data)), kind)
-    except (msgspec.DecodeError, UnknownSchema) as exc:
-        log.warning(
-            "dropping an undecodable %s document (%d bytes): %s", kind.__name__, len(data), exc
-        )
-        return None
+        current = False
+    if not current:
+        try:
+            part = _migrated(kind, data)
+        except UnknownSchema as exc:
+            _dropped(kind, data, exc)
+            return None, True
+        except msgspec.DecodeError as exc:
+            return _without_profile(kind, data, exc)
+    return _sound(part)
+
+
+def _migrated(kind: type[T], data: bytes | memoryview) -> T:
+    return msgspec.convert(upgrade(msgspec.json.decode(data)), kind)
+
+
+def _without_profile(
+    kind: type[T], data: bytes | memoryview, error: Exception
+) -> tuple[T | None, bool]:
+    # A damaged profile inside critical data that is otherwise sound costs the profile (the
+    # user logs in again), not the live session and form that the rest of it anchors.
+    if kind is CriticalData:
+        try:
+            doc = upgrade(msgspec.json.decode(data))
+            for name in CriticalData.PROFILE_FIELDS:
+                doc.pop(name, None)
+            part = msgspec.convert(doc, kind)
+        except (msgspec.DecodeError, UnknownSchema):
+            pass
+        else:
+            log.warning("dropping an undecodable profile (%d bytes): %s", len(data), error)
+            return part, True
+    _dropped(kind, data, error)
+    return None, True
+
+
+def _sound(part: T) -> tuple[T | None, bool]:
+    """Apply the domain's own checks to a decoded part: what fails them is damaged."""
+    if type(part) is CriticalData:
+        problem = part.drop_damaged_profile()
+        if problem:
+            log.warning("dropping a stored profile: %s", problem)
+            return part, True
+    elif type(part) is Session:
+        problem = part.step_problem()
+        if problem:
+            log.warning("dropping a stored session: %s", problem)
+            return None, True
+    return part, False
+
+
+def _dropped(kind: type[Any], data: bytes | memoryview, reason: object) -> None:
+    log.warning(
+        "dropping an undecodable %s document (%d bytes): %s", kind.__name__, len(data), reason
+    )
 
 
 class StoredParts:
@@ -152,9 +145,7 @@ class StoredParts:
 
     def discard(self, kind: type[Any], data: bytes, reason: str) -> None:
         """Drop a part the store cannot even frame (its header is damaged)."""
-        log.warning(
-            "dropping an undecodable %s document (%d bytes): %s", kind.__name__, len(data), reason
-        )
+        _dropped(kind, data, reason)
         self.damaged = True
 
     def read(
@@ -162,17 +153,10 @@ class StoredParts:
     ) -> T | None:
         if data is None:
             return None
-        try:
-            # The common case inline (this runs for every part of every message): a current
-            # document; anything else takes decode_stored's migrating path.
-            part: T | None = _stored_decoders[kind].decode(data)
-            if part.schema_version != SCHEMA_VERSION:  # type: ignore[union-attr]
-                part = decode_stored(kind, data)
-        except (msgspec.DecodeError, KeyError):
-            part = decode_stored(kind, data)
-        if part is None:
+        part, damaged = _salvaged(kind, data)
+        if damaged:
             self.damaged = True
-        elif last_seen is not None:
+        if part is not None and last_seen is not None:
             # The store keeps last-seen beside the document so it can slide it without
             # rewriting the JSON; that copy is the true one.
             part.last_seen_at = last_seen  # type: ignore[attr-defined]

@@ -9,21 +9,29 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from dataclasses_json import DataClassJsonMixin
 
-from vimbiso_state.domain.deferred import LoadedOnUse
 from vimbiso_state.domain.errors import InvalidInput
 from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.json_values import check_json
 from vimbiso_state.domain.offer import Denomination, Offer, parse_handle
-from vimbiso_state.domain.profile import Account, Profile
+from vimbiso_state.domain.profile import (
+    Account,
+    AccountSelection,
+    Profile,
+    account_selection,
+    profile_problem,
+)
 from vimbiso_state.domain.schema import SCHEMA_VERSION
 from vimbiso_state.domain.timestamps import timestamp
 
 DEFAULT_STAGE = "handle_action_menu"
 MAX_MENU_DEPTH = 16
-_STEP = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# Flow steps are identifiers: the menu's handle_action_menu, the live bot's components
+# (AmountInput, ConfirmOfferSecured) and paths (offer_secured). ASCII only, never key syntax.
+_STEP = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 # Greetings in English, Shona and Ndebele restart the conversation at the menu.
 GREETINGS = frozenset(
@@ -75,21 +83,29 @@ def is_greeting(text: str) -> bool:
 
 
 def check_step(kind: str, value: object) -> str:
-    """Stages and options are handler names; user text must never pass as one."""
-    if not isinstance(value, str) or not _STEP.fullmatch(value):
-        raise InvalidInput(f"{kind} must be lower_snake_case (at most 64 characters): {value!r}")
-    return value
+    """Stages, options and menu entries are step names; user text must never pass as one."""
+    if not is_step(value):
+        shown = repr(value) if isinstance(value, str) else type(value).__name__
+        raise InvalidInput(
+            f"{kind} must be an identifier: 1 to 64 letters, digits or underscores "
+            f"(like handle_action_menu or AmountInput), not {shown[:80]}"
+        )
+    return value  # type: ignore[return-value]
 
 
-@dataclass(kw_only=True)
+def is_step(value: object) -> bool:
+    return type(value) is str and _STEP.fullmatch(value) is not None
+
+
+@dataclass(kw_only=True, slots=True)
 class CriticalData(DataClassJsonMixin):
     """What survives session expiry and greetings: stored under ``user:{phone}:state``."""
 
     schema_version: int = SCHEMA_VERSION
-    # Decoded when first read (domain/deferred.py): a menu step never pays for the profile.
-    # Annotated with the value's type, which dataclasses-json reads to decode it.
-    profile: Profile | None = LoadedOnUse(None)  # type: ignore[assignment]  # noqa: RUF009
-    # The selected account is stored once, in the profile; this is its id.
+    # The Credex member and accounts exactly as set_profile was given them (None: no profile).
+    member: dict[str, Any] | None = None
+    accounts: list[dict[str, Any]] = field(default_factory=list)
+    # The selected account is stored once, in the accounts; this is its id.
     current_account_id: str | None = None
     created_at: datetime = timestamp()
     # Kept by the store beside the document and slid on every read, like the session's.
@@ -99,11 +115,41 @@ class CriticalData(DataClassJsonMixin):
     # expired, however late the user comes back (set by ConversationWrite on every write).
     form_expires_at: datetime | None = timestamp(default=None)
 
+    # What a damaged profile costs: these fields, nothing else.
+    PROFILE_FIELDS: ClassVar[tuple[str, ...]] = ("member", "accounts", "current_account_id")
+
+    @property
+    def profile(self) -> Profile | None:
+        """Views over the stored member and accounts (they share the dicts)."""
+        return None if self.member is None else Profile.of(self.member, self.accounts)
+
     @property
     def current_account(self) -> Account | None:
-        if self.profile is None or self.current_account_id is None:
+        if self.member is None or self.current_account_id is None:
             return None
-        return self.profile.account(self.current_account_id)
+        return Profile.of(self.member, self.accounts).account(self.current_account_id)
+
+    def check_values(self) -> None:
+        """InvalidInput unless the profile is plain JSON with its ids (see set_profile)."""
+        if self.member is None:
+            if self.accounts:
+                raise InvalidInput("accounts without a member: use set_profile(member, accounts)")
+            return
+        check_json(self.member, "member")
+        check_json(self.accounts, "accounts")
+        problem = profile_problem(self.member, self.accounts)
+        if problem:
+            raise InvalidInput(problem)
+
+    def drop_damaged_profile(self) -> str | None:
+        """Drop a stored profile that cannot be used; what was wrong with it, or None."""
+        if self.member is None:
+            problem = "accounts without a member" if self.accounts else None
+        else:
+            problem = profile_problem(self.member, self.accounts)
+        if problem:
+            self.member, self.accounts, self.current_account_id = None, [], None
+        return problem
 
 
 @dataclass(kw_only=True, slots=True)
@@ -130,6 +176,23 @@ class Session(DataClassJsonMixin):
     def begin(cls, now: datetime) -> Session:
         return cls(id=secrets.token_hex(8), started_at=now, last_seen_at=now)
 
+    def step_problem(self) -> str | None:
+        """What makes the stage, option or menu unusable as step names, or None."""
+        if not is_step(self.stage):
+            return "the stage is not an identifier"
+        if self.option is not None and not is_step(self.option):
+            return "the option is not an identifier"
+        if not all(is_step(entry) for entry in self.menu):
+            return "a menu entry is not an identifier"
+        return None
+
+    def check_values(self) -> None:
+        """InvalidInput unless the steps are identifiers and the context is plain JSON."""
+        problem = self.step_problem()
+        if problem:
+            raise InvalidInput(problem)
+        check_json(self.context, "context")
+
 
 @dataclass(kw_only=True)
 class Conversation(DataClassJsonMixin):
@@ -141,6 +204,10 @@ class Conversation(DataClassJsonMixin):
     form: Form | None = None
     version: int = 0
     notices: list[Notice] = field(default_factory=list)
+
+    # How set_profile picks the current account when none is selected yet. Configuration
+    # (the service sets it on every conversation it hands out), never stored: not a field.
+    account_selection = AccountSelection.SINGLE
 
     @classmethod
     def new(cls, phone: str, now: datetime) -> Conversation:
@@ -224,15 +291,31 @@ class Conversation(DataClassJsonMixin):
             self.restart(now, Notice.RESTARTED)
 
     # Critical data
-    def set_profile(self, member: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]]) -> None:
-        self.use_profile(Profile.from_credex(member, accounts))
+    def set_profile(
+        self,
+        member: Mapping[str, Any],
+        accounts: Sequence[Mapping[str, Any]],
+        *,
+        selection: AccountSelection | str | None = None,
+    ) -> Profile:
+        """Keep the Credex member and accounts exactly as given (copies, checked first).
 
-    def use_profile(self, profile: Profile) -> None:
-        """Store a validated profile; the current account is kept while it is still there."""
+        The current account is kept while it is still among the accounts; otherwise
+        ``selection`` (default: this conversation's ``account_selection``) picks one or none.
+        """
+        profile = Profile.from_credex(member, accounts)
+        self.use_profile(profile, selection=selection)
+        return profile
+
+    def use_profile(
+        self, profile: Profile, *, selection: AccountSelection | str | None = None
+    ) -> None:
+        """Store a profile built by Profile.from_credex (its dicts are kept, not copied)."""
+        rule = self.account_selection if selection is None else account_selection(selection)
         current = self.critical.current_account_id
-        kept = profile.account(current) if current else None
-        selected = kept or (profile.accounts[0] if profile.accounts else None)
-        self.critical.profile = profile
+        selected = (profile.account(current) if current else None) or profile.default_account(rule)
+        self.critical.member = profile.member.data
+        self.critical.accounts = [account.data for account in profile.accounts]
         self.critical.current_account_id = selected.account_id if selected else None
 
     def select_account(self, account_id: str) -> Account:

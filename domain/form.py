@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from dataclasses_json import DataClassJsonMixin
 
 from vimbiso_state.domain.errors import FormIncomplete, FormValidationError, InvalidInput
+from vimbiso_state.domain.json_values import check_json
 from vimbiso_state.domain.offer import parse_amount, parse_denomination, parse_handle
 from vimbiso_state.domain.schema import SCHEMA_VERSION
 from vimbiso_state.domain.timestamps import timestamp
@@ -67,6 +68,12 @@ class Form(DataClassJsonMixin):
 
     @classmethod
     def start(cls, name: str, required: Iterable[str], now: datetime, ttl: timedelta) -> Form:
+        # A str is iterable too: "amount" would require the fields a, m, o, u, n and t.
+        if isinstance(required, str | bytes) or not isinstance(required, Iterable):
+            raise InvalidInput(
+                "required must be a list of field names, for example ['amount'], "
+                f"not {type(required).__name__}"
+            )
         fields = [check_name("a form field", f) for f in required]
         if not fields or len(fields) > MAX_FIELDS or len(set(fields)) != len(fields):
             raise InvalidInput(f"a form needs 1 to {MAX_FIELDS} distinct required fields")
@@ -91,6 +98,11 @@ class Form(DataClassJsonMixin):
             if not isinstance(answer, str | int | float):
                 errors[name] = "answer must be text"
                 continue
+            try:
+                check_json(str(answer), "answer")
+            except InvalidInput as exc:
+                errors[name] = str(exc)
+                continue
             rule = RULES.get(name, _text(name))
             try:
                 accepted.update(rule(str(answer)))
@@ -102,6 +114,10 @@ class Form(DataClassJsonMixin):
             raise FormValidationError({"form": f"at most {MAX_FIELDS} fields"})
         self.values.update(accepted)
         self.expires_at = now + ttl
+
+    def check_values(self) -> None:
+        """InvalidInput unless the stored answers are plain JSON text."""
+        check_json(self.values, "form values")
 
     def missing(self) -> list[str]:
         return [name for name in self.required if name not in self.values]

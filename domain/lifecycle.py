@@ -6,6 +6,7 @@ from datetime import datetime
 
 from vimbiso_state.domain.conversation import Conversation, CriticalData, Notice, Session
 from vimbiso_state.domain.ports import StoredConversation
+from vimbiso_state.domain.profile import AccountSelection
 from vimbiso_state.domain.timeouts import Timeouts
 
 
@@ -18,9 +19,15 @@ def critical_alive(critical: CriticalData, now: datetime, timeouts: Timeouts) ->
 
 
 def resume(
-    phone: str, stored: StoredConversation, now: datetime, timeouts: Timeouts
+    phone: str,
+    stored: StoredConversation,
+    now: datetime,
+    timeouts: Timeouts,
+    account_selection: AccountSelection = AccountSelection.SINGLE,
 ) -> tuple[Conversation, bool]:
     """Build the conversation the user is in now; True when that must be written back.
+
+    ``account_selection`` is how its set_profile picks the current account (configuration).
 
     Critical data is the anchor: a session or form without it (evicted by allkeys-lru, or
     expired) cannot be trusted and starts over. An expired session returns to the menu while
@@ -39,6 +46,7 @@ def resume(
             )
         )
         conversation.notices.append(Notice.STATE_LOST if lost else Notice.WELCOME)
+        conversation.account_selection = account_selection
         return conversation, True
 
     changed = False
@@ -49,6 +57,7 @@ def resume(
         form=stored.form,
         version=stored.version,
     )
+    conversation.account_selection = account_selection
     if stored.session is None or not session_alive(stored.session, now, timeouts):
         conversation.restart(now, Notice.SESSION_EXPIRED)
         changed = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 Document = dict[str, Any]
 
@@ -19,9 +19,67 @@ def _v1_to_v2(doc: Document) -> Document:
     return doc
 
 
+def _v2_to_v3(doc: Document) -> Document:
+    # Version 2 reshaped the Credex dicts into {member_id, name, tier (as text), details} and
+    # {account_id, name, handle, details}; version 3 keeps the dicts as Credex gives them, in
+    # the critical data's own "member" and "accounts". This rebuilds them in Credex's spelling
+    # as far as version 2 kept them: the original key spellings and types of the identifiers
+    # and the first/last name split were lost (a name is split at its first space). The next
+    # set_profile (the bot's next login) stores the exact dicts again.
+    if "profile" not in doc:
+        return doc
+    profile = doc.pop("profile")
+    if profile is None:
+        doc["member"], doc["accounts"] = None, []
+        return doc
+    if not isinstance(profile, dict) or not isinstance(profile.get("member"), dict):
+        doc["member"] = profile  # not a profile: the codec drops it as damaged
+        return doc
+    accounts = profile.get("accounts", [])
+    doc["member"] = _v2_member(profile["member"])
+    # Anything that is not a list of dicts is left as it is, for the codec to drop as damaged.
+    doc["accounts"] = (
+        [_v2_account(a) if isinstance(a, dict) else a for a in accounts]
+        if isinstance(accounts, list)
+        else accounts
+    )
+    return doc
+
+
+def _v2_member(member: Document) -> Document:
+    data = _v2_details(member)
+    data["memberID"] = member.get("member_id")
+    tier = member.get("tier")
+    if isinstance(tier, str) and tier.isdecimal():
+        data["memberTier"] = int(tier)
+    elif tier is not None:
+        data["memberTier"] = tier
+    name = member.get("name")
+    if isinstance(name, str) and name.strip():
+        first, _, last = name.strip().partition(" ")
+        data["firstname"] = first
+        if last:
+            data["lastname"] = last
+    return data
+
+
+def _v2_account(account: Document) -> Document:
+    data = _v2_details(account)
+    data["accountID"] = account.get("account_id")
+    for old, new in (("name", "accountName"), ("handle", "accountHandle")):
+        if account.get(old):
+            data[new] = account[old]
+    return data
+
+
+def _v2_details(part: Document) -> Document:
+    details = part.get("details")
+    return dict(details) if isinstance(details, dict) else {}
+
+
 # MIGRATIONS[n] turns a version-n document into a version n+1 one. Documents of every kind
 # (critical data, session, form) share the numbering.
-MIGRATIONS: dict[int, Callable[[Document], Document]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[Document], Document]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 class UnknownSchema(ValueError):

@@ -13,10 +13,37 @@ from vimbiso_state.services.container import Container
 from vimbiso_state.services.state_service import StateService
 
 PHONE = "+263 77 000 0001"
-MEMBER = {"memberID": "mem_7f3a", "firstname": "Tendai", "lastname": "Moyo", "tier": 3}
+# As Credex's login answers (the dashboard): kept exactly as given.
+MEMBER = {
+    "memberID": "mem_7f3a",
+    "memberTier": 3,
+    "firstname": "Tendai",
+    "lastname": "Moyo",
+    "memberHandle": "tendai_m",
+    "defaultDenom": "USD",
+    "remainingAvailableUSD": 20.0,
+}
 ACCOUNTS = [
-    {"accountID": "acc_1", "accountName": "Tendai Personal", "accountHandle": "tendai_m"},
-    {"accountID": "acc_2", "accountName": "Moyo Hardware", "accountHandle": "moyo_hw"},
+    {
+        "accountID": "acc_1",
+        "accountName": "Tendai Personal",
+        "accountHandle": "tendai_m",
+        "accountType": "PERSONAL",
+        "defaultDenom": "USD",
+        "balanceData": {"securedNetBalancesByDenom": ["150.00 USD"]},
+        "pendingInData": [],
+        "pendingOutData": [],
+    },
+    {
+        "accountID": "acc_2",
+        "accountName": "Moyo Hardware",
+        "accountHandle": "moyo_hw",
+        "accountType": "BUSINESS",
+        "defaultDenom": "USD",
+        "balanceData": {"securedNetBalancesByDenom": []},
+        "pendingInData": [],
+        "pendingOutData": [],
+    },
 ]
 MENU = "1. Offer credex  2. Accept offers  3. Switch account"
 OFFER = "handle_action_offer_credex"
@@ -72,7 +99,8 @@ class Demo:
             f"Welcome to VimbisoPay ({', '.join(n.value for n in conv.notices)}). "
             "Logging you in with Credex..."
         )
-        self.state.set_profile(PHONE, MEMBER, ACCOUNTS)
+        # Two accounts: like the VimbisoPay bot's login, act for the member's personal one.
+        self.state.set_profile(PHONE, MEMBER, ACCOUNTS, selection="personal")
         self.state.save_token(PHONE, "eyJhbGciOiJIUzI1NiJ9.demo-member-token.signature")
         self.bot(MENU)
 

@@ -15,6 +15,7 @@ from vimbiso_state.domain.ports import (
     AsyncTokenRepository,
     TokenCipher,
 )
+from vimbiso_state.domain.profile import AccountSelection
 from vimbiso_state.domain.timeouts import Timeouts
 from vimbiso_state.services.flows import (
     Begin,
@@ -54,12 +55,16 @@ class AsyncStateService:
         cipher: TokenCipher | None,
         max_retries: int = 8,
         messages: AsyncMessageRepository | None = None,
+        phone_region: str | None = None,
+        account_selection: AccountSelection = AccountSelection.SINGLE,
     ) -> None:
         self._conversations = conversations
         # The backends implement both ports on one object; a separate one may be given.
         self._messages = messages or cast(AsyncMessageRepository, conversations)
         self._tokens = tokens
-        self._flows = Flows(clock, timeouts, cipher, max_retries)
+        self._flows = Flows(
+            clock, timeouts, cipher, max_retries, phone_region, AccountSelection(account_selection)
+        )
 
     def __repr__(self) -> str:
         return f"AsyncStateService({type(self._conversations).__name__})"
@@ -92,9 +97,14 @@ class AsyncStateService:
         return await self._run(self._flows.handle_once(phone, message_id, change))
 
     async def set_profile(
-        self, phone: str, member: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]]
+        self,
+        phone: str,
+        member: Mapping[str, Any],
+        accounts: Sequence[Mapping[str, Any]],
+        *,
+        selection: AccountSelection | str | None = None,
     ) -> Conversation:
-        return await self._run(self._flows.set_profile(phone, member, accounts))
+        return await self._run(self._flows.set_profile(phone, member, accounts, selection))
 
     async def reset(self, phone: str) -> None:
         await self._run(self._flows.reset(phone))

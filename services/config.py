@@ -9,7 +9,9 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from vimbiso_state.domain.errors import ConfigurationError
+from vimbiso_state.domain.errors import ConfigurationError, InvalidInput
+from vimbiso_state.domain.phone import check_region
+from vimbiso_state.domain.profile import AccountSelection, account_selection
 from vimbiso_state.domain.timeouts import Timeouts
 
 BACKENDS = ("memory", "redis", "redis-cluster")
@@ -31,6 +33,8 @@ ENVIRONMENT = {
     "connect_timeout": "STATE_CONNECT_TIMEOUT",
     "redis_retries": "STATE_REDIS_RETRIES",
     "token_keys": "STATE_TOKEN_KEYS",
+    "phone_region": "STATE_PHONE_REGION",
+    "default_account": "STATE_DEFAULT_ACCOUNT",
 }
 
 
@@ -53,6 +57,11 @@ class Settings:
     redis_retries: int = 2
     # Fernet keys, newest first; never shown in a repr.
     token_keys: tuple[str, ...] = field(default=(), repr=False)
+    # The region whose national numbers (077 123 4567 in ZW) are understood; None: only
+    # international numbers.
+    phone_region: str | None = None
+    # Which account set_profile makes current when none is selected yet (AccountSelection).
+    default_account: str = AccountSelection.SINGLE.value
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -68,6 +77,13 @@ class Settings:
         if self.socket_timeout <= 0 or self.connect_timeout <= 0:
             raise ConfigurationError("timeouts must be positive")
         self.timeouts  # noqa: B018 - validates the durations now rather than at first use
+        # Normalised (ZW, single) so that every reader of the settings sees one spelling.
+        object.__setattr__(self, "phone_region", check_region(self.phone_region))
+        try:
+            selection = account_selection(self.default_account)
+        except InvalidInput as exc:
+            raise ConfigurationError(f"default_account: {exc}") from None
+        object.__setattr__(self, "default_account", selection.value)
 
     def __repr__(self) -> str:
         # Settings end up in logs and tracebacks: the URL's password and the token keys
@@ -80,6 +96,10 @@ class Settings:
                     value = redact_url(value)
                 shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
+
+    @property
+    def account_selection(self) -> AccountSelection:
+        return AccountSelection(self.default_account)
 
     @property
     def timeouts(self) -> Timeouts:
@@ -138,6 +158,44 @@ def _convert(name: str, kind: object, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"setting {name} has an invalid value") from exc
+
+
+class Secret(str):
+    """Text that is what it holds (``str()``, ``==``, hashing) but shows as ``'***'``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+class RedactedUrl(str):
+    """A URL that shows without its password (``redact_url``) and holds all of it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(redact_url(self))
+
+
+def masked(values: Any) -> Any:
+    """``values`` (a configuration dict) with its secrets wrapped so that a repr hides them.
+
+    ``container.config()`` lands in logs and debuggers like any dict; the values still work
+    wherever text is expected.
+    """
+    if not isinstance(values, dict):
+        return values
+    shown = dict(values)
+    keys = shown.get("token_keys")
+    if isinstance(keys, str):
+        shown["token_keys"] = Secret(keys)
+    elif isinstance(keys, list | tuple):
+        shown["token_keys"] = type(keys)(Secret(k) if isinstance(k, str) else k for k in keys)
+    url = shown.get("redis_url")
+    if isinstance(url, str):
+        shown["redis_url"] = RedactedUrl(url)
+    return shown
 
 
 def redact_url(url: str) -> str:

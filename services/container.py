@@ -33,7 +33,7 @@ from vimbiso_state.adapters.token_cipher import FernetTokenCipher
 from vimbiso_state.domain.errors import ConfigurationError
 from vimbiso_state.domain.ports import TokenCipher
 from vimbiso_state.services.async_state_service import AsyncStateService
-from vimbiso_state.services.config import Settings
+from vimbiso_state.services.config import Settings, masked
 from vimbiso_state.services.state_service import StateService
 
 
@@ -84,10 +84,17 @@ def _wait_timeout(settings: Settings) -> float:
     return settings.lease_wait + settings.socket_timeout
 
 
+class _Configuration(providers.Configuration):
+    """The configuration provider; what it returns hides token keys and passwords in a repr."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return masked(super().__call__(*args, **kwargs))
+
+
 class Container(containers.DeclarativeContainer):
     """Wires a StateService from configuration (``backend``: memory, redis or redis-cluster)."""
 
-    config = providers.Configuration(default=Settings().as_dict())
+    config = _Configuration(default=Settings().as_dict())
 
     settings = providers.Singleton(Settings.from_mapping, config)
     timeouts = providers.Callable(lambda s: s.timeouts, settings)
@@ -163,6 +170,8 @@ class Container(containers.DeclarativeContainer):
     _required_cipher = providers.Callable(_service_cipher, settings, cipher)
 
     _max_retries = providers.Callable(lambda s: s.max_retries, settings)
+    _phone_region = providers.Callable(lambda s: s.phone_region, settings)
+    _account_selection = providers.Callable(lambda s: s.account_selection, settings)
     state_service = providers.Singleton(
         StateService,
         conversations=conversations,
@@ -171,6 +180,8 @@ class Container(containers.DeclarativeContainer):
         timeouts=timeouts,
         cipher=_required_cipher,
         max_retries=_max_retries,
+        phone_region=_phone_region,
+        account_selection=_account_selection,
     )
     async_state_service = providers.Singleton(
         AsyncStateService,
@@ -180,6 +191,8 @@ class Container(containers.DeclarativeContainer):
         timeouts=timeouts,
         cipher=_required_cipher,
         max_retries=_max_retries,
+        phone_region=_phone_region,
+        account_selection=_account_selection,
     )
 
     @classmethod

@@ -26,8 +26,9 @@ from vimbiso_state.domain.errors import (
     UserBusy,
 )
 from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.json_values import check_text
 from vimbiso_state.domain.lifecycle import resume
-from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.phone import PhoneNumber, check_region
 from vimbiso_state.domain.ports import (
     Begun,
     ConversationWrite,
@@ -38,8 +39,9 @@ from vimbiso_state.domain.ports import (
     WriteResult,
     WriteStatus,
 )
-from vimbiso_state.domain.profile import Profile
+from vimbiso_state.domain.profile import AccountSelection, Profile, account_selection
 from vimbiso_state.domain.timeouts import Timeouts
+from vimbiso_state.domain.token import token_deadline
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -146,6 +148,7 @@ Change = Callable[[Conversation, datetime], T]
 def check_message_id(message_id: object) -> str:
     if not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_MESSAGE_ID:
         raise InvalidInput(f"message_id must be 1 to {MAX_MESSAGE_ID} characters of text")
+    check_text(message_id, "message_id")
     return message_id
 
 
@@ -207,6 +210,8 @@ class Flows:
         timeouts: Timeouts,
         cipher: TokenCipher | None,
         max_retries: int,
+        phone_region: str | None = None,
+        account_selection: AccountSelection = AccountSelection.SINGLE,
         elapsed: Callable[[], float] = time.monotonic,
     ) -> None:
         self.clock = clock
@@ -216,10 +221,16 @@ class Flows:
         # How long a caller has waited for another message is real time, whatever the Clock
         # says (a test's clock stands still while threads wait).
         self._elapsed = elapsed
+        self.phone_region = check_region(phone_region)
+        self.account_selection = account_selection
+
+    def phone(self, text: str) -> PhoneNumber:
+        """The caller's phone as canonical digits, national numbers read in phone_region."""
+        return PhoneNumber.parse(text, self.phone_region)
 
     # Conversation
     def start(self, phone: str, message: str | None) -> Flow[Conversation]:
-        number = PhoneNumber.parse(phone)
+        number = self.phone(phone)
         if message is not None and is_greeting(message):
             return self.restart(number.digits)
         return self._start(number)
@@ -227,30 +238,32 @@ class Flows:
     def _start(self, number: PhoneNumber) -> Flow[Conversation]:
         now = self.clock.now()
         stored = cast(StoredConversation, (yield Load(number, now)))
-        conversation, changed = resume(number.digits, stored, now, self.timeouts)
+        conversation, changed = resume(
+            number.digits, stored, now, self.timeouts, self.account_selection
+        )
         if not changed:
             return conversation
         # First contact or an expiry: store the outcome so that concurrent deliveries agree.
         return (yield from self._apply(number, _nothing, _conversation_of, first=stored))
 
     def restart(self, phone: str) -> Flow[Conversation]:
-        return self._conversation(PhoneNumber.parse(phone), lambda c, now: c.greet(now))
+        return self._conversation(self.phone(phone), lambda c, now: c.greet(now))
 
     def navigate(self, phone: str, option: str) -> Flow[Conversation]:
-        number = PhoneNumber.parse(phone)
+        number = self.phone(phone)
         check_step("option", option)
         return self._conversation(number, lambda c, now: c.navigate(option))
 
     def back(self, phone: str) -> Flow[Conversation]:
-        return self._conversation(PhoneNumber.parse(phone), lambda c, now: c.back())
+        return self._conversation(self.phone(phone), lambda c, now: c.back())
 
     def update(self, phone: str, change: Callable[[Conversation], object]) -> Flow[Conversation]:
-        return self._conversation(PhoneNumber.parse(phone), lambda c, now: change(c))
+        return self._conversation(self.phone(phone), lambda c, now: change(c))
 
     def handle_once(
         self, phone: str, message_id: str, change: Callable[[Conversation], object]
     ) -> Flow[Conversation | None]:
-        number = PhoneNumber.parse(phone)
+        number = self.phone(phone)
         return self._once(number, check_message_id(message_id), change)
 
     def _once(
@@ -266,24 +279,30 @@ class Flows:
             return None
 
     def set_profile(
-        self, phone: str, member: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]]
+        self,
+        phone: str,
+        member: Mapping[str, Any],
+        accounts: Sequence[Mapping[str, Any]],
+        selection: AccountSelection | str | None = None,
     ) -> Flow[Conversation]:
-        number = PhoneNumber.parse(phone)
-        profile = Profile.from_credex(member, accounts)  # bad input fails before any I/O
-        return self._conversation(number, lambda c, now: c.use_profile(profile))
+        number = self.phone(phone)
+        # Bad input fails before any I/O.
+        profile = Profile.from_credex(member, accounts)
+        rule = self.account_selection if selection is None else account_selection(selection)
+        return self._conversation(number, lambda c, now: c.use_profile(profile, selection=rule))
 
     def reset(self, phone: str) -> Flow[None]:
-        number = PhoneNumber.parse(phone)
+        number = self.phone(phone)
         return _single(Forget(number), None)
 
     # Forms
     def form_start(self, phone: str, name: str, required: Sequence[str]) -> Flow[Form]:
-        number = PhoneNumber.parse(phone)
-        required = list(required)
-        Form.start(name, required, self.clock.now(), self.timeouts.form)  # validate early
+        number = self.phone(phone)
+        # Validated before any I/O; its field list is what every attempt starts with.
+        fields = Form.start(name, required, self.clock.now(), self.timeouts.form).required
 
         def begin(conversation: Conversation, now: datetime) -> Form:
-            conversation.form = Form.start(name, required, now, self.timeouts.form)
+            conversation.form = Form.start(name, fields, now, self.timeouts.form)
             return conversation.form
 
         return self._result(number, begin)
@@ -294,7 +313,7 @@ class Flows:
             form.fill(values, now, self.timeouts.form)
             return form
 
-        return self._result(PhoneNumber.parse(phone), fill)
+        return self._result(self.phone(phone), fill)
 
     def form_complete(self, phone: str) -> Flow[dict[str, str]]:
         def complete(conversation: Conversation, now: datetime) -> dict[str, str]:
@@ -302,24 +321,30 @@ class Flows:
             conversation.form = None
             return values
 
-        return self._result(PhoneNumber.parse(phone), complete)
+        return self._result(self.phone(phone), complete)
 
     # Tokens
     def save_token(self, phone: str, value: str) -> Flow[None]:
-        number = PhoneNumber.parse(phone)
+        number = self.phone(phone)
         _check_token(value)
+        cipher = self._cipher()
         now = self.clock.now()
-        sealed = self._cipher().seal(number, value, now, now + self.timeouts.token)
-        return _single(PutToken(number, sealed, self.timeouts.token), None)
+        # A JWT expires at its own exp when that comes before token_ttl.
+        expires_at = token_deadline(value, now, self.timeouts.token)
+        if expires_at <= now:
+            # Already expired: it replaces the stored token with none.
+            return _answer(DropToken(number), _none)
+        sealed = cipher.seal(number, value, now, expires_at)
+        return _single(PutToken(number, sealed, expires_at - now), None)
 
     def token(self, phone: str) -> Flow[str | None]:
-        return self._token(PhoneNumber.parse(phone))
+        return self._token(self.phone(phone))
 
     def _token(self, number: PhoneNumber) -> Flow[str | None]:
         return self.unseal(number, cast(bytes | None, (yield GetToken(number))))
 
     def revoke_token(self, phone: str) -> Flow[bool]:
-        return _answer(DropToken(PhoneNumber.parse(phone)), bool)
+        return _answer(DropToken(self.phone(phone)), bool)
 
     # The one write path
     def _conversation(self, number: PhoneNumber, change: Change[object]) -> Flow[Conversation]:
@@ -352,7 +377,9 @@ class Flows:
             first = None
             if stored.message_seen:
                 raise Duplicate
-            conversation, _ = resume(number.digits, stored, now, self.timeouts)
+            conversation, _ = resume(
+                number.digits, stored, now, self.timeouts, self.account_selection
+            )
             result = change(conversation, now)  # an exception here stores nothing
             write = _write_of(conversation, stored.version, op_id, message_id, now)
             outcome = cast(WriteResult, (yield Save(number, write, now)))
@@ -406,7 +433,9 @@ class Flows:
         version its commit expects."""
         assert begun.stored is not None
         now = self.clock.now()
-        conversation, _ = resume(number.digits, begun.stored, now, self.timeouts)
+        conversation, _ = resume(
+            number.digits, begun.stored, now, self.timeouts, self.account_selection
+        )
         if text is not None and is_greeting(text):
             conversation.greet(now)
         return conversation, begun.stored.version
@@ -452,11 +481,14 @@ class Flows:
         return _single(EffectFinish(number, message_id, name, result, self.clock.now()), None)
 
     def seal(self, number: PhoneNumber, value: str) -> TokenChange:
-        """A token as a message's commit will store it."""
+        """A token as a message's commit will store it (none, if it has already expired)."""
         _check_token(value)
+        cipher = self._cipher()
         now = self.clock.now()
-        sealed = self._cipher().seal(number, value, now, now + self.timeouts.token)
-        return TokenChange(sealed, self.timeouts.token)
+        expires_at = token_deadline(value, now, self.timeouts.token)
+        if expires_at <= now:
+            return TokenChange(None, self.timeouts.token)
+        return TokenChange(cipher.seal(number, value, now, expires_at), expires_at - now)
 
     def unseal(self, number: PhoneNumber, sealed: bytes | None) -> str | None:
         """The token's value, or None when there is none or it has expired."""
@@ -522,9 +554,14 @@ def _record(value: object) -> EffectRecord:
 def _check_token(value: object) -> None:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_TOKEN:
         raise InvalidInput(f"a token is 1 to {MAX_TOKEN} characters of text")
+    check_text(value, "the token")  # the message never shows the token itself
 
 
 def _nothing(conversation: Conversation, now: datetime) -> None:
+    return None
+
+
+def _none(answer: object) -> None:
     return None
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from vimbiso_state.domain.conversation import Conversation
 from vimbiso_state.domain.errors import EffectInDoubt, InvalidInput, LeaseLost, StateError
-from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.json_values import check_json
 from vimbiso_state.domain.ports import Begun, EffectRecord, EffectStatus, TokenChange
 from vimbiso_state.services.flows import Flow, Flows, check_message_id, new_id
 
@@ -36,7 +36,7 @@ class _MessageState:
 
     def __init__(self, flows: Flows, phone: str, message_id: str, text: str | None) -> None:
         self._flows = flows
-        self._number = PhoneNumber.parse(phone)
+        self._number = flows.phone(phone)
         self.message_id = check_message_id(message_id)
         if text is not None and not isinstance(text, str):
             raise InvalidInput("the message text must be text (or None)")
@@ -112,10 +112,8 @@ class _MessageState:
 
 
 def _json(value: object, name: str) -> bytes:
-    try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"the result of effect {name!r} is not JSON: {exc}") from exc
+    check_json(value, f"the result of effect {name!r}")
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _recorded(record: EffectRecord, name: str) -> Any:

@@ -15,6 +15,7 @@ from vimbiso_state.domain.ports import (
     TokenCipher,
     TokenRepository,
 )
+from vimbiso_state.domain.profile import AccountSelection
 from vimbiso_state.domain.timeouts import Timeouts
 from vimbiso_state.services.flows import (
     Begin,
@@ -54,12 +55,16 @@ class StateService:
         cipher: TokenCipher | None,
         max_retries: int = 8,
         messages: MessageRepository | None = None,
+        phone_region: str | None = None,
+        account_selection: AccountSelection = AccountSelection.SINGLE,
     ) -> None:
         self._conversations = conversations
         # The backends implement both ports on one object; a separate one may be given.
         self._messages = messages or cast(MessageRepository, conversations)
         self._tokens = tokens
-        self._flows = Flows(clock, timeouts, cipher, max_retries)
+        self._flows = Flows(
+            clock, timeouts, cipher, max_retries, phone_region, AccountSelection(account_selection)
+        )
 
     def __repr__(self) -> str:
         return f"StateService({type(self._conversations).__name__})"
@@ -121,10 +126,19 @@ class StateService:
         return self._run(self._flows.handle_once(phone, message_id, change))
 
     def set_profile(
-        self, phone: str, member: Mapping[str, Any], accounts: Sequence[Mapping[str, Any]]
+        self,
+        phone: str,
+        member: Mapping[str, Any],
+        accounts: Sequence[Mapping[str, Any]],
+        *,
+        selection: AccountSelection | str | None = None,
     ) -> Conversation:
-        """Store the member and accounts (plain dicts from Credex) as critical data."""
-        return self._run(self._flows.set_profile(phone, member, accounts))
+        """Store the member and accounts (plain dicts from Credex) exactly, as critical data.
+
+        The current account is kept while it is still listed; otherwise ``selection``
+        (default: the ``default_account`` setting) decides which one, if any, is current.
+        """
+        return self._run(self._flows.set_profile(phone, member, accounts, selection))
 
     def reset(self, phone: str) -> None:
         """Forget everything about this user: conversation, form, handled ids and token."""

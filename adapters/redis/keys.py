@@ -118,7 +118,7 @@ class KeySchema:
     # The inverse of for_user, for tools that walk the keyspace (SCAN): (kind, digits) or None.
     _parsed = re.compile(
         r"(?P<prefix>user|session|form|handled|token|lease|effects):"
-        r"\{(?P<digits>[1-9][0-9]{7,14})\}(?P<suffix>(?::[a-z0-9]+)?)"
+        r"\{(?P<digits>[1-9][0-9]{6,14})\}(?P<suffix>(?::[a-z0-9]+)?)"
     )
     _kinds: ClassVar[dict[tuple[str, str], str]] = {
         ("user", ":state"): "user",

@@ -67,7 +67,8 @@ class ChatBot:
         return [*said, *steps.get(conv.stage, self.menu_step)(conv, text)]
 
     def login(self) -> list[str]:
-        conv = self.state.set_profile(self.phone, MEMBER, ACCOUNTS)
+        # Two accounts: like the VimbisoPay bot's login, act for the member's personal one.
+        conv = self.state.set_profile(self.phone, MEMBER, ACCOUNTS, selection="personal")
         self.state.save_token(self.phone, "eyJhbGciOiJIUzI1NiJ9.chat-member-token.signature")
         name = conv.profile.member.name if conv.profile else ""
         return [f"Welcome to VimbisoPay, {name}! You are logged in with Credex."]
@@ -196,7 +197,7 @@ def _wait(text: str) -> float | None:
 
 
 def run(config: Settings, phone: str, inp: TextIO, out: TextIO, *, fresh: bool = False) -> int:
-    number = PhoneNumber.parse(phone)  # a bad number fails before any connection
+    number = PhoneNumber.parse(phone, config.phone_region)  # fails before any connection
     built, notes = container(config, throwaway_key=True)
     clock = OffsetClock()
     built.clock.override(clock)

@@ -164,7 +164,7 @@ def show(snapshot: Snapshot, keys: list[KeyInfo] | None, out: TextIO) -> None:
 
 
 def run_inspect(config: Settings, phone: str, out: TextIO) -> int:
-    number = PhoneNumber.parse(phone)  # a bad number fails before any connection
+    number = PhoneNumber.parse(phone, config.phone_region)  # fails before any connection
     built, _ = container(config)
     try:
         snapshot = inspector(built).peek(number.digits)
@@ -190,7 +190,7 @@ FORGOTTEN = ("user", "session", "form", "token", "lease")
 
 
 def run_reset(config: Settings, phone: str, out: TextIO) -> int:
-    number = PhoneNumber.parse(phone)
+    number = PhoneNumber.parse(phone, config.phone_region)
     built, _ = container(config)
     try:
         existing = None

@@ -90,14 +90,17 @@ def test_returned_objects_are_copies_not_storage(state: StateService, phone: str
     assert state.start(phone).menu == []
 
 
-def test_profile_is_kept_as_domain_objects(state: StateService, phone: str) -> None:
+def test_profile_is_kept_exactly_with_typed_accessors(state: StateService, phone: str) -> None:
     state.start(phone)
-    conv = state.set_profile(phone, MEMBER, ACCOUNTS)
-    assert conv.profile is not None
-    assert conv.profile.member.member_id == "m-1"
-    assert conv.profile.member.name == "Rudo Dube"
-    assert [a.handle for a in conv.profile.accounts] == ["rudo", "dube_farm"]
-    assert conv.current_account is not None and conv.current_account.account_id == "a-1"
+    for conv in (state.set_profile(phone, MEMBER, ACCOUNTS), state.start(phone)):
+        assert conv.profile is not None
+        assert conv.profile.member.data == MEMBER
+        assert [a.data for a in conv.profile.accounts] == ACCOUNTS
+        assert conv.profile.member.member_id == "m-1"
+        assert conv.profile.member.name == "Rudo Dube"
+        assert [a.handle for a in conv.profile.accounts] == ["rudo", "dube_farm"]
+        # Two accounts: none is current until the member chooses (default_account "single").
+        assert conv.current_account is None
     state.update(phone, lambda c: c.select_account("a-2"))
     conv = state.set_profile(phone, MEMBER, ACCOUNTS)
     assert conv.current_account is not None and conv.current_account.account_id == "a-2"
@@ -166,6 +169,7 @@ def test_session_expiry_returns_to_menu_and_keeps_critical_data(
 ) -> None:
     state.start(phone)
     state.set_profile(phone, MEMBER, ACCOUNTS)
+    state.update(phone, lambda c: c.select_account("a-2"))
     state.save_token(phone, "jwt-abc")
     state.navigate(phone, OFFER)
     state.form_start(phone, "offer", required=["amount", "recipient"])
@@ -175,7 +179,7 @@ def test_session_expiry_returns_to_menu_and_keeps_critical_data(
     assert conv.notices == [Notice.SESSION_EXPIRED]
     assert (conv.stage, conv.option, conv.menu) == (DEFAULT_STAGE, None, [])
     assert conv.profile is not None and conv.profile.member.member_id == "m-1"
-    assert conv.current_account is not None
+    assert conv.current_account is not None and conv.current_account.account_id == "a-2"
     assert conv.form is not None and conv.form.values["amount"] == "50"
     assert state.token(phone) == "jwt-abc"
     assert state.start(phone).notices == []

@@ -70,7 +70,7 @@ def service(private_redis: RedisProcess) -> Iterator[StateService]:
 
 def converse(state: StateService, phone: str, *, form: bool = True, token: bool = True) -> None:
     state.start(phone, "hi")
-    state.set_profile(phone, MEMBER, ACCOUNTS)
+    state.set_profile(phone, MEMBER, ACCOUNTS, selection="personal")  # as the bot logs in
     if token:
         state.save_token(phone, TOKEN)
     if form:

@@ -13,6 +13,7 @@ from cryptography.fernet import Fernet
 from redis_servers import RedisProcess
 
 from vimbiso_state.domain.conversation import Notice
+from vimbiso_state.domain.schema import SCHEMA_VERSION
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
 from vimbiso_state.services.exceptions import StateUnavailable
@@ -171,7 +172,7 @@ def test_undecodable_critical_data_starts_over_with_a_notice(
     _, state = _service(redis_url)
     state.start(digits)
     key = f"user:{{{digits}}}:state"
-    header = (client.get(key) or b"")[:28]
+    header = (client.get(key) or b"")[:32]
     for damaged in (header + b"{broken", b"12345"):
         client.set(key, damaged)
         conv = state.start(digits)
@@ -180,19 +181,37 @@ def test_undecodable_critical_data_starts_over_with_a_notice(
     state.reset(digits)
 
 
-def test_a_version_1_document_is_migrated(redis_url: str, client: redis.Redis, digits: str) -> None:
-    _, state = _service(redis_url)
-    state.start(digits)
-    accounts = [{"accountID": "a-1"}, {"accountID": "a-2"}]
-    state.set_profile(digits, {"memberID": "m-1"}, accounts)
-    state.update(digits, lambda c: c.select_account("a-2"))
+# Versions 1 and 2 reshaped the Credex dicts: {member_id, name, tier, details}.
+LEGACY_PROFILE = {
+    "member": {
+        "member_id": "m-1",
+        "name": "Rudo Dube",
+        "tier": "3",
+        "details": {"memberHandle": "rudo", "remainingAvailableUSD": 20.5},
+    },
+    "accounts": [
+        {"account_id": "a-1", "name": "Rudo", "handle": "rudo", "details": {}},
+        {"account_id": "a-2", "name": "Farm", "handle": "dube_farm", "details": {"x": [1]}},
+    ],
+}
+
+
+def _legacy(client: redis.Redis, digits: str, **fields: object) -> None:
+    """Replace the stored critical data with an older release's document."""
     key = f"user:{{{digits}}}:state"
     value = client.get(key) or b""
     header, current = value[:32], json.loads(value[32:])
-    account = next(a for a in current["profile"]["accounts"] if a["account_id"] == "a-2")
-    legacy = {k: v for k, v in current.items() if k != "current_account_id"}
-    legacy.update(schema_version=1, current_account=account)
+    legacy = {
+        k: v for k, v in current.items() if k not in ("member", "accounts", "current_account_id")
+    }
+    legacy.update(profile=LEGACY_PROFILE, **fields)
     client.set(key, header + json.dumps(legacy).encode())
+
+
+def test_a_version_1_document_is_migrated(redis_url: str, client: redis.Redis, digits: str) -> None:
+    _, state = _service(redis_url)
+    state.start(digits)
+    _legacy(client, digits, schema_version=1, current_account=LEGACY_PROFILE["accounts"][1])
     conv = state.start(digits)
     assert conv.notices == []
     assert conv.current_account is not None and conv.current_account.account_id == "a-2"
@@ -218,6 +237,37 @@ def test_a_user_value_written_by_release_0_1_is_read_and_rewritten_in_the_new_la
     state.reset(digits)
 
 
+def test_a_version_2_document_is_migrated_to_the_credex_dicts(
+    redis_url: str, client: redis.Redis, digits: str
+) -> None:
+    _, state = _service(redis_url)
+    state.navigate(digits, "handle_action_offer_credex")
+    _legacy(client, digits, schema_version=2, current_account_id="a-2")
+    conv = state.start(digits)
+    assert conv.notices == [] and conv.stage == "handle_action_offer_credex"
+    assert conv.profile is not None
+    assert conv.profile.member.data == {
+        "memberHandle": "rudo",
+        "remainingAvailableUSD": 20.5,
+        "memberID": "m-1",
+        "memberTier": 3,
+        "firstname": "Rudo",
+        "lastname": "Dube",
+    }
+    assert conv.profile.member.tier == 3
+    assert [a.data for a in conv.profile.accounts] == [
+        {"accountID": "a-1", "accountName": "Rudo", "accountHandle": "rudo"},
+        {"x": [1], "accountID": "a-2", "accountName": "Farm", "accountHandle": "dube_farm"},
+    ]
+    assert conv.current_account is not None and conv.current_account.handle == "dube_farm"
+    # The next write stores the current schema, which reads back the same.
+    state.navigate(digits, "AmountInput")
+    stored = json.loads((client.get(f"user:{{{digits}}}:state") or b"")[32:])
+    assert stored["schema_version"] == SCHEMA_VERSION and "profile" not in stored
+    assert stored["member"] == conv.profile.member.data
+    state.reset(digits)
+
+
 def test_values_are_strings_with_a_last_seen_and_version_header(
     redis_url: str, client: redis.Redis, digits: str
 ) -> None:
@@ -227,7 +277,7 @@ def test_values_are_strings_with_a_last_seen_and_version_header(
     user = client.get(f"user:{{{digits}}}:state") or b""
     session = client.get(f"session:{{{digits}}}:data") or b""
     assert user[:16].isdigit() and int(user[16:32]) == first + 1
-    assert json.loads(user[32:])["schema_version"] == 2
+    assert json.loads(user[32:])["schema_version"] == SCHEMA_VERSION
     assert session[:16].isdigit()
     assert json.loads(session[16:])["stage"] == "handle_action_offer_credex"
     # Strings stay compact: no hashtable encoding for kilobyte-sized documents.

@@ -23,7 +23,7 @@ from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.lifecycle import resume
 from vimbiso_state.domain.offer import Denomination, OfferStatus
 from vimbiso_state.domain.ports import StoredConversation
-from vimbiso_state.domain.profile import Account, Member, Profile
+from vimbiso_state.domain.profile import Account, AccountSelection, Member, Profile
 from vimbiso_state.domain.timeouts import Timeouts
 
 TIMEOUTS = Timeouts()
@@ -91,14 +91,54 @@ def test_back_at_the_top_stays_at_the_action_menu() -> None:
 
 @pytest.mark.parametrize(
     "option",
-    ["x:y", "DROP *", "", "Offer", "offer credex", "{263771234567}", "a?", "x" * 65, None, 5],
+    [
+        "x:y",
+        "DROP *",
+        "",
+        "offer credex",
+        "{263771234567}",
+        "a?",
+        "x" * 65,
+        "amount-input",
+        "offer.secured",
+        "caf\u00e9",
+        "\u0661",
+        "menu\n",
+        None,
+        5,
+    ],
 )
-def test_navigate_rejects_an_option_that_is_not_a_handler_name(option: object) -> None:
+def test_navigate_rejects_an_option_that_is_not_an_identifier(option: object) -> None:
     conversation = new()
     with pytest.raises(InvalidInput):
         conversation.navigate(option)  # type: ignore[arg-type]
     assert conversation.stage == DEFAULT_STAGE
     assert conversation.menu == []
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        "handle_action_select_profile",
+        "handle_action_offer_credex",
+        "AmountInput",
+        "HandleInput",
+        "ConfirmOfferSecured",
+        "offer_secured",
+        "x" * 64,
+        "step2",
+    ],
+)
+def test_the_live_bots_step_names_are_accepted_everywhere(step: str) -> None:
+    # The VimbisoPay bot names steps by component and by path, not only lower_snake_case.
+    conversation = new()
+    conversation.navigate(step)
+    conversation.stage = step
+    conversation.option = step
+    conversation.navigate("handle_action_menu")
+    assert conversation.menu == [DEFAULT_STAGE, step]
+    conversation.back()
+    assert (conversation.stage, conversation.option) == (step, step)
 
 
 @pytest.mark.parametrize("attribute", ["stage", "option"])
@@ -153,26 +193,149 @@ def test_restart_goes_back_to_the_menu_keeping_critical_data_and_form() -> None:
 
 
 # Profile and accounts
-def test_set_profile_reads_credex_style_dicts() -> None:
+CREDEX_MEMBER = {
+    "memberID": "mem-1",
+    "memberTier": 3,
+    "firstname": "Tendai",
+    "lastname": "Moyo",
+    "memberHandle": "tendai",
+    "defaultDenom": "USD",
+    "remainingAvailableUSD": 20.0,
+}
+CREDEX_ACCOUNT = {
+    "accountID": "acc-1",
+    "accountName": "Tendai Moyo",
+    "accountHandle": "tendai",
+    "accountType": "PERSONAL",
+    "defaultDenom": "USD",
+    "isOwnedAccount": True,
+    "balanceData": {"securedNetBalancesByDenom": ["150.00 USD"]},
+    "pendingInData": [],
+    "pendingOutData": [],
+}
+
+
+def test_set_profile_keeps_the_credex_dicts_exactly_with_typed_accessors_on_top() -> None:
     conversation = new()
-    conversation.set_profile(MEMBER, [PERSONAL, BUSINESS])
+    conversation.set_profile(CREDEX_MEMBER, [CREDEX_ACCOUNT, BUSINESS])
     profile = conversation.profile
     assert profile is not None
-    assert profile.member.member_id == "m-101"
+    assert profile.member.data == CREDEX_MEMBER
+    assert type(profile.member.data["memberTier"]) is int  # the bot compares memberTier < 3
+    assert profile.member.data["memberTier"] < 5
+    assert [a.data for a in profile.accounts] == [CREDEX_ACCOUNT, BUSINESS]
+    assert profile.member.member_id == "mem-1"
+    assert profile.member.tier == 3
+    assert (profile.member.firstname, profile.member.lastname) == ("Tendai", "Moyo")
     assert profile.member.name == "Tendai Moyo"
-    assert profile.member.tier == "2"
-    assert profile.member.details == {"defaultDenom": "USD"}
-    assert [(a.account_id, a.name, a.handle) for a in profile.accounts] == [
-        ("a-1", "Tendai Personal", "tendai"),
-        ("a-2", "Moyo Traders", "moyo_traders"),
+    assert profile.member.handle == "tendai"
+    assert [(a.account_id, a.name, a.handle, a.account_type) for a in profile.accounts] == [
+        ("acc-1", "Tendai Moyo", "tendai", "PERSONAL"),
+        ("a-2", "Moyo Traders", "moyo_traders", None),
     ]
+    assert conversation.critical.member == CREDEX_MEMBER
+    assert conversation.critical.accounts == [CREDEX_ACCOUNT, BUSINESS]
 
 
-def test_set_profile_makes_the_first_account_current() -> None:
+def test_set_profile_keeps_copies_so_later_changes_to_the_callers_dicts_do_not_leak_in() -> None:
+    member = {"memberID": "m", "nested": {"list": [1]}}
+    account = {"accountID": "a", "balanceData": {"x": [1]}}
     conversation = new()
+    conversation.set_profile(member, [account])
+    member["nested"]["list"].append(2)  # type: ignore[index]
+    account["balanceData"]["x"].append(2)  # type: ignore[index]
+    assert conversation.critical.member == {"memberID": "m", "nested": {"list": [1]}}
+    assert conversation.critical.accounts == [{"accountID": "a", "balanceData": {"x": [1]}}]
+
+
+@pytest.mark.parametrize(
+    ("data", "tier"),
+    [
+        ({"memberTier": 1}, 1),
+        ({"memberTier": 3.0}, 3),
+        ({"memberTier": "4"}, 4),
+        ({"memberTier": {"low": 2, "high": 0}}, 2),  # Neo4j integers of older Credex answers
+        ({"tier": 5}, 5),
+        ({"memberTier": True}, None),
+        ({"memberTier": "gold"}, None),
+        ({"memberTier": None}, None),
+        ({}, None),
+    ],
+)
+def test_member_tier_is_a_number_or_none(data: dict[str, object], tier: int | None) -> None:
+    assert Member({"memberID": "m", **data}).tier == tier
+
+
+def test_member_name_falls_back_to_a_name_field_and_accessors_read_other_spellings() -> None:
+    member = Member({"member_id": 7, "name": "Rudo"})
+    assert (member.member_id, member.name, member.tier, member.firstname) == (
+        "7",
+        "Rudo",
+        None,
+        None,
+    )
+    assert Member({"memberID": "m", "firstname": "Rudo"}).name == "Rudo"
+    assert Member({"memberID": "m"}).name == ""
+    account = Account({"account_id": "x", "name": "Main", "handle": "rudo"})
+    assert (account.account_id, account.name, account.handle) == ("x", "Main", "rudo")
+
+
+def test_with_one_account_set_profile_makes_it_current() -> None:
+    conversation = new()
+    conversation.set_profile(MEMBER, [PERSONAL])
+    assert conversation.current_account is not None
+    assert conversation.current_account.account_id == "a-1"
+
+
+def test_with_several_accounts_none_is_current_until_the_member_chooses() -> None:
+    # The VimbisoPay bot asks a member with several accounts which one to use.
+    conversation = new()
+    conversation.set_profile(MEMBER, [PERSONAL, BUSINESS])
+    assert conversation.current_account is None
+    assert conversation.select_account("a-2").account_id == "a-2"
+    assert conversation.current_account is not None
+
+
+@pytest.mark.parametrize(
+    ("selection", "expected"),
+    [
+        (AccountSelection.SINGLE, None),
+        (AccountSelection.NONE, None),
+        (AccountSelection.FIRST, "a-1"),
+        (AccountSelection.PERSONAL, "acc-1"),
+        ("personal", "acc-1"),
+    ],
+)
+def test_the_account_selection_decides_the_default_current_account(
+    selection: AccountSelection | str, expected: str | None
+) -> None:
+    conversation = new()
+    conversation.set_profile(MEMBER, [PERSONAL, CREDEX_ACCOUNT], selection=selection)
+    current = conversation.current_account
+    assert (current.account_id if current else None) == expected
+
+
+def test_a_conversations_account_selection_is_its_default_for_set_profile() -> None:
+    conversation = new()
+    conversation.account_selection = AccountSelection.FIRST
     conversation.set_profile(MEMBER, [PERSONAL, BUSINESS])
     assert conversation.current_account is not None
     assert conversation.current_account.account_id == "a-1"
+    one = new()
+    one.account_selection = AccountSelection.NONE
+    one.set_profile(MEMBER, [PERSONAL])
+    assert one.current_account is None
+
+
+def test_personal_selection_without_a_personal_account_selects_none() -> None:
+    conversation = new()
+    conversation.set_profile(MEMBER, [PERSONAL], selection="personal")
+    assert conversation.current_account is None
+
+
+def test_an_unknown_account_selection_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="single, none, personal, first"):
+        new().set_profile(MEMBER, [PERSONAL], selection="random")
 
 
 def test_set_profile_keeps_the_current_account_when_it_is_still_there() -> None:
@@ -181,18 +344,23 @@ def test_set_profile_keeps_the_current_account_when_it_is_still_there() -> None:
     conversation.select_account("a-2")
     renamed = {**BUSINESS, "accountName": "Moyo Traders Ltd"}
     conversation.set_profile(MEMBER, [SAVINGS, PERSONAL, renamed])
-    assert conversation.current_account == Account(
-        account_id="a-2", name="Moyo Traders Ltd", handle="moyo_traders"
-    )
+    assert conversation.current_account == Account(renamed)
+    assert conversation.current_account.name == "Moyo Traders Ltd"
 
 
-def test_set_profile_falls_back_to_the_first_account_when_current_is_gone() -> None:
+def test_set_profile_applies_the_selection_again_when_the_current_account_is_gone() -> None:
     conversation = new()
     conversation.set_profile(MEMBER, [PERSONAL, BUSINESS])
     conversation.select_account("a-2")
     conversation.set_profile(MEMBER, [SAVINGS, PERSONAL])
+    assert conversation.current_account is None
+    conversation.select_account("a-3")
+    conversation.set_profile(MEMBER, [SAVINGS])
     assert conversation.current_account is not None
     assert conversation.current_account.account_id == "a-3"
+    conversation.set_profile(MEMBER, [PERSONAL])
+    assert conversation.current_account is not None
+    assert conversation.current_account.account_id == "a-1"
 
 
 def test_set_profile_with_no_accounts_leaves_no_current_account() -> None:
@@ -210,6 +378,11 @@ def test_set_profile_with_no_accounts_leaves_no_current_account() -> None:
         ("m-101", [PERSONAL]),
         (MEMBER, ["a-1"]),
         ({"memberID": "   "}, []),
+        ({"memberID": True}, []),
+        (MEMBER, [PERSONAL, {**BUSINESS, "accountID": "a-1"}]),
+        (MEMBER, PERSONAL),
+        (MEMBER, "a-1"),
+        (MEMBER, None),
     ],
 )
 def test_set_profile_rejects_data_without_identifiers(member: object, accounts: list) -> None:
@@ -219,11 +392,31 @@ def test_set_profile_rejects_data_without_identifiers(member: object, accounts: 
     assert conversation.profile is None
 
 
-def test_member_and_account_accept_snake_case_keys_too() -> None:
-    member = Member.from_mapping({"member_id": 7, "name": "Rudo"})
-    account = Account.from_mapping({"account_id": "x", "name": "Main", "handle": "rudo"})
-    assert (member.member_id, member.name, member.tier) == ("7", "Rudo", None)
-    assert (account.account_id, account.name, account.handle) == ("x", "Main", "rudo")
+@pytest.mark.parametrize(
+    ("member", "accounts", "where"),
+    [
+        (
+            {**MEMBER, "remainingAvailableUSD": float("nan")},
+            [],
+            r"member\['remainingAvailableUSD'\]",
+        ),
+        (
+            MEMBER,
+            [{**PERSONAL, "balanceData": {"x": {1, 2}}}],
+            r"accounts\[0\]\['balanceData'\]\['x'\]",
+        ),
+        ({**MEMBER, "firstname": "Tendai\ud800"}, [], r"member\['firstname'\]"),
+        ({**MEMBER, 5: "int key"}, [], r"member\[5\]"),
+        (MEMBER, [PERSONAL, {**BUSINESS, "opened": T0}], r"accounts\[1\]\['opened'\]"),
+    ],
+)
+def test_set_profile_refuses_values_json_cannot_carry_and_says_where(
+    member: dict[object, object], accounts: list[dict[str, object]], where: str
+) -> None:
+    conversation = new()
+    with pytest.raises(InvalidInput, match=where):
+        conversation.set_profile(member, accounts)  # type: ignore[arg-type]
+    assert conversation.profile is None
 
 
 def test_select_account_switches_the_current_account() -> None:
@@ -249,8 +442,9 @@ def test_select_account_without_a_profile_is_refused() -> None:
 
 
 def test_profile_account_lookup() -> None:
-    profile = Profile(member=Member(member_id="m"), accounts=[Account(account_id="a")])
-    assert profile.account("a") == Account(account_id="a")
+    profile = Profile.of({"memberID": "m"}, [{"accountID": "a"}, {"accountID": 7}])
+    assert profile.account("a") == Account({"accountID": "a"})
+    assert profile.account("7") == Account({"accountID": 7})
     assert profile.account("b") is None
 
 
@@ -374,7 +568,8 @@ def _critical(last_seen_ago: timedelta = timedelta(0)) -> CriticalData:
     conversation = new()
     conversation.set_profile(MEMBER, [PERSONAL, BUSINESS])
     conversation.select_account("a-2")
-    critical.profile = conversation.critical.profile
+    critical.member = conversation.critical.member
+    critical.accounts = conversation.critical.accounts
     critical.current_account_id = conversation.critical.current_account_id
     return critical
 

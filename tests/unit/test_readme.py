@@ -31,3 +31,15 @@ def test_the_bot_code_example_runs_a_whole_offer(monkeypatch: pytest.MonkeyPatch
     assert reply(phone, "wamid.4", "USD 25") == "Now the recipient?"
     assert reply(phone, "wamid.5", "bob_store") == "Offer 25 USD to bob_store?"
     assert scope["state"].start(phone).form is None  # completed and closed
+
+
+def test_the_configuration_guide_examples_run_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vimbiso_state.services.config import ENVIRONMENT
+
+    for variable in ENVIRONMENT.values():
+        monkeypatch.delenv(variable, raising=False)
+    guide = README.parent / "docs" / "configuration.md"
+    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(encoding="utf-8"), re.DOTALL)
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, str(guide), "exec"), {})  # its asserts say what it promises

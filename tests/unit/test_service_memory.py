@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from dependency_injector import providers
 from fakes import DIGITS, OTHER_PHONE, PHONE, FakeClock
 
@@ -143,6 +144,7 @@ def test_update_returns_the_changed_conversation_with_a_bumped_version(
 def test_update_that_raises_stores_nothing_and_propagates(state: StateService) -> None:
     state.start(PHONE)
     state.set_profile(PHONE, MEMBER, ACCOUNTS)
+    state.update(PHONE, lambda c: c.select_account("a-1"))
 
     def change(conversation: Conversation) -> None:
         conversation.navigate(OFFER)
@@ -154,7 +156,7 @@ def test_update_that_raises_stores_nothing_and_propagates(state: StateService) -
     after = state.start(PHONE)
     assert after.stage == DEFAULT_STAGE
     assert after.current_account is not None and after.current_account.account_id == "a-1"
-    assert after.version == 2
+    assert after.version == 3
 
 
 def test_mutating_a_returned_conversation_does_not_change_stored_state(
@@ -162,16 +164,19 @@ def test_mutating_a_returned_conversation_does_not_change_stored_state(
 ) -> None:
     state.start(PHONE)
     state.set_profile(PHONE, MEMBER, ACCOUNTS)
+    state.update(PHONE, lambda c: c.select_account("a-1"))
     conversation = state.navigate(PHONE, OFFER)
     conversation.navigate("offer_amount")
     conversation.session.menu.append("evil")
     assert conversation.profile is not None
-    conversation.profile.accounts.clear()
+    conversation.profile.member.data["memberID"] = "m-evil"
+    conversation.critical.accounts.clear()
     conversation.critical.current_account_id = None
     stored = state.start(PHONE)
     assert stored.stage == OFFER
     assert stored.menu == [DEFAULT_STAGE]
     assert stored.profile is not None and len(stored.profile.accounts) == 2
+    assert stored.profile.member.member_id == "m-101"
     assert stored.current_account is not None
 
 
@@ -189,14 +194,20 @@ def test_mutating_input_dicts_or_returned_forms_does_not_change_stored_state(
     state: StateService,
 ) -> None:
     member = {**MEMBER, "extra": {"nested": [1]}}
-    state.set_profile(PHONE, member, ACCOUNTS)
+    accounts = [{**ACCOUNTS[0], "balanceData": {"securedNetBalancesByDenom": ["1.00 USD"]}}]
+    state.set_profile(PHONE, member, accounts)
     member["extra"]["nested"].append(2)
+    accounts[0]["balanceData"]["securedNetBalancesByDenom"].append("2.00 USD")
+    accounts.append(ACCOUNTS[1])
     state.form_start(PHONE, "offer", ["amount", "recipient"])
     form = state.form_fill(PHONE, recipient="alice_1")
     form.values["amount"] = "1000000"
     stored = state.start(PHONE)
     assert stored.profile is not None
-    assert stored.profile.member.details == {"extra": {"nested": [1]}}
+    assert stored.profile.member.data == {**MEMBER, "extra": {"nested": [1]}}
+    assert [a.data["balanceData"] for a in stored.profile.accounts] == [
+        {"securedNetBalancesByDenom": ["1.00 USD"]}
+    ]
     assert stored.form is not None and stored.form.values == {"recipient": "alice_1"}
 
 
@@ -520,13 +531,68 @@ def test_reset_of_one_user_leaves_others_alone(state: StateService) -> None:
 
 
 # profile
-def test_set_profile_keeps_member_and_first_account(state: StateService) -> None:
+def test_set_profile_keeps_the_member_and_no_current_account_until_one_is_chosen(
+    state: StateService,
+) -> None:
+    # The default (default_account "single"): a member with several accounts chooses.
     conversation = state.set_profile(PHONE, MEMBER, ACCOUNTS)
     assert conversation.profile is not None
     assert conversation.profile.member.name == "Tendai Moyo"
+    assert conversation.current_account is None
+    chosen = state.update(PHONE, lambda c: c.select_account("a-2"))
+    assert chosen.current_account is not None and chosen.current_account.account_id == "a-2"
+    assert state.start(PHONE).current_account == chosen.current_account
+
+
+def test_set_profile_makes_the_only_account_current(state: StateService) -> None:
+    conversation = state.set_profile(PHONE, MEMBER, ACCOUNTS[:1])
     assert conversation.current_account is not None
     assert conversation.current_account.account_id == "a-1"
-    assert state.start(PHONE).current_account == conversation.current_account
+
+
+@pytest.mark.parametrize(
+    ("setting", "one", "several"),
+    [
+        ("single", "a-1", None),
+        ("none", None, None),
+        ("first", "a-1", "a-1"),
+        ("personal", None, "a-2"),
+        (" Personal ", None, "a-2"),
+    ],
+)
+def test_the_default_account_setting_decides_the_current_account(
+    clock: FakeClock, setting: str, one: str | None, several: str | None
+) -> None:
+    container = Container()
+    container.config.from_dict({"backend": "memory", "default_account": setting})
+    container.clock.override(clock)
+    state = container.state_service()
+    accounts = [ACCOUNTS[0], {**ACCOUNTS[1], "accountType": "PERSONAL"}]
+    for phone, given, expected in ((PHONE, ACCOUNTS[:1], one), (OTHER_PHONE, accounts, several)):
+        conversation = state.set_profile(phone, MEMBER, given)
+        current = conversation.current_account
+        assert (current.account_id if current else None) == expected
+        # The conversation's own set_profile, inside a change, follows the setting too.
+        state.reset(phone)
+        state.update(phone, lambda c, given=given: c.set_profile(MEMBER, given))
+        current = state.start(phone).current_account
+        assert (current.account_id if current else None) == expected
+
+
+def test_set_profile_takes_a_selection_for_one_call(state: StateService) -> None:
+    conversation = state.set_profile(PHONE, MEMBER, ACCOUNTS, selection="first")
+    assert conversation.current_account is not None
+    assert conversation.current_account.account_id == "a-1"
+    with pytest.raises(InvalidInput, match="account selection"):
+        state.set_profile(OTHER_PHONE, MEMBER, ACCOUNTS, selection="best")
+    assert state.start(OTHER_PHONE).profile is None
+
+
+def test_an_unknown_default_account_setting_is_a_configuration_error() -> None:
+    container = Container()
+    container.config.from_dict({"backend": "memory", "default_account": "random"})
+    with pytest.raises(ConfigurationError, match="default_account"):
+        container.state_service()
 
 
 def test_set_profile_with_bad_data_raises_and_stores_nothing(state: StateService) -> None:
@@ -721,6 +787,9 @@ def test_container_from_env_ignores_unrelated_variables() -> None:
         {"session_ttl": "soon"},
         {"redis_url": "http://127.0.0.1:6379"},
         {"session_ttl": 600, "form_ttl": 600, "state_ttl": 60},
+        {"phone_region": "XX"},
+        {"phone_region": "Zimbabwe"},
+        {"default_account": "best"},
     ],
 )
 def test_bad_config_raises_configuration_error(config: dict[str, object]) -> None:
@@ -732,7 +801,13 @@ def test_bad_config_raises_configuration_error(config: dict[str, object]) -> Non
 
 @pytest.mark.parametrize(
     "environ",
-    [{"STATE_BACKEND": "mongo"}, {"STATE_SESSION_TTL": "-5"}, {"STATE_MAX_RETRIES": "many"}],
+    [
+        {"STATE_BACKEND": "mongo"},
+        {"STATE_SESSION_TTL": "-5"},
+        {"STATE_MAX_RETRIES": "many"},
+        {"STATE_PHONE_REGION": "QQ"},
+        {"STATE_DEFAULT_ACCOUNT": "all"},
+    ],
 )
 def test_bad_environment_raises_configuration_error(environ: dict[str, str]) -> None:
     with pytest.raises(ConfigurationError):
@@ -755,3 +830,55 @@ def test_bad_token_key_is_refused_without_echoing_it() -> None:
     with pytest.raises(ConfigurationError) as caught:
         container.state_service()
     assert "XYZZY" not in str(caught.value)
+
+
+def test_the_phone_region_setting_reads_national_numbers_as_the_same_user() -> None:
+    container = Container.from_env({"STATE_BACKEND": "memory", "STATE_PHONE_REGION": "zw"})
+    assert container.settings().phone_region == "ZW"
+    state = container.state_service()
+    state.navigate("077 123 4567", OFFER)
+    assert state.start("+263771234567").stage == OFFER
+    assert state.start("263771234567").stage == OFFER  # WhatsApp's wa_id
+    assert state.start("+263 (0) 77 123 4567").stage == OFFER
+
+
+def test_without_a_phone_region_national_numbers_are_refused(state: StateService) -> None:
+    with pytest.raises(InvalidPhoneNumber, match="international"):
+        state.start("077 123 4567")
+
+
+@pytest.mark.parametrize(
+    ("environ", "setting", "value"),
+    [
+        ({"STATE_PHONE_REGION": "ZW"}, "phone_region", "ZW"),
+        ({"STATE_PHONE_REGION": ""}, "phone_region", None),
+        ({}, "phone_region", None),
+        ({"STATE_DEFAULT_ACCOUNT": "PERSONAL"}, "default_account", "personal"),
+        ({}, "default_account", "single"),
+    ],
+)
+def test_phone_region_and_default_account_come_from_the_environment(
+    environ: dict[str, str], setting: str, value: object
+) -> None:
+    container = Container.from_env({"STATE_BACKEND": "memory", **environ})
+    assert getattr(container.settings(), setting) == value
+
+
+def test_the_configuration_never_shows_token_keys_or_a_redis_password_in_a_repr() -> None:
+    key = Fernet.generate_key().decode()
+    url = "redis://bot:hunter2-XYZZY@127.0.0.1:1/0"
+    for keys in (key, [key], (key,)):
+        container = Container()
+        container.config.from_dict({"backend": "redis", "redis_url": url, "token_keys": keys})
+        config = container.config()
+        for shown in (repr(config), str(config), f"{config}", repr(container.settings())):
+            assert key not in shown and "hunter2" not in shown, shown
+        assert "***" in repr(config)
+        # The values themselves are intact: the settings read the real key and URL.
+        assert container.settings().token_keys == (key,)
+        assert container.settings().redis_url == url
+    from_settings = Container.from_env(
+        {"STATE_BACKEND": "memory", "STATE_TOKEN_KEYS": key, "REDIS_STATE_URL": url}
+    )
+    assert key not in repr(from_settings.config()) and "hunter2" not in repr(from_settings.config())
+    assert from_settings.state_service().token(PHONE) is None  # the key works
