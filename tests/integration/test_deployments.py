@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from vimbiso_state.domain.conversation import Conversation
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
+from vimbiso_state.services.exceptions import EffectInDoubt
 from vimbiso_state.services.state_service import StateService
 
 OFFER = "handle_action_offer_credex"
@@ -231,3 +233,107 @@ def _calls(admin: redis.Redis) -> int:
     stats = admin.info("commandstats")
     names = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_blpop", "cmdstat_mget")
     return sum(int(stats[name]["calls"]) for name in names if name in stats)
+
+
+# Messages across threads and forked processes -----------------------------------------------
+
+THREADS, FORKS, PER_WORKER = 8, 4, 50
+
+
+def _deliver(state: StateService, phone: str, worker: str) -> list[tuple[str, int]]:
+    """PER_WORKER messages; each records where in the user's history it found itself."""
+    placed = []
+    for n in range(PER_WORKER):
+        message_id = f"wamid.{worker}.{n}"
+        with state.message(phone, message_id) as msg:
+            assert not msg.duplicate
+            log = msg.conversation.context.setdefault("log", [])
+            placed.append((message_id, len(log)))
+            log.append(message_id)
+    return placed
+
+
+def _forked_deliver(phone: str, worker: str) -> list[tuple[str, int]]:  # pragma: no cover
+    assert _forked_state is not None
+    return _deliver(_forked_state, phone, worker)
+
+
+def test_messages_of_one_user_from_threads_and_forked_processes_commit_once_in_one_order(
+    containers: Callable[..., Container], phone: str
+) -> None:
+    """8 threads and 4 processes forked from the parent (after it used the library), 50
+    messages each, all for one user: every message is committed exactly once, and each saw
+    exactly the messages committed before it (one serial order)."""
+    global _forked_state
+    _forked_state = containers(lease_wait=60).state_service()
+    _forked_state.start(phone)
+    fork = multiprocessing.get_context("fork")
+    with fork.Pool(FORKS) as pool:  # forked before any thread of the parent runs
+        forked = [pool.apply_async(_forked_deliver, (phone, f"p{n}")) for n in range(FORKS)]
+        with ThreadPoolExecutor(THREADS) as threads:
+            placed = list(
+                threads.map(lambda n: _deliver(_forked_state, phone, f"t{n}"), range(THREADS))
+            )
+        placed += [result.get(timeout=120) for result in forked]
+    positions = sorted(position for worker in placed for _, position in worker)
+    total = (THREADS + FORKS) * PER_WORKER
+    assert positions == list(range(total))  # one serial order, nobody lost or doubled
+    log = _forked_state.start(phone).context["log"]
+    assert len(log) == len(set(log)) == total
+    order = {message_id: position for worker in placed for message_id, position in worker}
+    assert [order[message_id] for message_id in log] == list(range(total))
+    _forked_state = None
+
+
+# A worker killed in the middle of a payment -------------------------------------------------
+
+
+def _pay_then_hang(
+    phone: str, message_id: str, started: Any, finished: Any, hang_in_effect: bool
+) -> None:  # pragma: no cover - runs in the child, which is killed
+    assert _forked_state is not None
+    with _forked_state.message(phone, message_id) as msg:
+
+        def create_offer() -> dict[str, str]:
+            started.set()
+            if hang_in_effect:
+                time.sleep(60)  # killed here: did Credex create the offer? Nobody knows.
+            return {"credexID": "c-42"}
+
+        msg.effect("create_credex", create_offer)
+        finished.set()
+        time.sleep(60)  # killed here: the offer exists, the commit never happened
+
+
+@pytest.mark.parametrize("killed", ["inside the effect", "after the effect"])
+def test_a_worker_killed_mid_payment_never_lets_the_redelivery_pay_twice(
+    containers: Callable[..., Container], phone: str, killed: str
+) -> None:
+    """gunicorn kills a sync worker at its timeout in the middle of a Credex call (SIGKILL):
+    the redelivery is told the outcome is unknown, never left to pay again; killed after the
+    call returned, the redelivery gets the recorded result without calling Credex."""
+    global _forked_state
+    _forked_state = containers(lease_ttl=1).state_service()
+    _forked_state.start(phone)
+    fork = multiprocessing.get_context("fork")
+    started, finished = fork.Event(), fork.Event()
+    hang = killed == "inside the effect"
+    worker = fork.Process(
+        target=_pay_then_hang, args=(phone, "wamid.confirm", started, finished, hang)
+    )
+    worker.start()
+    assert (started if hang else finished).wait(10)
+    worker.kill()
+    worker.join()
+
+    calls: list[int] = []
+    with _forked_state.message(phone, "wamid.confirm") as msg:  # waits out the dead lease
+        assert not msg.duplicate
+        if hang:
+            with pytest.raises(EffectInDoubt):
+                msg.effect("create_credex", lambda: calls.append(1))
+            msg.settle("create_credex", {"credexID": "found-by-checking"})
+        else:
+            assert msg.effect("create_credex", lambda: calls.append(1)) == {"credexID": "c-42"}
+    assert calls == []
+    _forked_state = None

@@ -1,0 +1,93 @@
+"""ServerClock: every host keeps the Redis server's time, read once in a while and carried by
+the monotonic clock in between; no round trip per message."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from vimbiso_state.adapters.redis.clock import ServerClock
+from vimbiso_state.domain.errors import StateUnavailable
+
+SERVER = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+class Readings:
+    """A server clock and a monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.server = SERVER
+        self.monotonic = 1000.0
+        self.reads = 0
+        self.round_trip = 0.0
+        self.down = False
+
+    def read(self) -> datetime:
+        if self.down:
+            raise StateUnavailable("Redis is unreachable")
+        self.reads += 1
+        self.tick(self.round_trip / 2)  # the request travels
+        answer = self.server
+        self.tick(self.round_trip / 2)  # the reply travels
+        return answer
+
+    def tick(self, seconds: float) -> None:
+        self.monotonic += seconds
+        self.server += timedelta(seconds=seconds)
+
+
+def _clock(readings: Readings) -> ServerClock:
+    return ServerClock(readings.read, timedelta(seconds=60), lambda: readings.monotonic)
+
+
+def test_time_is_the_servers_and_it_is_read_once_a_minute() -> None:
+    readings = Readings()
+    clock = _clock(readings)
+    assert clock.now() == SERVER
+    for _ in range(59):
+        readings.tick(1)
+        assert clock.now() == readings.server
+    assert readings.reads == 1  # carried by the monotonic clock in between
+    readings.tick(1)
+    clock.now()
+    assert readings.reads == 2
+
+
+def test_the_reading_is_placed_in_the_middle_of_its_round_trip() -> None:
+    readings = Readings()
+    readings.round_trip = 0.010
+    clock = _clock(readings)
+    assert abs(clock.now() - readings.server) <= timedelta(milliseconds=5)
+
+
+def test_a_server_clock_that_jumps_is_followed_at_the_next_reading() -> None:
+    readings = Readings()
+    clock = _clock(readings)
+    clock.now()
+    readings.server += timedelta(minutes=5)  # an operator set the server's clock
+    readings.tick(61)
+    assert clock.now() == readings.server
+
+
+def test_a_failed_reading_carries_the_last_one_on_and_tries_again_soon() -> None:
+    readings = Readings()
+    clock = _clock(readings)
+    clock.now()
+    readings.down = True
+    readings.tick(61)
+    assert clock.now() == readings.server  # carried on, not failed
+    readings.down = False
+    readings.tick(1)
+    clock.now()
+    assert readings.reads == 1  # not before the retry's few seconds
+    readings.tick(5)
+    clock.now()
+    assert readings.reads == 2
+
+
+def test_a_process_that_never_read_the_servers_time_fails_clearly() -> None:
+    readings = Readings()
+    readings.down = True
+    with pytest.raises(StateUnavailable):
+        _clock(readings).now()
