@@ -7,16 +7,18 @@ datetimes are ISO 8601 text, decimals are strings, enums are their values.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
 
 from vimbiso_state.domain.conversation import CriticalData, Session
-from vimbiso_state.domain.errors import StateTooLarge
+from vimbiso_state.domain.errors import StateFromNewerRelease, StateTooLarge
 from vimbiso_state.domain.form import Form
-from vimbiso_state.domain.schema import SCHEMA_VERSION, UnknownSchema, upgrade
+from vimbiso_state.domain.schema import SCHEMA_VERSION, NewerSchema, UnknownSchema, upgrade
 
 log = logging.getLogger("vimbiso_state")
 
@@ -35,6 +37,13 @@ _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
 _CHECKED = frozenset({CriticalData, Session, Form})
 
 
+# The name of each stored kind in StoredConversation.extras, and the fields it knows.
+PARTS = {CriticalData: "critical", Session: "session", Form: "form"}
+_KNOWN = {kind: frozenset(f.name for f in dataclasses.fields(kind)) for kind in PARTS}
+# The top level of a document, its values left as raw JSON (scanned, not decoded).
+_top_level = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
 # What each stored document holds, in the words of the bot code that filled it.
 _DOCUMENTS = {
     "CriticalData": "the profile and current account (set_profile)",
@@ -43,11 +52,20 @@ _DOCUMENTS = {
 }
 
 
-def encode(value: object) -> bytes:
-    """JSON of a domain object; InvalidInput (before any I/O) for a value JSON cannot carry."""
+def encode(value: object, extras: Mapping[str, bytes] | None = None) -> bytes:
+    """JSON of a domain object; InvalidInput (before any I/O) for a value JSON cannot carry.
+
+    ``extras`` are fields of the stored document this release does not know (a newer one
+    wrote them): they go back as they came, so that this write does not drop them.
+    """
     if type(value) in _CHECKED:
         value.check_values()  # type: ignore[attr-defined]
     data = _encoder.encode(value)
+    if extras:
+        document = _top_level.decode(data)
+        for name, raw in extras.items():
+            document.setdefault(name, msgspec.Raw(raw))
+        data = _encoder.encode(document)
     if len(data) > MAX_DOCUMENT_BYTES:
         kind = type(value).__name__
         raise StateTooLarge(
@@ -84,6 +102,13 @@ def _salvaged(kind: type[T], data: bytes | memoryview) -> tuple[T | None, bool]:
     if not current:
         try:
             part = _migrated(kind, data)
+        except NewerSchema as exc:
+            # Never dropped: this release's next write would replace what a newer one stored.
+            raise StateFromNewerRelease(
+                f"the stored {kind.__name__} was written by a newer release of vimbiso-state "
+                f"({exc}); nothing was read or changed. A rolling deploy is under way: answer "
+                "non-2xx so that WhatsApp redelivers the message to an upgraded worker"
+            ) from exc
         except UnknownSchema as exc:
             _dropped(kind, data, exc)
             return None, True
@@ -137,11 +162,25 @@ def _dropped(kind: type[Any], data: bytes | memoryview, reason: object) -> None:
     )
 
 
+_CURRENT = str(SCHEMA_VERSION).encode()
+
+
+def _unknown_fields(kind: type[Any], data: bytes | memoryview) -> dict[str, bytes]:
+    """The fields of a current-schema document that this release does not know: a newer
+    release added them. (An older document's leftovers are the migrations' business.)"""
+    top = _top_level.decode(data)
+    version = top.get("schema_version")
+    if version is not None and bytes(version) != _CURRENT:
+        return {}
+    return {name: bytes(raw) for name, raw in top.items() if name not in _KNOWN[kind]}
+
+
 class StoredParts:
     """Decodes the parts of one stored conversation, remembering whether any was dropped."""
 
     def __init__(self) -> None:
         self.damaged = False
+        self.extras: dict[str, dict[str, bytes]] = {}
 
     def discard(self, kind: type[Any], data: bytes, reason: str) -> None:
         """Drop a part the store cannot even frame (its header is damaged)."""
@@ -156,6 +195,10 @@ class StoredParts:
         part, damaged = _salvaged(kind, data)
         if damaged:
             self.damaged = True
+        elif part is not None:
+            unknown = _unknown_fields(kind, data)
+            if unknown:
+                self.extras[PARTS[kind]] = unknown
         if part is not None and last_seen is not None:
             # The store keeps last-seen beside the document so it can slide it without
             # rewriting the JSON; that copy is the true one.

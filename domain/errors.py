@@ -51,6 +51,13 @@ class EffectInDoubt(StateError):
         )
 
 
+class StateFromNewerRelease(StateUnavailable):
+    """The user's stored state was written by a newer release of vimbiso-state, which this
+    one cannot read: nothing was read or changed. Seen during a rolling deploy; answer the
+    webhook with a non-2xx status so that WhatsApp delivers the message again (to an upgraded
+    worker)."""
+
+
 class StateTooLarge(StateError):
     """A conversation or form is larger than the documented limit; nothing was stored."""
 

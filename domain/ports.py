@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import Enum
+from types import MappingProxyType
 from typing import NamedTuple, Protocol
 
 from vimbiso_state.domain.conversation import CriticalData, Session
@@ -24,6 +26,10 @@ class StoredConversation(NamedTuple):
     message_seen: bool = False
     # A part could not be decoded (corrupt, or from an unknown schema) and was dropped.
     damaged: bool = False
+    # Fields a newer release added that this one does not know, per part ("critical",
+    # "session", "form"), as stored JSON: a write puts them back, so that a worker of the
+    # previous release, during a rolling deploy, never drops what a newer one stored.
+    extras: Mapping[str, Mapping[str, bytes]] = MappingProxyType({})
 
 
 class ConversationWrite(NamedTuple):
@@ -43,6 +49,7 @@ class ConversationWrite(NamedTuple):
     session: Session
     form: Form | None
     message_id: str | None = None
+    extras: Mapping[str, Mapping[str, bytes]] = MappingProxyType({})
 
 
 class TokenChange(NamedTuple):

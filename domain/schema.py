@@ -86,12 +86,23 @@ class UnknownSchema(ValueError):
     """A document written by a newer release, or not a document at all."""
 
 
+class NewerSchema(UnknownSchema):
+    """A document of a schema version this release does not know yet: a newer release wrote
+    it (a rolling deploy is under way). It must be left as it is, never dropped."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        super().__init__(f"schema version {version} (this release reads up to {SCHEMA_VERSION})")
+
+
 def upgrade(doc: object) -> Document:
     """Bring a decoded JSON document to SCHEMA_VERSION, or raise UnknownSchema."""
     if not isinstance(doc, dict):
         raise UnknownSchema("not a JSON object")
     # A document without a version is read as current (fields missing get their defaults).
     version = doc.get("schema_version", SCHEMA_VERSION)
+    if type(version) is int and version > SCHEMA_VERSION:
+        raise NewerSchema(version)
     if not isinstance(version, int) or not (min(MIGRATIONS) <= version <= SCHEMA_VERSION):
         raise UnknownSchema(f"schema version {version!r} (this release reads {SCHEMA_VERSION})")
     while version < SCHEMA_VERSION:

@@ -8,6 +8,7 @@ retries, handle-once) cannot drift apart between them.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import secrets
 import time
@@ -23,6 +24,7 @@ from vimbiso_state.domain.errors import (
     InvalidInput,
     LeaseLost,
     NoActiveForm,
+    StateError,
     UserBusy,
 )
 from vimbiso_state.domain.form import Form
@@ -381,7 +383,7 @@ class Flows:
                 number.digits, stored, now, self.timeouts, self.account_selection
             )
             result = change(conversation, now)  # an exception here stores nothing
-            write = _write_of(conversation, stored.version, op_id, message_id, now)
+            write = _write_of(conversation, stored, op_id, message_id, now)
             outcome = cast(WriteResult, (yield Save(number, write, now)))
             if outcome.status is WriteStatus.APPLIED:
                 if outcome.version == 0:  # applied by an attempt whose reply was lost
@@ -416,7 +418,14 @@ class Flows:
         wait = timedelta(0)
         while True:
             now = self.clock.now()
-            begun = cast(Begun, (yield Begin(number, now, message_id, lease, wait)))
+            try:
+                begun = cast(Begun, (yield Begin(number, now, message_id, lease, wait)))
+            except StateError:
+                # The lease may be held by now (the state could not be read, or the reply was
+                # lost): give it back rather than keep the user waiting until it lapses.
+                with contextlib.suppress(StateError):
+                    yield Release(number, lease)
+                raise
             if begun.duplicate or begun.stored is not None:
                 return begun
             left = timedelta(seconds=patience - self._elapsed())
@@ -427,18 +436,14 @@ class Flows:
             wait = min(left, begun.busy_for + LEASE_SLACK)
 
     def message_open(
-        self, number: PhoneNumber, begun: Begun, text: str | None
-    ) -> tuple[Conversation, int]:
-        """The conversation a begun message works on (as ``start`` resumes it), and the
-        version its commit expects."""
-        assert begun.stored is not None
+        self, number: PhoneNumber, stored: StoredConversation, text: str | None
+    ) -> Conversation:
+        """The conversation a begun message works on, resumed as ``start`` resumes it."""
         now = self.clock.now()
-        conversation, _ = resume(
-            number.digits, begun.stored, now, self.timeouts, self.account_selection
-        )
+        conversation, _ = resume(number.digits, stored, now, self.timeouts, self.account_selection)
         if text is not None and is_greeting(text):
             conversation.greet(now)
-        return conversation, begun.stored.version
+        return conversation
 
     def message_commit(
         self,
@@ -446,11 +451,12 @@ class Flows:
         lease: str,
         message_id: str,
         conversation: Conversation,
-        expected_version: int,
+        stored: StoredConversation,
         token: TokenChange | None,
     ) -> Flow[Conversation]:
+        """Commit the message: every change against what ``begin`` loaded (``stored``)."""
         now = self.clock.now()
-        write = _write_of(conversation, expected_version, new_id(), message_id, now)
+        write = _write_of(conversation, stored, new_id(), message_id, now)
         outcome = cast(WriteResult, (yield Commit(number, lease, write, token, now)))
         if outcome.status is WriteStatus.LEASE_LOST:
             raise LeaseLost(
@@ -526,7 +532,7 @@ def _busy(wait: timedelta) -> str:
 
 def _write_of(
     conversation: Conversation,
-    expected_version: int,
+    stored: StoredConversation,
     op_id: str,
     message_id: str | None,
     now: datetime,
@@ -537,13 +543,21 @@ def _write_of(
     # whose key has been collected still expires with a notice (see resume()).
     form = conversation.form
     conversation.critical.form_expires_at = form.expires_at if form else None
+    # Fields a newer release stored go back with the parts they came in (not with a part the
+    # rules replaced, such as an expired session).
+    kept = {"critical": stored.critical, "session": stored.session, "form": stored.form}
+    now_held = {"critical": conversation.critical, "session": conversation.session, "form": form}
+    extras = {
+        part: fields for part, fields in stored.extras.items() if kept[part] is now_held[part]
+    }
     return ConversationWrite(
-        expected_version=expected_version,
+        expected_version=stored.version,
         op_id=op_id,
         critical=conversation.critical,
         session=conversation.session,
         form=form,
         message_id=message_id,
+        extras=extras,
     )
 
 

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from vimbiso_state.domain.conversation import Conversation
 from vimbiso_state.domain.errors import EffectInDoubt, InvalidInput, LeaseLost, StateError
 from vimbiso_state.domain.json_values import check_json
-from vimbiso_state.domain.ports import Begun, EffectRecord, EffectStatus, TokenChange
+from vimbiso_state.domain.ports import (
+    Begun,
+    EffectRecord,
+    EffectStatus,
+    StoredConversation,
+    TokenChange,
+)
 from vimbiso_state.services.flows import Flow, Flows, check_message_id, new_id
 
 if TYPE_CHECKING:
@@ -43,7 +49,7 @@ class _MessageState:
         self._text = text
         self._lease = new_id()
         self._conversation: Conversation | None = None
-        self._version = 0
+        self._stored: StoredConversation | None = None
         self._sealed: bytes | None = None
         self._token_change: TokenChange | None = None
         self._open = False
@@ -85,20 +91,21 @@ class _MessageState:
         if begun.duplicate:
             self.duplicate = True
             return
-        self._conversation, self._version = self._flows.message_open(
-            self._number, begun, self._text
-        )
+        assert begun.stored is not None
+        self._stored = begun.stored
+        self._conversation = self._flows.message_open(self._number, begun.stored, self._text)
         self._sealed = begun.token
         self._open = True
 
     def _commit(self) -> Flow[Conversation]:
         self._open = False
+        assert self._stored is not None
         return self._flows.message_commit(
             self._number,
             self._lease,
             self.message_id,
             self.conversation,
-            self._version,
+            self._stored,
             self._token_change,
         )
 

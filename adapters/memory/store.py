@@ -128,6 +128,7 @@ def _stored(user: _User, message_seen: bool = False) -> StoredConversation:
         version=user.version,
         message_seen=message_seen,
         damaged=parts.damaged,
+        extras=parts.extras,
     )
 
 
@@ -299,12 +300,13 @@ class MemoryConversationRepository:
     ) -> WriteResult:
         t = self._timeouts
         # Encode before taking the lock: a too-large part fails here and stores nothing.
-        critical = codec.encode(write.critical)
-        session = codec.encode(write.session)
+        extras = write.extras
+        critical = codec.encode(write.critical, extras.get("critical"))
+        session = codec.encode(write.session, extras.get("session"))
         form = (
             None
             if write.form is None
-            else _Part(codec.encode(write.form), write.form.expires_at + GRACE)
+            else _Part(codec.encode(write.form, extras.get("form")), write.form.expires_at + GRACE)
         )
         with self._lock:
             user = self._user(phone, now) or _User()

@@ -296,6 +296,7 @@ class ConversationCalls:
             version=version,
             message_seen=duplicate,
             damaged=parts.damaged,
+            extras=parts.extras,
         )
 
     def save_args(
@@ -310,9 +311,12 @@ class ConversationCalls:
         form: bytes = b""
         form_px = 0
         if write.form is not None:
-            form = codec.encode(write.form)
+            form = codec.encode(write.form, write.extras.get("form"))
             form_px = px(write.form.expires_at - now)
-        session = b"%016d%b" % (micros(write.session.last_seen_at), codec.encode(write.session))
+        session = b"%016d%b" % (
+            micros(write.session.last_seen_at),
+            codec.encode(write.session, write.extras.get("session")),
+        )
         sealed: bytes = b""
         token_px = 0
         if token is not None:
@@ -324,7 +328,7 @@ class ConversationCalls:
             message_member(write.message_id) if write.message_id is not None else b"",
             now_us,
             b"%016d" % micros(write.critical.last_seen_at),
-            codec.encode(write.critical),
+            codec.encode(write.critical, write.extras.get("critical")),
             px(t.state),
             session,
             px(t.session),
