@@ -26,9 +26,11 @@ from vimbiso_state.adapters.redis.aio import (
     AsyncRedisClient,
     AsyncRedisConversationRepository,
     AsyncRedisTokenRepository,
+    close_async,
     connect_async,
 )
 from vimbiso_state.adapters.redis.clock import ServerClock, server_time
+from vimbiso_state.adapters.redis.connection import close
 from vimbiso_state.adapters.token_cipher import FernetTokenCipher
 from vimbiso_state.domain.errors import ConfigurationError
 from vimbiso_state.domain.ports import TokenCipher
@@ -57,27 +59,54 @@ def _service_cipher(settings: Settings, cipher: TokenCipher | None) -> TokenCiph
     return cipher
 
 
-def _redis_client(settings: Settings, waits: bool = False) -> RedisClient:
+class OpenClients:
+    """The Redis clients a container has built, so that closing it closes them all."""
+
+    def __init__(self) -> None:
+        self.sync: list[RedisClient] = []
+        self.asyncio: list[AsyncRedisClient] = []
+
+    def close(self) -> None:
+        for client in self.sync:
+            close(client)
+        self.sync.clear()
+
+    async def aclose(self) -> None:
+        for client in self.asyncio:
+            await close_async(client)
+        self.asyncio.clear()
+        self.close()
+
+
+def _redis_client(
+    settings: Settings, opened: OpenClients, waits: bool = False
+) -> RedisClient:
     """The client of the configured backend: one server, or a cluster found from any node.
 
     With ``waits``, the client a message blocks on while it waits for the user's previous
     message: its socket timeout outlasts the longest wait, and only waits use it.
     """
     connect_to = connect_cluster if settings.backend == "redis-cluster" else connect
-    return connect_to(
+    client = connect_to(
         settings.redis_url,
         socket_timeout=_wait_timeout(settings) if waits else settings.socket_timeout,
         connect_timeout=settings.connect_timeout,
     )
+    opened.sync.append(client)
+    return client
 
 
-def _async_redis_client(settings: Settings, waits: bool = False) -> AsyncRedisClient:
-    return connect_async(
+def _async_redis_client(
+    settings: Settings, opened: OpenClients, waits: bool = False
+) -> AsyncRedisClient:
+    client = connect_async(
         settings.redis_url,
         cluster=settings.backend == "redis-cluster",
         socket_timeout=_wait_timeout(settings) if waits else settings.socket_timeout,
         connect_timeout=settings.connect_timeout,
     )
+    opened.asyncio.append(client)
+    return client
 
 
 def _wait_timeout(settings: Settings) -> float:
@@ -102,8 +131,9 @@ class Container(containers.DeclarativeContainer):
     # redis: a redis.Redis; redis-cluster: a redis.cluster.RedisCluster (reads the slot map
     # when first built). The same repositories run on both: every call names one user's keys,
     # which share one hash slot.
-    redis_client = providers.Singleton(_redis_client, settings)
-    redis_wait_client = providers.Singleton(_redis_client, settings, waits=True)
+    opened = providers.Singleton(OpenClients)
+    redis_client = providers.Singleton(_redis_client, settings, opened)
+    redis_wait_client = providers.Singleton(_redis_client, settings, opened, waits=True)
     redis_retry = providers.Singleton(lambda s: RetryPolicy(s.redis_retries), settings)
     _wait_slice = providers.Callable(lambda s: s.lease_wait, settings)
 
@@ -147,8 +177,10 @@ class Container(containers.DeclarativeContainer):
     )
 
     # asyncio: the memory backend shares its store with the sync service of this container.
-    async_redis_client = providers.Singleton(_async_redis_client, settings)
-    async_redis_wait_client = providers.Singleton(_async_redis_client, settings, waits=True)
+    async_redis_client = providers.Singleton(_async_redis_client, settings, opened)
+    async_redis_wait_client = providers.Singleton(
+        _async_redis_client, settings, opened, waits=True
+    )
     async_conversations = providers.Selector(
         _storage,
         memory=providers.Singleton(AsyncMemoryConversationRepository, memory_conversations),
@@ -199,6 +231,11 @@ class Container(containers.DeclarativeContainer):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Container:
         """A container configured from STATE_BACKEND, REDIS_STATE_URL and the STATE_* TTLs."""
         return cls.from_settings(Settings.from_env(environ))
+
+    # At the bot's shutdown: ``container.close()`` closes the Redis connections it opened,
+    # ``await container.aclose()`` the asyncio ones too. Nothing to do on the memory backend.
+    close = providers.Callable(OpenClients.close, opened)
+    aclose = providers.Coroutine(OpenClients.aclose, opened)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Container:
