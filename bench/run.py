@@ -373,7 +373,9 @@ class Bench:
         ]
         out += self.deliveries(self.phones[6])
         if bulk:
-            out += self.bulk_memory(keys.conversation, keys.token, bulk)
+            out += self.bulk_memory(
+                [keys.user, keys.session, keys.form, keys.handled], keys.token, bulk
+            )
         return "\n".join(out)
 
     def deliveries(self, phone: str, counts: tuple[int, ...] = (50, 100)) -> list[str]:

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import redis
 from fakes import TOKEN_KEY
+from redis.cluster import RedisCluster
 
-from vimbiso_state.adapters.redis.connection import close
+from vimbiso_state.adapters.redis.clock import CLOCK_KEY
 from vimbiso_state.adapters.token_cipher import FernetTokenCipher
 from vimbiso_state.domain.conversation import Conversation
 from vimbiso_state.domain.phone import PhoneNumber
@@ -29,28 +30,38 @@ from vimbiso_state.services.state_service import StateService
 OFFER = "handle_action_offer_credex"
 
 
-def _container(url: str, **overrides: Any) -> Container:
-    return Container.from_settings(
-        Settings(backend="redis", redis_url=url, token_keys=(TOKEN_KEY,), **overrides)
-    )
+@pytest.fixture(
+    params=["redis", pytest.param("redis-cluster", marks=[pytest.mark.redis, pytest.mark.cluster])]
+)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-def containers(redis_url: str) -> Iterator[Callable[..., Container]]:
+def url(backend: str, request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("redis_url" if backend == "redis" else "cluster_url"))
+
+
+@pytest.fixture
+def containers(backend: str, url: str) -> Iterator[Callable[..., Container]]:
     built: list[Container] = []
 
     def make(**overrides: Any) -> Container:
-        built.append(_container(redis_url, **overrides))
+        built.append(
+            Container.from_settings(
+                Settings(backend=backend, redis_url=url, token_keys=(TOKEN_KEY,), **overrides)
+            )
+        )
         return built[-1]
 
     yield make
     for container in built:
-        close(container.redis_client())
+        container.close()
 
 
 @pytest.fixture
-def admin(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def admin(backend: str, url: str) -> Iterator[Any]:
+    client = redis.Redis.from_url(url) if backend == "redis" else RedisCluster.from_url(url)
     yield client
     client.close()
 
@@ -127,14 +138,18 @@ def _host(make: Callable[..., Container], offset: timedelta) -> StateService:
     return container.state_service()
 
 
-def _server_now(admin: redis.Redis) -> datetime:
-    seconds, micros = admin.time()
+def _server_now(admin: Any) -> datetime:
+    """The clock every host keeps: the server's (on a cluster, the clock node's)."""
+    if isinstance(admin, RedisCluster):
+        seconds, micros = admin.time(target_nodes=admin.get_node_from_key(CLOCK_KEY))
+    else:
+        seconds, micros = admin.time()
     return datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=micros)
 
 
 @pytest.mark.parametrize("skew", [timedelta(minutes=5), -timedelta(minutes=5)])
 def test_hosts_with_skewed_clocks_write_every_deadline_by_the_servers_clock(
-    containers: Callable[..., Container], admin: redis.Redis, phone: str, skew: timedelta
+    containers: Callable[..., Container], admin: Any, phone: str, skew: timedelta
 ) -> None:
     """No session, form, token, dedupe or op-id deadline moves by more than a second, whichever
     host writes it."""
@@ -168,7 +183,7 @@ def test_hosts_with_skewed_clocks_write_every_deadline_by_the_servers_clock(
 
 
 def test_a_fast_host_does_not_prune_a_slow_hosts_operation_ids(
-    containers: Callable[..., Container], admin: redis.Redis, phone: str
+    containers: Callable[..., Container], admin: Any, phone: str
 ) -> None:
     """A host two minutes fast pruned the handled ids by its own clock and removed another
     host's op id inside its 60 s window; that host's retried write then applied twice."""
@@ -203,7 +218,7 @@ def test_a_reset_is_not_undone_by_a_writer_that_loaded_before_it(
 
 
 def test_waiting_for_a_message_does_not_hammer_redis(
-    containers: Callable[..., Container], admin: redis.Redis, phone: str
+    containers: Callable[..., Container], admin: Any, phone: str
 ) -> None:
     """A message waits a second for another: it sends a handful of commands, not a poll loop."""
     holder, waiter = containers().state_service(), containers().state_service()
@@ -218,19 +233,24 @@ def test_waiting_for_a_message_does_not_hammer_redis(
     thread = threading.Thread(target=hold)
     thread.start()
     assert holding.wait(5)
-    before = _calls(admin)
+    before = _calls(admin, phone)
     with waiter.message(phone, "wamid.wait") as msg:
         assert not msg.duplicate
     thread.join()
-    sent = _calls(admin) - before
+    sent = _calls(admin, phone) - before
     # The holder's commit, and the waiter's first try, its blocking wait with the next try,
     # and its commit; a few more if a try raced the holder's end. Polling every 10 ms
     # would be a hundred.
-    assert sent <= 8, sent
+    assert 3 <= sent <= 8, sent
 
 
-def _calls(admin: redis.Redis) -> int:
-    stats = admin.info("commandstats")
+def _calls(admin: Any, phone: str) -> int:
+    """Commands the server holding ``phone``'s keys has run."""
+    if isinstance(admin, RedisCluster):
+        node = admin.get_node_from_key(f"lease:{{{phone.lstrip('+')}}}")
+        stats = admin.info("commandstats", target_nodes=node)
+    else:
+        stats = admin.info("commandstats")
     names = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_blpop", "cmdstat_mget")
     return sum(int(stats[name]["calls"]) for name in names if name in stats)
 

@@ -1,0 +1,92 @@
+"""Keys of the library's schema holding another Redis type (written by hand, or by another
+program sharing the server): the user's calls must not fail with WRONGTYPE for ever. The part
+reads as damaged (the user is told, ``state_lost``) and the next write replaces it."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from fakes import TOKEN_KEY
+
+from vimbiso_state.domain.conversation import Notice
+from vimbiso_state.services.config import Settings
+from vimbiso_state.services.container import Container
+from vimbiso_state.services.state_service import StateService
+
+OFFER = "handle_action_offer_credex"
+
+
+@pytest.fixture
+def service(redis_url: str) -> Iterator[StateService]:
+    container = Container.from_settings(
+        Settings(backend="redis", redis_url=redis_url, token_keys=(TOKEN_KEY,))
+    )
+    yield container.state_service()
+    container.close()
+
+
+@pytest.fixture
+def admin(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def digits() -> str:
+    return f"2637{random.randrange(10**7, 10**8)}"
+
+
+Spoil = Callable[[redis.Redis, str], object]
+SPOILED: dict[str, Spoil] = {
+    "user key a list": lambda r, key: r.rpush(key, "x"),
+    "session key a hash": lambda r, key: r.hset(key, "x", "y"),
+    "form key a set": lambda r, key: r.sadd(key, "x"),
+    "handled ids a string": lambda r, key: r.set(key, "x"),
+    "lease a list": lambda r, key: r.rpush(key, "x"),
+}
+KEYS = {
+    "user key a list": "user:{%s}:state",
+    "session key a hash": "session:{%s}:data",
+    "form key a set": "form:{%s}:data",
+    "handled ids a string": "handled:{%s}:ids",
+    "lease a list": "lease:{%s}",
+}
+
+
+@pytest.mark.parametrize("spoiled", list(SPOILED))
+def test_a_key_of_the_wrong_type_is_treated_as_damaged_then_replaced(
+    service: StateService, admin: redis.Redis, digits: str, spoiled: str
+) -> None:
+    service.set_profile(digits, {"memberID": "m-1"}, [{"accountID": "a-1"}])
+    service.navigate(digits, OFFER)
+    service.form_start(digits, "offer", ["amount"])
+    key = KEYS[spoiled] % digits
+    admin.delete(key)
+    SPOILED[spoiled](admin, key)
+
+    conv = service.start(digits)
+    if spoiled in ("user key a list", "session key a hash", "form key a set"):
+        assert Notice.STATE_LOST in conv.notices
+    # Every kind of call works again, and the spoiled key is replaced.
+    service.update(digits, lambda c: c.context.update(after=True))
+    assert service.handle_once(digits, "wamid.after", lambda c: None) is not None
+    with service.message(digits, "wamid.message") as msg:
+        msg.conversation.navigate(OFFER)
+    assert service.start(digits).stage == OFFER
+    kind = admin.type(key).decode()
+    assert kind in {"none", "string", "zset"}, kind
+    assert service.handle_once(digits, "wamid.after", lambda c: None) is None
+
+
+def test_a_token_key_of_the_wrong_type_reads_as_no_token_and_is_replaced(
+    service: StateService, admin: redis.Redis, digits: str
+) -> None:
+    key = f"token:{{{digits}}}"
+    admin.rpush(key, "not a token")
+    assert service.token(digits) is None
+    service.save_token(digits, "jwt")
+    assert service.token(digits) == "jwt"
