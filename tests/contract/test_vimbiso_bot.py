@@ -33,7 +33,7 @@ GUIDE = Path(__file__).resolve().parents[2] / "docs" / "adopting.md"
 
 def guide_blocks() -> list[str]:
     blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(encoding="utf-8"), re.DOTALL)
-    assert len(blocks) >= 3, "docs/adopting.md lost its examples"
+    assert len(blocks) >= 4, "docs/adopting.md lost its examples"
     return blocks
 
 
