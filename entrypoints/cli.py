@@ -17,7 +17,7 @@ from typing import NoReturn
 from cryptography.fernet import Fernet
 
 from vimbiso_state.domain.errors import StateError, StateUnavailable
-from vimbiso_state.entrypoints.commands import chat, doctor, inspect_reset, stats
+from vimbiso_state.entrypoints.commands import chat, doctor, import_bot, inspect_reset, stats
 from vimbiso_state.entrypoints.commands.common import (
     EXIT_FAIL,
     EXIT_INPUT,
@@ -44,10 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Conversation state for the VimbisoPay WhatsApp bot: try it, look inside, "
-        "check the server.",
+        "check the server, import the bot's members.",
         epilog="Configuration comes from the environment, as for the library (STATE_BACKEND, "
         "REDIS_STATE_URL, STATE_TOKEN_KEYS, ...; see docs/configuration.md). Exit codes: 0 ok, "
-        "1 doctor found a failure, 2 bad input or configuration, 3 backend unreachable.",
+        "1 doctor found a failure, 2 bad input or configuration, 3 backend unreachable, "
+        "130 interrupted.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     backend = _Parser(add_help=False)
@@ -70,12 +71,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     chatting.add_argument("--fresh", action="store_true", help="forget this number first")
     add("inspect", "show one user's state, form, session, token and key TTLs", backend, phone)
-    add("reset", "forget one user: conversation, form, handled ids and token", backend, phone)
+    add("reset", "forget one user: conversation, form and token (handled ids stay)", backend, phone)
     counting = add("stats", "count conversations and keys, measure memory (SCAN)", backend)
     counting.add_argument(
         "--sample", type=int, default=200, help="users measured with MEMORY USAGE (default 200)"
     )
     add("doctor", "check the state server's settings: a verdict per line", backend)
+    importing = add(
+        "import",
+        "move the VimbisoPay bot's logged-in members (its channel:{wa_id} keys) into this store",
+        backend,
+    )
+    importing.add_argument(
+        "--from", dest="source", metavar="URL", required=True, help="the bot's Redis (REDIS_URL)"
+    )
+    importing.add_argument(
+        "--dry-run", action="store_true", help="check every key and report; write nothing"
+    )
+    importing.add_argument(
+        "--cursor",
+        type=int,
+        default=0,
+        help="go on from this SCAN cursor (an interrupted run prints it)",
+    )
     add("keygen", "print a new Fernet key for STATE_TOKEN_KEYS")
     return parser
 
@@ -106,6 +124,10 @@ def _run(args: argparse.Namespace) -> int:
         if args.sample < 0:
             raise CliError("--sample cannot be negative")
         return stats.run(config, out, sys.stderr, sample=args.sample)
+    if args.command == "import":
+        return import_bot.run(
+            config, args.source, out, sys.stderr, dry_run=args.dry_run, cursor=args.cursor
+        )
     return doctor.run(config, out)
 
 

@@ -106,8 +106,9 @@ class AsyncStateService:
     ) -> Conversation:
         return await self._run(self._flows.set_profile(phone, member, accounts, selection))
 
-    async def reset(self, phone: str) -> None:
-        await self._run(self._flows.reset(phone))
+    async def reset(self, phone: str, *, keep_context: Sequence[str] = ()) -> None:
+        """See StateService.reset."""
+        await self._run(self._flows.reset(phone, keep_context))
 
     async def form_start(self, phone: str, name: str, required: Sequence[str]) -> Form:
         return await self._run(self._flows.form_start(phone, name, required))

@@ -293,9 +293,28 @@ class Flows:
         rule = self.account_selection if selection is None else account_selection(selection)
         return self._conversation(number, lambda c, now: c.use_profile(profile, selection=rule))
 
-    def reset(self, phone: str) -> Flow[None]:
+    def reset(self, phone: str, keep_context: Sequence[str] = ()) -> Flow[None]:
         number = self.phone(phone)
-        return _single(Forget(number), None)
+        kept = _context_names(keep_context)  # bad names fail before any I/O
+        if not kept:
+            return _single(Forget(number), None)
+        return self._reset_keeping(number, kept)
+
+    def _reset_keeping(self, number: PhoneNumber, names: tuple[str, ...]) -> Flow[None]:
+        """Forget the user, then write the named context keys onto the fresh conversation.
+
+        Two steps, not one: the write goes through the one write path (versions never
+        repeat, a message in flight still loses its lease). A crash between them loses only
+        the kept keys, never more than a plain reset would.
+        """
+        now = self.clock.now()
+        stored = cast(StoredConversation, (yield Load(number, now, touch=False)))
+        # The context as the user would find it now: an expired session has none to keep.
+        current, _ = resume(number.digits, stored, now, self.timeouts, self.account_selection)
+        kept = {name: current.context[name] for name in names if name in current.context}
+        yield Forget(number)
+        if kept:
+            yield from self._apply(number, lambda c, now: c.context.update(kept), _none_of)
 
     # Forms
     def form_start(self, phone: str, name: str, required: Sequence[str]) -> Flow[Form]:
@@ -594,6 +613,20 @@ def _single(request: Request, value: T) -> Flow[T]:
 
 def _answer(request: Request, kind: Callable[[Any], T]) -> Flow[T]:
     return kind((yield request))
+
+
+def _none_of(conversation: Conversation, result: object) -> None:
+    return None
+
+
+def _context_names(names: object) -> tuple[str, ...]:
+    # A str is a sequence of one-letter names: refused, not read as a list of letters.
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise InvalidInput(
+            "keep_context is a list of context key names, like ['mock_testing'], "
+            f"not {type(names).__name__}"
+        )
+    return tuple(names)
 
 
 def _active_form(conversation: Conversation) -> Form:

@@ -140,9 +140,15 @@ class StateService:
         """
         return self._run(self._flows.set_profile(phone, member, accounts, selection))
 
-    def reset(self, phone: str) -> None:
-        """Forget everything about this user: conversation, form, handled ids and token."""
-        self._run(self._flows.reset(phone))
+    def reset(self, phone: str, *, keep_context: Sequence[str] = ()) -> None:
+        """Forget this user: profile, conversation, form and token. Handled message ids and
+        effect records stay, so a redelivered message is still a duplicate.
+
+        ``keep_context`` names keys of ``conv.context`` to carry over to the fresh
+        conversation (the bot keeps ``mock_testing``). That is a second write after the
+        forgetting: a crash between the two loses the kept keys, nothing else.
+        """
+        self._run(self._flows.reset(phone, keep_context))
 
     # Forms
     def form_start(self, phone: str, name: str, required: Sequence[str]) -> Form:

@@ -104,6 +104,12 @@ def test_doctor_on_the_memory_backend_warns_and_exits_zero(
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["inspect"], "the following arguments are required: PHONE"),
         (["doctor", "--redis"], "expected one argument"),
+        (["import", "--redis", "redis://127.0.0.1:1/0"], "required: --from"),
+        (["import", "--from", "redis://127.0.0.1:1/0"], "import writes into a shared store"),
+        (
+            ["import", "--from", "redis://u:s3cret@h:99999/0", "--redis", "redis://h:1/0"],
+            "bad Redis URL redis://u:***@h:99999/0",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -113,7 +119,9 @@ def test_bad_input_is_one_line_and_exit_2(
     assert expected in one_error_line(capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("command", ["demo", "chat", "inspect", "reset", "stats", "doctor"])
+@pytest.mark.parametrize(
+    "command", ["demo", "chat", "inspect", "reset", "stats", "doctor", "import"]
+)
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
@@ -121,6 +129,7 @@ def test_bad_input_is_one_line_and_exit_2(
         ("redis://127.0.0.1:notaport/0", "Port could not be cast"),
         ("redis://127.0.0.1:99999/0", "Port out of range"),
         ("redis://user:s3cret@127.0.0.1:6379/zero", "the database must be a number"),
+        ("redis://user:s3cret@127.0.0.1:99999/0", "redis://user:***@127.0.0.1:99999/0"),
     ],
 )
 def test_a_bad_url_is_one_line_and_exit_2(
@@ -129,6 +138,8 @@ def test_a_bad_url_is_one_line_and_exit_2(
     argv = [command, "--redis", url]
     if command in ("inspect", "reset"):
         argv.insert(1, "+263771234567")
+    if command == "import":
+        argv += ["--from", "redis://127.0.0.1:1/0"]
     assert main(argv) == 2
     line = one_error_line(capsys.readouterr().err)
     assert expected in line

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from vimbiso_state.adapters import codec
 from vimbiso_state.domain.conversation import Conversation, CriticalData, Direction, Notice, Session
-from vimbiso_state.domain.errors import StateTooLarge
+from vimbiso_state.domain.errors import StateFromNewerRelease, StateTooLarge
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.offer import Denomination, Offer, OfferStatus
 from vimbiso_state.domain.schema import SCHEMA_VERSION
@@ -292,13 +292,19 @@ def test_a_current_document_is_not_migrated_again() -> None:
     [
         b"garbage",
         b"[1, 2]",
-        b'{"schema_version": 99, "name": "offer", "required": []}',
         b'{"schema_version": -1}',
         b'{"name": 5}',
     ],
 )
 def test_decode_stored_drops_an_undecodable_document_instead_of_raising(data: bytes) -> None:
     assert codec.decode_stored(Form, data) is None
+
+
+def test_a_document_of_a_newer_schema_is_not_dropped_but_refused() -> None:
+    """A newer release wrote it (a rolling deploy): dropping it would let this release's next
+    write replace it (see tests/contract/test_rolling_deploys.py)."""
+    with pytest.raises(StateFromNewerRelease, match="newer release"):
+        codec.decode_stored(Form, b'{"schema_version": 99, "name": "offer", "required": []}')
 
 
 def test_stored_parts_flags_a_dropped_part_as_damaged() -> None:

@@ -1,0 +1,1 @@
+"""Adapters that let existing bots run on this library without rewriting their flows."""
