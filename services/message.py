@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from vimbiso_state.domain.conversation import Conversation
 from vimbiso_state.domain.errors import EffectInDoubt, InvalidInput, LeaseLost, StateError
@@ -233,11 +233,19 @@ class AsyncMessage(_MessageState):
         except StateError as failure:
             log.warning("could not free the user after a failed message: %s", failure)
 
-    async def effect(self, name: str, run: Callable[[], T | Awaitable[T]]) -> T:
+    # Two signatures, so that a type checker gives ``await msg.effect(name, coroutine_fn)``
+    # the coroutine's result type (``Callable[[], T | Awaitable[T]]`` made it Never).
+    @overload
+    async def effect(self, name: str, run: Callable[[], Awaitable[T]]) -> T: ...
+
+    @overload
+    async def effect(self, name: str, run: Callable[[], T]) -> T: ...
+
+    async def effect(self, name: str, run: Callable[[], Any]) -> Any:
         """See Message.effect; ``run`` may be a plain function or a coroutine function."""
         record = await self._service._run(self._effect_start(name))
         if record.status is not EffectStatus.RUN:
-            return _recorded(record, name)  # type: ignore[no-any-return]
+            return _recorded(record, name)
         result = run()
         if inspect.isawaitable(result):
             result = await result

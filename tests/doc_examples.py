@@ -127,6 +127,40 @@ def configure(
     monkeypatch.setenv("WHATSAPP_TOKEN", "test-token")
 
 
+def track_containers(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The containers the examples build with Container.from_env(), so that a test can
+    close their Redis clients (an example keeps only the service it builds)."""
+    from vimbiso_state import Container
+
+    built: list[Any] = []
+    build = Container.from_env
+
+    def from_env(environ: Any = None) -> Any:
+        container = build(environ)
+        built.append(container)
+        return container
+
+    monkeypatch.setattr(Container, "from_env", from_env)
+    return built
+
+
+def close_clients(containers: list[Any]) -> None:
+    from vimbiso_state.adapters.redis.connection import close
+
+    for container in containers:
+        close(container.redis_client())
+        close(container.redis_wait_client())
+
+
+async def close_async_clients(containers: list[Any]) -> None:
+    """Close the asyncio clients on the loop that used them."""
+    from vimbiso_state.adapters.redis.aio import close_async
+
+    for container in containers:
+        await close_async(container.async_redis_client())
+        await close_async(container.async_redis_wait_client())
+
+
 def new_sender() -> str:
     """A Zimbabwean mobile number as WhatsApp's ``from`` gives it (digits, no +), one per
     test: tests on a shared Redis never meet another run's users."""
@@ -398,6 +432,12 @@ def guide_offer_conversation(
     assert conv.form is not None and conv.form.values == {"amount": "100", "denomination": "ZWG"}
     assert credex.logins == [phone]  # the token is kept, encrypted, between messages
 
+    # A greeting mid-form is back at the menu, not an answer; the form is kept.
+    (greeted,) = post(text_message(phone, wamid(), "Salibonani"), replies=1)
+    assert body_of(greeted) == "What would you like to do?"
+    conv = bot.state.start(phone)
+    assert conv.stage == "handle_action_menu" and conv.form is not None
+
 
 def guide_reaches_confirmation(client: Client, outbox: Outbox, phone: str) -> None:
     """Login, the menu choice and the form's answers, up to the Sign and Cancel buttons."""
@@ -506,6 +546,11 @@ def readme_offer(on_message: Callable[[str, str, str], str | None], created: lis
     assert reply is not None and reply.startswith("Sorry, amount: enter an amount like 100")
     assert reply.endswith("How much do you want to offer?")
     assert on_message(phone, wamid(), "USD 25") == "To whom? (a handle)"
+    # A greeting mid-form is back at the menu (the form is kept), not an answer.
+    assert on_message(phone, wamid(), "Mhoro") == menu
+    assert on_message(phone, wamid(), "bob_store") == menu
+    assert on_message(phone, wamid(), "1") == "How much do you want to offer?"
+    assert on_message(phone, wamid(), "25") == "To whom? (a handle)"
     sign = wamid()
     assert on_message(phone, sign, "bob_store") == f"Offer cx-1 sent to bob_store. {menu}"
     assert on_message(phone, sign, "bob_store") is None
