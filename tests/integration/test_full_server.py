@@ -84,9 +84,8 @@ def test_writes_are_refused_whole_and_memory_stays_at_maxmemory(
         state.save_token(written[0], "jwt")
     with pytest.raises(StateUnavailable, match="Redis is full"):
         state.navigate(written[0], "handle_action_offer_credex")
-    with (
-        pytest.raises(StateUnavailable, match="Redis is full"),
-        state.message(written[0], "wamid.full", "1"),
+    with pytest.raises(StateUnavailable, match="Redis is full"), state.message(
+        written[0], "wamid.full", "1"
     ):
         pytest.fail("a message began on a full server")
     # What was stored is still there, and reads still work.
