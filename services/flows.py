@@ -322,27 +322,28 @@ class Flows:
         # Validated before any I/O; its field list is what every attempt starts with.
         fields = Form.start(name, required, self.clock.now(), self.timeouts.form).required
 
-        def begin(conversation: Conversation, now: datetime) -> Form:
-            conversation.form = Form.start(name, fields, now, self.timeouts.form)
-            return conversation.form
-
-        return self._result(number, begin)
+        return self._result(number, lambda c, now: self.start_form(c, name, fields, now))
 
     def form_fill(self, phone: str, values: Mapping[str, object]) -> Flow[Form]:
-        def fill(conversation: Conversation, now: datetime) -> Form:
-            form = _active_form(conversation)
-            form.fill(values, now, self.timeouts.form)
-            return form
-
-        return self._result(self.phone(phone), fill)
+        return self._result(self.phone(phone), lambda c, now: self.fill_form(c, values, now))
 
     def form_complete(self, phone: str) -> Flow[dict[str, str]]:
-        def complete(conversation: Conversation, now: datetime) -> dict[str, str]:
-            values = _active_form(conversation).result()
-            conversation.form = None
-            return values
+        return self._result(self.phone(phone), lambda c, now: complete_form(c))
 
-        return self._result(self.phone(phone), complete)
+    # What a form operation does to a conversation: the one-call operations above and a
+    # message's msg.form_start/fill/complete apply the same rules through these.
+    def start_form(
+        self, conversation: Conversation, name: str, required: Sequence[str], now: datetime
+    ) -> Form:
+        conversation.form = Form.start(name, required, now, self.timeouts.form)
+        return conversation.form
+
+    def fill_form(
+        self, conversation: Conversation, values: Mapping[str, object], now: datetime
+    ) -> Form:
+        form = _active_form(conversation)
+        form.fill(values, now, self.timeouts.form)  # a bad answer stores none of them
+        return form
 
     # Tokens
     def save_token(self, phone: str, value: str) -> Flow[None]:
@@ -627,6 +628,14 @@ def _context_names(names: object) -> tuple[str, ...]:
             f"not {type(names).__name__}"
         )
     return tuple(names)
+
+
+def complete_form(conversation: Conversation) -> dict[str, str]:
+    """Every value of the conversation's form, which is then closed (FormIncomplete names
+    what is missing, and the form stays)."""
+    values = _active_form(conversation).result()
+    conversation.form = None
+    return values
 
 
 def _active_form(conversation: Conversation) -> Form:

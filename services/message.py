@@ -13,12 +13,13 @@ import hashlib
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from vimbiso_state.domain.conversation import Conversation
 from vimbiso_state.domain.errors import EffectInDoubt, InvalidInput, LeaseLost, StateError
+from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.json_values import check_json
 from vimbiso_state.domain.ports import (
     Begun,
@@ -27,7 +28,7 @@ from vimbiso_state.domain.ports import (
     StoredConversation,
     TokenChange,
 )
-from vimbiso_state.services.flows import Flow, Flows, check_message_id, new_id
+from vimbiso_state.services.flows import Flow, Flows, check_message_id, complete_form, new_id
 
 if TYPE_CHECKING:
     from vimbiso_state.services.async_state_service import AsyncStateService
@@ -86,6 +87,21 @@ class _MessageState:
     def revoke_token(self) -> None:
         """Delete the member's token with this message's commit."""
         self._token_change = TokenChange(None, self._flows.timeouts.token)
+
+    # Forms, by the rules of the one-call form_start/form_fill/form_complete; what they
+    # change is stored with this message's commit, like any change to the conversation.
+    def form_start(self, name: str, required: Sequence[str]) -> Form:
+        """Begin (or replace) the user's form; it lives for ``form_ttl`` after its last answer."""
+        return self._flows.start_form(self.conversation, name, required, self._flows.clock.now())
+
+    def form_fill(self, /, **values: object) -> Form:
+        """Add answers to the form; a bad one raises FormValidationError and adds none of them
+        (NoActiveForm when there is no form)."""
+        return self._flows.fill_form(self.conversation, values, self._flows.clock.now())
+
+    def form_complete(self) -> dict[str, str]:
+        """Every value of the form, which is then closed; FormIncomplete names what is missing."""
+        return complete_form(self.conversation)
 
     def _opened(self, begun: Begun) -> None:
         if begun.duplicate:
@@ -224,11 +240,19 @@ class AsyncMessage(_MessageState):
         except StateError as failure:
             log.warning("could not free the user after a failed message: %s", failure)
 
-    async def effect(self, name: str, run: Callable[[], T | Awaitable[T]]) -> T:
+    # Two signatures, so that a type checker gives ``await msg.effect(name, coroutine_fn)``
+    # the coroutine's result type (``Callable[[], T | Awaitable[T]]`` made it Never).
+    @overload
+    async def effect(self, name: str, run: Callable[[], Awaitable[T]]) -> T: ...
+
+    @overload
+    async def effect(self, name: str, run: Callable[[], T]) -> T: ...
+
+    async def effect(self, name: str, run: Callable[[], Any]) -> Any:
         """See Message.effect; ``run`` may be a plain function or a coroutine function."""
         record = await self._service._run(self._effect_start(name))
         if record.status is not EffectStatus.RUN:
-            return _recorded(record, name)  # type: ignore[no-any-return]
+            return _recorded(record, name)
         result = run()
         if inspect.isawaitable(result):
             result = await result

@@ -1,36 +1,75 @@
-"""The README's bot-code example runs as written and does what its comments say."""
+"""The README's and the configuration guide's code runs as written and does what its comments
+say (on the memory backend; tests/integration/test_docs_on_redis.py runs it on Redis)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from doc_examples import (
+    README,
+    ROOT,
+    FakeCredex,
+    block_after,
+    configure,
+    python_blocks,
+    readme_async,
+    readme_offer,
+    readme_one_call,
+    run_block,
+)
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+# Every python block of the docs, by file: each is run by a test (README and the guides
+# here and in test_webhook_guide, cluster.md in tests/cluster, adopting.md in
+# tests/contract/test_vimbiso_bot.py and tests/integration/test_import.py). A block that is
+# not meant to be pasted (output, a fragment) is a ```text or ```sh block instead.
+PYTHON_BLOCKS = {
+    "README.md": 3,
+    "docs/adopting.md": 4,
+    "docs/webhook-guide.md": 4,
+    "docs/configuration.md": 2,
+    "docs/cluster.md": 1,
+}
 
 
-def _example(after: str) -> str:
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index(after) :]
-    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, f"no python example after {after!r}"
-    return match.group(1)
+def test_every_python_block_of_the_docs_is_one_that_a_test_runs() -> None:
+    found = {
+        str(path.relative_to(ROOT)): len(python_blocks(path))
+        for path in [README, *sorted((ROOT / "docs").glob("*.md"))]
+    }
+    assert {name: count for name, count in found.items() if count} == PYTHON_BLOCKS
 
 
-def test_the_bot_code_example_runs_a_whole_offer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STATE_BACKEND", "memory")
-    scope: dict[str, Any] = {}
-    exec(compile(_example("## From bot code"), "README.md", "exec"), scope)
-    reply = scope["on_whatsapp_message"]
-    phone = "+263 77 555 0101"
-    assert reply(phone, "wamid.1", "hi") == "1. Offer credex  2. Accept offers"
-    assert reply(phone, "wamid.2", "1") == "How much do you want to offer?"
-    assert reply(phone, "wamid.3", "a lot").startswith("Sorry, amount:")
-    assert reply(phone, "wamid.4", "USD 25") == "Now the recipient?"
-    assert reply(phone, "wamid.5", "bob_store") == "Offer 25 USD to bob_store?"
+def test_the_bot_code_example_handles_a_redelivered_menu_choice_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configure(monkeypatch, "memory")
+    scope = run_block(block_after(README, "## From bot code"), "README.md")
+    created: list[tuple[Any, ...]] = []
+
+    def credex_create_offer(offer: dict[str, str], key: str) -> dict[str, str]:
+        created.append((offer, key))
+        return {"credexID": f"cx-{len(created)}"}
+
+    scope["credex_create_offer"] = credex_create_offer
+    phone = readme_offer(scope["on_whatsapp_message"], created)
     assert scope["state"].start(phone).form is None  # completed and closed
+
+
+def test_the_async_example_runs_its_effect_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, "memory")
+    scope = run_block(block_after(README, "## From bot code", 1), "README.md")
+    credex = FakeCredex()
+    scope["credex_accept_all"] = credex.create_async
+    asyncio.run(readme_async(scope, credex))
+
+
+def test_the_one_call_example_applies_a_choice_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, "memory")
+    readme_one_call(run_block(block_after(README, "## From bot code", 2), "README.md"))
 
 
 def test_the_configuration_guide_examples_run_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,3 +82,10 @@ def test_the_configuration_guide_examples_run_as_written(monkeypatch: pytest.Mon
     assert len(blocks) >= 2
     for block in blocks:
         exec(compile(block, str(guide), "exec"), {})  # its asserts say what it promises
+
+
+def test_readme_layout_is_kept() -> None:
+    text = Path(README).read_text(encoding="utf-8")
+    headings = re.findall(r"^## (.+)$", text, re.MULTILINE)
+    assert headings[:2] == ["Two commands", "Command line"]
+    assert "From bot code" in headings and "Configuration" in headings
