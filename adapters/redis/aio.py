@@ -98,7 +98,10 @@ T = TypeVar("T")
 
 class _AsyncRedisRepository:
     def __init__(
-        self, client: AsyncRedisClient, retry: RetryPolicy | None, keys: KeySchema | None
+        self,
+        client: AsyncRedisClient,
+        retry: RetryPolicy | None = None,
+        keys: KeySchema | None = None,
     ) -> None:
         self._client = client
         self._retry = AsyncRetryPolicy(retry or RetryPolicy())
