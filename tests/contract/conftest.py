@@ -15,6 +15,7 @@ import pytest
 from cryptography.fernet import Fernet
 from fakes import FakeClock
 
+from vimbiso_state.adapters.redis.aio import close_async
 from vimbiso_state.services.async_state_service import AsyncStateService
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
@@ -108,4 +109,4 @@ def state(
     yield cast(StateService, Blocking(container.async_state_service(), loop))
     if backend in SERVERS:
         client = container.async_redis_client()
-        asyncio.run_coroutine_threadsafe(client.aclose(), loop).result()
+        asyncio.run_coroutine_threadsafe(close_async(client), loop).result()
