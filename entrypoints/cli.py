@@ -30,8 +30,10 @@ from vimbiso_state.entrypoints.commands.common import (
     settings,
 )
 from vimbiso_state.entrypoints.demo import run_demo
+from vimbiso_state.services.config import RENAMED_ENVIRONMENT, environment_value
 
 PROG = "vimbiso-state"
+DEBUG = "STATE_DEBUG"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,7 +111,18 @@ def _run(args: argparse.Namespace) -> int:
     return doctor.run(config, out)
 
 
+def _debugging() -> bool:
+    """STATE_DEBUG=1: show the traceback of an unexpected error instead of one line."""
+    old = RENAMED_ENVIRONMENT[DEBUG]
+    if os.environ.get(old) and not os.environ.get(DEBUG):
+        # The DeprecationWarning below is hidden by Python's default filters: say it here.
+        print(f"{PROG}: note: {old} is deprecated, set {DEBUG}=1 instead", file=sys.stderr)
+    value = environment_value(DEBUG)
+    return value is not None and value.strip().lower() not in {"0", "false", "no", "off"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    debugging = _debugging()
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error already printed on one line
@@ -128,11 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return EXIT_FAIL
     except Exception as exc:
-        if os.environ.get("VIMBISO_STATE_DEBUG"):
+        if debugging:
             raise
         return _fail(
             f"internal error: {type(exc).__name__}: {one_line(exc)} "
-            "(set VIMBISO_STATE_DEBUG=1 for the traceback)",
+            f"(set {DEBUG}=1 for the traceback)",
             EXIT_FAIL,
         )
 
