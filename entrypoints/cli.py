@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from cryptography.fernet import Fernet
 
+from vimbiso_state import __version__
 from vimbiso_state.domain.errors import StateError, StateUnavailable
 from vimbiso_state.entrypoints.commands import chat, doctor, inspect_reset, stats
 from vimbiso_state.entrypoints.commands.common import (
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         "REDIS_STATE_URL, STATE_TOKEN_KEYS, ...; see docs/configuration.md). Exit codes: 0 ok, "
         "1 doctor found a failure, 2 bad input or configuration, 3 backend unreachable.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     backend = _Parser(add_help=False)
     backend.add_argument(

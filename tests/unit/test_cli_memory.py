@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import warnings
+from importlib import metadata
 
 import pytest
 from cli_output import one_error_line
 from cryptography.fernet import Fernet
 
+import vimbiso_state
 from vimbiso_state.entrypoints import cli
 from vimbiso_state.entrypoints.cli import main
 from vimbiso_state.entrypoints.commands.output import ProgressBar
@@ -194,6 +196,14 @@ def test_the_old_debug_variable_still_works_with_a_deprecation_note(
 
 def _broken(*args: object, **kwargs: object) -> int:
     raise RuntimeError("broke")
+
+
+def test_version_prints_the_installed_distributions_version(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"vimbiso-state {metadata.version('vimbiso-state')}\n"
+    assert vimbiso_state.__version__ == metadata.version("vimbiso-state")
 
 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
