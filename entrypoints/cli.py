@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from cryptography.fernet import Fernet
 
+from vimbiso_state import __version__
 from vimbiso_state.domain.errors import StateError, StateUnavailable
 from vimbiso_state.entrypoints.commands import chat, doctor, import_bot, inspect_reset, stats
 from vimbiso_state.entrypoints.commands.common import (
@@ -30,8 +31,10 @@ from vimbiso_state.entrypoints.commands.common import (
     settings,
 )
 from vimbiso_state.entrypoints.demo import run_demo
+from vimbiso_state.services.config import RENAMED_ENVIRONMENT, environment_value
 
 PROG = "vimbiso-state"
+DEBUG = "STATE_DEBUG"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         "1 doctor found a failure, 2 bad input or configuration, 3 backend unreachable, "
         "130 interrupted.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     backend = _Parser(add_help=False)
     backend.add_argument(
@@ -131,7 +135,18 @@ def _run(args: argparse.Namespace) -> int:
     return doctor.run(config, out)
 
 
+def _debugging() -> bool:
+    """STATE_DEBUG=1: show the traceback of an unexpected error instead of one line."""
+    old = RENAMED_ENVIRONMENT[DEBUG]
+    if os.environ.get(old) and not os.environ.get(DEBUG):
+        # The DeprecationWarning below is hidden by Python's default filters: say it here.
+        print(f"{PROG}: note: {old} is deprecated, set {DEBUG}=1 instead", file=sys.stderr)
+    value = environment_value(DEBUG)
+    return value is not None and value.strip().lower() not in {"0", "false", "no", "off"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    debugging = _debugging()
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error already printed on one line
@@ -150,11 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return EXIT_FAIL
     except Exception as exc:
-        if os.environ.get("VIMBISO_STATE_DEBUG"):
+        if debugging:
             raise
         return _fail(
             f"internal error: {type(exc).__name__}: {one_line(exc)} "
-            "(set VIMBISO_STATE_DEBUG=1 for the traceback)",
+            f"(set {DEBUG}=1 for the traceback)",
             EXIT_FAIL,
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
@@ -36,6 +37,28 @@ ENVIRONMENT = {
     "phone_region": "STATE_PHONE_REGION",
     "default_account": "STATE_DEFAULT_ACCOUNT",
 }
+
+# One scheme: REDIS_STATE_URL, and STATE_* for everything else. A renamed variable's old name
+# is still read, with a DeprecationWarning, while the new one is unset.
+RENAMED_ENVIRONMENT = {"STATE_DEBUG": "VIMBISO_STATE_DEBUG"}
+
+
+def environment_value(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Variable ``name``, else its deprecated old name (with a DeprecationWarning); None when
+    neither is set. The empty string counts as unset."""
+    env = os.environ if environ is None else environ
+    value = env.get(name, "")
+    if value != "":
+        return value
+    old = RENAMED_ENVIRONMENT.get(name)
+    if old is None or env.get(old, "") == "":
+        return None
+    warnings.warn(
+        f"the environment variable {old} is deprecated: set {name} instead",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return env[old]
 
 
 @dataclass(frozen=True)
@@ -128,9 +151,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
         return cls.from_mapping(
-            {name: env[var] for name, var in ENVIRONMENT.items() if env.get(var, "") != ""}
+            {name: environment_value(var, environ) for name, var in ENVIRONMENT.items()}
         )
 
     def as_dict(self) -> dict[str, Any]:

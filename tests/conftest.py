@@ -1,13 +1,15 @@
 """Real-Redis fixtures shared by every test folder.
 
-redis_url      (session)  a server the whole run shares: $REDIS_URL, else a testcontainers Redis
-                          when a Docker engine answers, else one private redis-server. Tests
-                          on it must use unique keys and never flush, kill or reconfigure it.
+redis_url      (session)  a server the whole run shares: $VIMBISO_STATE_TEST_REDIS_URL, else a
+                          testcontainers Redis when a Docker engine answers, else one private
+                          redis-server. Tests on it must use unique keys and never flush, kill
+                          or reconfigure it. Never $REDIS_URL: that is the bot's cache Redis.
 private_redis  (function) a fresh private RedisProcess per test, for anything destructive.
 redis_server_bin (session) path of redis-server, for tests that build their own RedisProcess.
-cluster_url    (session)  a Redis Cluster of three masters the run shares: $REDIS_CLUSTER_URL
-                          (any node), else a LocalCluster of private redis-server processes
-                          (tests/redis_cluster.py). Same rules as redis_url: unique keys only.
+cluster_url    (session)  a Redis Cluster of three masters the run shares:
+                          $VIMBISO_STATE_TEST_CLUSTER_URL (any node), else a LocalCluster of
+                          private redis-server processes (tests/redis_cluster.py). Same rules
+                          as redis_url: unique keys only.
 redis_cli_bin  (session)  path of redis-cli, which forms a LocalCluster.
 
 Each of them skips (fails under CI=true) when no server can be had, and marks its tests
@@ -28,6 +30,12 @@ import pytest
 import redis
 from redis_cluster import LocalCluster, find_redis_cli
 from redis_servers import RedisProcess, docker_available, find_redis_server, start_container
+
+# The suite's own server variables: names no application uses. REDIS_URL is the bot's cache
+# Redis (DESIGN.md), and this suite writes and deletes keys: a developer who has it exported
+# must not run the suite against their cache.
+TEST_REDIS_URL = "VIMBISO_STATE_TEST_REDIS_URL"
+TEST_CLUSTER_URL = "VIMBISO_STATE_TEST_CLUSTER_URL"
 
 # Fixtures that need a local Redis Cluster; a test using any of them gets the `cluster` marker.
 CLUSTER_FIXTURES = {"cluster_url", "redis_cli_bin", "replicated_cluster"}
@@ -71,13 +79,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    explicit = os.environ.get("REDIS_URL")
+    explicit = os.environ.get(TEST_REDIS_URL)
+    if not explicit and os.environ.get("REDIS_URL"):
+        warnings.warn(
+            f"REDIS_URL is ignored (the cache Redis's name); set {TEST_REDIS_URL} to run the "
+            "Redis tests on a server of your choice",
+            stacklevel=1,
+        )
     if explicit:
         client = redis.Redis.from_url(explicit, socket_timeout=3, socket_connect_timeout=3)
         try:
             client.ping()
         except redis.RedisError as exc:
-            reason = f"REDIS_URL={_redacted(explicit)} does not answer PING: {exc}"
+            reason = f"{TEST_REDIS_URL}={_redacted(explicit)} does not answer PING: {exc}"
             pytest.fail(reason, pytrace=False)
         finally:
             client.close()
@@ -98,8 +112,8 @@ def redis_url() -> Iterator[str]:
 
     if find_redis_server() is None:
         _no_server(
-            "no Redis for the real-Redis tests: REDIS_URL is unset, no Docker engine answers "
-            f"and redis-server is not installed. Set REDIS_URL, or: {INSTALL_HELP}"
+            f"no Redis for the real-Redis tests: {TEST_REDIS_URL} is unset, no Docker engine "
+            f"answers and redis-server is not installed. Set {TEST_REDIS_URL}, or: {INSTALL_HELP}"
         )
     with RedisProcess() as server:
         yield server.url
@@ -115,7 +129,7 @@ def redis_server_bin() -> str:
 
 @pytest.fixture
 def private_redis(redis_server_bin: str) -> Iterator[RedisProcess]:
-    # Always a fresh process: never $REDIS_URL, a container or the machine's own 6379.
+    # Always a fresh process: never the shared server, a container or the machine's own 6379.
     with RedisProcess(executable=redis_server_bin) as server:
         yield server
 
@@ -143,18 +157,18 @@ def redis_cli_bin(redis_server_bin: str) -> str:
 
 @pytest.fixture(scope="session")
 def cluster_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    explicit = os.environ.get("REDIS_CLUSTER_URL")
+    explicit = os.environ.get(TEST_CLUSTER_URL)
     if explicit:
         client = redis.Redis.from_url(explicit, socket_timeout=3, socket_connect_timeout=3)
         try:
             state = client.cluster("info")["cluster_state"]
         except redis.RedisError as exc:
-            reason = f"REDIS_CLUSTER_URL={_redacted(explicit)} does not answer CLUSTER INFO: {exc}"
+            reason = f"{TEST_CLUSTER_URL}={_redacted(explicit)} does not answer CLUSTER INFO: {exc}"
             pytest.fail(reason, pytrace=False)
         finally:
             client.close()
         if state != "ok":
-            pytest.fail(f"REDIS_CLUSTER_URL={_redacted(explicit)}: {state=}", pytrace=False)
+            pytest.fail(f"{TEST_CLUSTER_URL}={_redacted(explicit)}: {state=}", pytrace=False)
         yield explicit
         return
     server = request.getfixturevalue("redis_server_bin")

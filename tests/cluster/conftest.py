@@ -24,7 +24,8 @@ from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
 from vimbiso_state.services.state_service import StateService
 
-# A random block per run: the shared cluster may be $REDIS_CLUSTER_URL, used by earlier runs.
+# A random block per run: the shared cluster may be $VIMBISO_STATE_TEST_CLUSTER_URL, used by
+# earlier runs.
 _phones = itertools.count(263_780_000_000 + random.randrange(0, 9_000_000, 100_000))
 
 

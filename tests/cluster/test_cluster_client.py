@@ -168,6 +168,12 @@ async def _first_calls_at_once(
     return outcomes.count(False)
 
 
+_REDIS_PY = tuple(int(part) for part in redis.__version__.split(".")[:2])
+
+
+@pytest.mark.skipif(
+    _REDIS_PY < (8, 0), reason="the race was seen on redis-py 8.1.0; 5.0.2 does not have it"
+)
 def test_the_stock_async_cluster_client_fails_first_commands_made_at_once(
     cluster_url: str,
 ) -> None:

@@ -8,6 +8,7 @@ import random
 import pytest
 from fakes import TOKEN_KEY
 
+from vimbiso_state.adapters.redis.aio import close_async
 from vimbiso_state.domain.conversation import Conversation
 from vimbiso_state.services.async_state_service import AsyncStateService
 from vimbiso_state.services.container import Container
@@ -20,7 +21,8 @@ def _run(container: Container, scenario: object) -> None:
             await scenario  # type: ignore[misc]
         finally:
             if container.settings().backend != "memory":
-                await container.async_redis_client().aclose()
+                # Not aclose(): a client given its pool leaves the pool's connections open.
+                await close_async(container.async_redis_client())
 
     asyncio.run(main())
 

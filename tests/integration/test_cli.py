@@ -44,6 +44,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def environment(**extra: str) -> dict[str, str]:
     """The subprocess environment: this one without STATE_* settings, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT.values()}
+    env.pop("STATE_DEBUG", None)
     env.pop("VIMBISO_STATE_DEBUG", None)
     return {**env, "STATE_TOKEN_KEYS": KEY, **extra}
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,9 @@ import redis
 from redis_servers import RedisProcess
 
 FSYNC_WAIT = 1.3  # appendfsync everysec: more than a second after the write it is on disk
+ROOT = Path(__file__).resolve().parents[2]
+# A test that writes a conversation on the shared server (redis_url).
+WRITER = "tests/contract/test_state_contract.py::test_first_contact_creates_state_at_the_menu"
 
 
 def _config(client: redis.Redis, name: str) -> Any:
@@ -118,3 +124,45 @@ def test_start_failure_reports_the_server_error(redis_server_bin: str) -> None:
         assert not server.running
     finally:
         server.close()
+
+
+def _run_the_writer(**env: str) -> subprocess.CompletedProcess[str]:
+    """WRITER on its Redis backend, in a pytest of its own, with ``env`` and without the
+    suite's own server variables of this run."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("VIMBISO_STATE_TEST_")}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"{WRITER}[redis-sync]"],
+        cwd=ROOT,
+        env={**inherited, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_suite_never_writes_to_the_server_redis_url_names(
+    private_redis: RedisProcess,
+) -> None:
+    """REDIS_URL is the bot's cache Redis: a developer who has it exported and runs the suite
+    must find their cache untouched."""
+    cache = private_redis.client()
+    run = _run_the_writer(REDIS_URL=private_redis.url)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "REDIS_URL is ignored" in run.stdout  # and the developer is told so
+    assert cache.dbsize() == 0
+    cache.close()
+
+
+def test_the_suite_writes_to_the_server_its_own_variable_names(
+    private_redis: RedisProcess, redis_server_bin: str
+) -> None:
+    """The same run with VIMBISO_STATE_TEST_REDIS_URL set does write there: the test above
+    would see a write that went to the wrong server."""
+    with RedisProcess(executable=redis_server_bin) as cache:
+        run = _run_the_writer(VIMBISO_STATE_TEST_REDIS_URL=private_redis.url, REDIS_URL=cache.url)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "REDIS_URL is ignored" not in run.stdout
+        assert cache.client().dbsize() == 0
+    chosen = private_redis.client()
+    assert chosen.dbsize() > 0
+    chosen.close()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import warnings
+from importlib import metadata
 
 import pytest
 from cli_output import one_error_line
 from cryptography.fernet import Fernet
 
+import vimbiso_state
 from vimbiso_state.entrypoints import cli
 from vimbiso_state.entrypoints.cli import main
 from vimbiso_state.entrypoints.commands.output import ProgressBar
@@ -21,6 +24,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The library's own configuration only: no STATE_* or REDIS_STATE_URL from the caller."""
     for variable in ENVIRONMENT.values():
         monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("STATE_DEBUG", raising=False)
     monkeypatch.delenv("VIMBISO_STATE_DEBUG", raising=False)
 
 
@@ -168,9 +172,49 @@ def test_an_unexpected_error_is_one_line_unless_debugging(
     assert main(["doctor"]) == 1
     line = one_error_line(capsys.readouterr().err)
     assert "internal error: RuntimeError: something broke" in line
+    assert "set STATE_DEBUG=1 for the traceback" in line
+    monkeypatch.setenv("STATE_DEBUG", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the current name warns about nothing
+        with pytest.raises(RuntimeError):
+            main(["doctor"])
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("off", ["0", "false", "no"])
+def test_state_debug_set_to_a_false_value_keeps_the_one_line(
+    off: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli.doctor, "run", _broken)
+    monkeypatch.setenv("STATE_DEBUG", off)
+    assert main(["doctor"]) == 1
+    assert "internal error" in one_error_line(capsys.readouterr().err)
+
+
+def test_the_old_debug_variable_still_works_with_a_deprecation_note(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli.doctor, "run", _broken)
     monkeypatch.setenv("VIMBISO_STATE_DEBUG", "1")
-    with pytest.raises(RuntimeError):
+    deprecated = "VIMBISO_STATE_DEBUG is deprecated: set STATE_DEBUG"
+    with pytest.warns(DeprecationWarning, match=deprecated), pytest.raises(RuntimeError):
         main(["doctor"])
+    note = one_error_line(capsys.readouterr().err)
+    assert note == (
+        "vimbiso-state: note: VIMBISO_STATE_DEBUG is deprecated, set STATE_DEBUG=1 instead"
+    )
+
+
+def _broken(*args: object, **kwargs: object) -> int:
+    raise RuntimeError("broke")
+
+
+def test_version_prints_the_installed_distributions_version(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"vimbiso-state {metadata.version('vimbiso-state')}\n"
+    assert vimbiso_state.__version__ == metadata.version("vimbiso-state")
 
 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
