@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -94,7 +95,23 @@ def check_step(kind: str, value: object) -> str:
 
 
 def is_step(value: object) -> bool:
-    return type(value) is str and _STEP.fullmatch(value) is not None
+    return type(value) is str and _known_step(value)
+
+
+# A list of step names joined by commas, which no step name contains: one match for a menu.
+_STEPS = re.compile(r"[A-Za-z0-9_]{1,64}(?:,[A-Za-z0-9_]{1,64})*")
+
+
+def _all_steps(values: list[str]) -> bool:
+    if not all(type(value) is str for value in values):
+        return False
+    return _STEPS.fullmatch(",".join(values)) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _known_step(value: str) -> bool:
+    # A bot has a few hundred step names, checked on every read and write of a session.
+    return _STEP.fullmatch(value) is not None
 
 
 @dataclass(kw_only=True, slots=True)
@@ -182,7 +199,7 @@ class Session(DataClassJsonMixin):
             return "the stage is not an identifier"
         if self.option is not None and not is_step(self.option):
             return "the option is not an identifier"
-        if not all(is_step(entry) for entry in self.menu):
+        if self.menu and not _all_steps(self.menu):
             return "a menu entry is not an identifier"
         return None
 

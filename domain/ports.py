@@ -30,6 +30,8 @@ class StoredConversation(NamedTuple):
     # "session", "form"), as stored JSON: a write puts them back, so that a worker of the
     # previous release, during a rolling deploy, never drops what a newer one stored.
     extras: Mapping[str, Mapping[str, bytes]] = MappingProxyType({})
+    # Each part's stored JSON, as read: a write leaves a part it did not change as it is.
+    documents: Mapping[str, bytes] = MappingProxyType({})
 
 
 class ConversationWrite(NamedTuple):
@@ -50,6 +52,8 @@ class ConversationWrite(NamedTuple):
     form: Form | None
     message_id: str | None = None
     extras: Mapping[str, Mapping[str, bytes]] = MappingProxyType({})
+    # The JSON each part was read as (only for parts this write carries on, not replaced).
+    documents: Mapping[str, bytes] = MappingProxyType({})
 
 
 class TokenChange(NamedTuple):

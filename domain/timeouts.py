@@ -18,6 +18,14 @@ def slide_step(timeout: timedelta) -> timedelta:
     return timeout / 300
 
 
+# The most operation and message ids remembered per user. A message id is remembered for
+# ``Timeouts.dedupe`` or until this many newer ids of the same user were handled, whichever
+# comes first: a burst of messages on one user then keeps a small set (Redis's compact
+# encoding holds up to 128 entries), and WhatsApp redelivers within minutes, not 128
+# messages later.
+MAX_HANDLED_IDS = 128
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """Session 5 min, token 30 min, form 10 min (from the seed); the rest is retention."""

@@ -570,6 +570,9 @@ def _write_of(
     extras = {
         part: fields for part, fields in stored.extras.items() if kept[part] is now_held[part]
     }
+    documents = {
+        part: data for part, data in stored.documents.items() if kept[part] is now_held[part]
+    }
     return ConversationWrite(
         expected_version=stored.version,
         op_id=op_id,
@@ -578,6 +581,7 @@ def _write_of(
         form=form,
         message_id=message_id,
         extras=extras,
+        documents=documents,
     )
 
 

@@ -25,7 +25,7 @@ from vimbiso_state.domain.ports import (
     WriteResult,
     WriteStatus,
 )
-from vimbiso_state.domain.timeouts import Timeouts, slide_step
+from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS, Timeouts, slide_step
 
 # Storage keeps a part a little longer than its domain deadline, as the Redis TTLs do, so that
 # the domain (not the garbage collector) is what decides expiry.
@@ -94,6 +94,15 @@ class _User:
             default=_NEVER,
         )
 
+    def trim(self) -> None:
+        """Keep at most MAX_HANDLED_IDS ids, dropping those that expire first (as save.lua
+        does): operation ids, then the oldest message ids."""
+        excess = len(self.ops) + len(self.messages) - MAX_HANDLED_IDS
+        for ids in (self.ops, self.messages):
+            while excess > 0 and ids:
+                del ids[next(iter(ids))]
+                excess -= 1
+
     def held_by_other(self, lease: str | None, now: datetime) -> bool:
         return self.lease is not None and self.lease != lease and now < self.lease_until
 
@@ -129,6 +138,7 @@ def _stored(user: _User, message_seen: bool = False) -> StoredConversation:
         message_seen=message_seen,
         damaged=parts.damaged,
         extras=parts.extras,
+        documents=parts.documents,
     )
 
 
@@ -239,7 +249,7 @@ class MemoryConversationRepository:
             user = user or self._users.setdefault(phone.digits, _User())
             user.lease, user.lease_until = lease, now + self._timeouts.lease
             user.expect(user.lease_until)
-            self._slide(user, now)
+            # No slide: the message's commit writes last-seen (a failed message moves nothing).
             token = self._tokens.get(phone) if self._tokens is not None else None
             return Begun(_stored(user), token=token)
 
@@ -300,17 +310,25 @@ class MemoryConversationRepository:
     ) -> WriteResult:
         t = self._timeouts
         # Encode before taking the lock: a too-large part fails here and stores nothing.
-        extras = write.extras
-        critical = codec.encode(write.critical, extras.get("critical"))
-        session = codec.encode(write.session, extras.get("session"))
+        extras, documents = write.extras, write.documents
+        critical = codec.encode_stored(
+            write.critical, extras.get("critical"), documents.get("critical")
+        ).data
+        session = codec.encode_stored(write.session, extras.get("session")).data
         form = (
             None
             if write.form is None
-            else _Part(codec.encode(write.form, extras.get("form")), write.form.expires_at + GRACE)
+            else _Part(
+                codec.encode_stored(write.form, extras.get("form"), documents.get("form")).data,
+                write.form.expires_at + GRACE,
+            )
         )
         with self._lock:
             user = self._user(phone, now) or _User()
-            if write.op_id in user.ops:
+            if lease is not None and write.message_id in user.messages:
+                # A commit is applied once by its message id (as save.lua does).
+                return WriteResult(WriteStatus.APPLIED, user.version)
+            if lease is None and write.op_id in user.ops:
                 # Applied by an earlier attempt; version 0: the caller reads it if it cares.
                 return WriteResult(WriteStatus.APPLIED, 0)
             if lease is not None and (user.lease != lease or now >= user.lease_until):
@@ -328,10 +346,12 @@ class MemoryConversationRepository:
             user.session = _Part(session, now + self._keep_session)
             user.last_seen = write.session.last_seen_at
             user.form = form
-            user.ops[write.op_id] = now + t.retry_window
+            if lease is None:
+                user.ops[write.op_id] = now + t.retry_window
             if write.message_id is not None:
                 user.messages[write.message_id] = now + t.dedupe
                 user.effects.pop(write.message_id, None)
+            user.trim()
             user.expect(now + self._soonest)
             if form is not None:
                 user.expect(form.expires_at)

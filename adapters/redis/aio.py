@@ -176,7 +176,8 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
     ) -> Begun:
         user = self._keys.for_user(phone)
         waited = wait > timedelta(0)
-        args = self._calls.load_args(now, message_id, True, lease, waited)
+        # No slide: the message's commit writes last-seen (a failed message moves nothing).
+        args = self._calls.load_args(now, message_id, False, lease, waited)
         if not waited:
             reply = await self._run(lambda: LOAD.call_async(self._client, user.load, args))
         else:

@@ -37,7 +37,7 @@ from vimbiso_state.domain.ports import (
     WriteResult,
     WriteStatus,
 )
-from vimbiso_state.domain.timeouts import Timeouts, slide_step
+from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS, Timeouts, slide_step
 
 # TTLs are set a little past the domain's deadline: Redis only collects garbage, the domain
 # decides what has expired.
@@ -297,6 +297,7 @@ class ConversationCalls:
             message_seen=duplicate,
             damaged=parts.damaged,
             extras=parts.extras,
+            documents=parts.documents,
         )
 
     def save_args(
@@ -308,14 +309,18 @@ class ConversationCalls:
     ) -> list[Any]:
         t = self._timeouts
         now_us = micros(now)
-        form: bytes = b""
+        extras, documents = write.extras, write.documents
+        form = codec.Encoded(b"", False)
         form_px = 0
         if write.form is not None:
-            form = codec.encode(write.form, write.extras.get("form"))
+            form = codec.encode_stored(write.form, extras.get("form"), documents.get("form"))
             form_px = px(write.form.expires_at - now)
         session = b"%016d%b" % (
             micros(write.session.last_seen_at),
-            codec.encode(write.session, write.extras.get("session")),
+            codec.encode_stored(write.session, extras.get("session")).data,
+        )
+        critical = codec.encode_stored(
+            write.critical, extras.get("critical"), documents.get("critical")
         )
         sealed: bytes = b""
         token_px = 0
@@ -328,11 +333,11 @@ class ConversationCalls:
             message_member(write.message_id) if write.message_id is not None else b"",
             now_us,
             b"%016d" % micros(write.critical.last_seen_at),
-            codec.encode(write.critical, write.extras.get("critical")),
+            critical.data,
             px(t.state),
             session,
             px(t.session),
-            form,
+            form.data,
             form_px,
             now_us + micros_of(t.retry_window),
             now_us + micros_of(t.dedupe),
@@ -340,6 +345,10 @@ class ConversationCalls:
             lease,
             sealed,
             token_px,
+            # Parts byte for byte as stored: the script moves their header and TTL only.
+            b"1" if critical.unchanged else b"",
+            b"1" if form.unchanged else b"",
+            MAX_HANDLED_IDS,
         ]
 
     def saved(

@@ -1,17 +1,23 @@
 #!lua
--- Compare-and-set every part of one user's conversation, in one round trip. A one-call write
--- (no lease) waits while a message holds the user; a message's commit (with its lease) also
--- writes the token, forgets the message's effect records and frees the user.
+-- Compare-and-set every part of one user's conversation, in one round trip. A message's commit
+-- (with its lease) is applied once by its message id, writes the token, forgets the message's
+-- effect records and frees the user; a one-call write (no lease) is applied once by its
+-- operation id and waits while a message holds the user.
 -- KEYS: user, session, form, handled, lease, waiters, wake, token, effects
 -- ARGV: 1 expected version, 2 op member, 3 message member ('' for none), 4 now us,
 --       5 last-seen (16 digits), 6 critical JSON, 7 user px, 8 session value, 9 session px,
 --       10 form value ('' deletes the form), 11 form px, 12 op expiry us,
 --       13 message expiry us, 14 handled px, 15 lease ('' for a one-call write),
---       16 token ('' keeps it, '-' deletes it, else the sealed token), 17 token px
+--       16 token ('' keeps it, '-' deletes it, else the sealed token), 17 token px,
+--       18 '1' when the critical JSON is as stored, 19 '1' when the form is as stored,
+--       20 the most ids kept in the handled set
 -- Reply: {status, version[, busy pttl]}. The user value is its last-seen time (16 digits),
 -- its version (16 digits) and the JSON. A version never repeats: a conversation created
 -- (again, after a reset or an eviction) starts at the server's time in microseconds, above
 -- any version its earlier life reached.
+-- A part the write did not change is not rewritten: the user value gets its new last-seen and
+-- version (a 32-byte SETRANGE) and TTL, the form is left alone. That keeps the AOF, and the
+-- replication stream, to what changed.
 -- A key of the wrong type (written by something else) reads as damaged, and the next write
 -- replaces it; any other error (a refused permission, a full server) is raised as it is.
 local function wrong_type(reply)
@@ -21,29 +27,43 @@ local function wrong_type(reply)
   end
   return false
 end
+-- The stored version, and whether the value has this release's 32-byte header.
 local function version_of(key)
   local head = redis.pcall('GETRANGE', key, 0, 32)
-  if wrong_type(head) then return 0 end
+  if wrong_type(head) then return 0, false end
   -- Written by 0.1 (a 12-digit version) or by this layout (16 digits).
-  if string.sub(head, 29, 29) == '{' then return tonumber(string.sub(head, 17, 28)) or 0 end
-  return tonumber(string.sub(head, 17, 32)) or 0
+  if string.sub(head, 29, 29) == '{' then return tonumber(string.sub(head, 17, 28)) or 0, false end
+  local version = tonumber(string.sub(head, 17, 32))
+  return version or 0, version ~= nil
 end
-if wrong_type(redis.pcall('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[4])) then
-  redis.call('DEL', KEYS[4])  -- not a sorted set: damaged, start it afresh
+local now = tonumber(ARGV[4])
+local leased = ARGV[15] ~= ''
+local handled = KEYS[4]
+-- Whether ``member`` is in the handled set and not past its expiry.
+local function handled_before(member)
+  local expiry = redis.pcall('ZSCORE', handled, member)
+  if wrong_type(expiry) then
+    redis.call('DEL', handled)  -- not a sorted set: damaged, start it afresh
+    return false
+  end
+  return expiry and tonumber(expiry) > now
 end
--- The op id first: a retry of a write whose reply was lost must not apply it twice.
-if redis.call('ZSCORE', KEYS[4], ARGV[2]) then
-  return {'applied', 0}
+
+if leased then
+  -- A retry of a commit whose reply was lost finds its message id: applied, not again.
+  if handled_before(ARGV[3]) then return {'applied', (version_of(KEYS[1]))} end
+else
+  if handled_before(ARGV[2]) then return {'applied', 0} end
 end
 local holder = redis.pcall('GET', KEYS[5])
 if wrong_type(holder) then holder = false end
-if ARGV[15] ~= '' then
+if leased then
   if holder ~= ARGV[15] then return {'lease_lost', 0} end
 elseif holder then
   return {'busy', 0, redis.call('PTTL', KEYS[5])}
 end
-local version = version_of(KEYS[1])
-if ARGV[3] ~= '' and redis.call('ZSCORE', KEYS[4], ARGV[3]) then
+local version, current_layout = version_of(KEYS[1])
+if not leased and ARGV[3] ~= '' and handled_before(ARGV[3]) then
   return {'duplicate', version}
 end
 if version ~= tonumber(ARGV[1]) then
@@ -55,22 +75,44 @@ else
   local time = redis.call('TIME')
   version = tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
-redis.call('SET', KEYS[1], ARGV[5] .. string.format('%016.0f', version) .. ARGV[6], 'PX', ARGV[7])
+
+local header = ARGV[5] .. string.format('%016.0f', version)
+if ARGV[18] == '1' and current_layout then
+  redis.call('SETRANGE', KEYS[1], 0, header)
+  redis.call('PEXPIRE', KEYS[1], ARGV[7])
+else
+  redis.call('SET', KEYS[1], header .. ARGV[6], 'PX', ARGV[7])
+end
 redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9])
 if ARGV[10] == '' then
   redis.call('DEL', KEYS[3])
-else
+elseif ARGV[19] ~= '1' or redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('SET', KEYS[3], ARGV[10], 'PX', ARGV[11])
 end
-redis.call('ZADD', KEYS[4], ARGV[12], ARGV[2])
+
+-- The handled set: the message id (a commit needs no other), an op id for a one-call write.
+-- Past the limit the ids that expire first go: a burst of messages on one user keeps the set
+-- small (and in Redis's compact encoding), and a message is remembered for dedupe_ttl or
+-- until that many newer ids of the user, whichever comes first.
+local added = 0
 if ARGV[3] ~= '' then
-  redis.call('ZADD', KEYS[4], ARGV[13], ARGV[3])
+  added = redis.call('ZADD', handled, ARGV[13], ARGV[3])
+end
+if not leased then
+  added = added + redis.call('ZADD', handled, ARGV[12], ARGV[2])
+end
+local limit = tonumber(ARGV[20])
+if added > 0 and redis.call('ZCARD', handled) > limit then
+  redis.call('ZREMRANGEBYRANK', handled, 0, -limit - 1)
 end
 -- Only ever extend: a short-lived op id must not cut a message id's longer memory.
-if redis.call('PTTL', KEYS[4]) < tonumber(ARGV[14]) then
-  redis.call('PEXPIRE', KEYS[4], ARGV[14])
+if ARGV[3] ~= '' then
+  redis.call('PEXPIRE', handled, ARGV[14])
+elseif redis.call('PTTL', handled) < tonumber(ARGV[14]) then
+  redis.call('PEXPIRE', handled, ARGV[14])
 end
-if ARGV[15] ~= '' then
+
+if leased then
   if ARGV[16] == '-' then
     redis.call('DEL', KEYS[8])
   elseif ARGV[16] ~= '' then

@@ -88,7 +88,8 @@ class RedisConversationRepository:
     ) -> Begun:
         user = self._keys.for_user(phone)
         waited = wait > timedelta(0)
-        args = self._calls.load_args(now, message_id, True, lease, waited)
+        # No slide: the message's commit writes last-seen (a failed message moves nothing).
+        args = self._calls.load_args(now, message_id, False, lease, waited)
         if not waited:
             reply = self._retry.call(lambda: LOAD(self._client, user.load, args))
         else:

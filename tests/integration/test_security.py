@@ -42,6 +42,7 @@ from vimbiso_state.adapters.redis.keys import KeySchema
 from vimbiso_state.adapters.token_cipher import FernetTokenCipher
 from vimbiso_state.domain.conversation import Conversation
 from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
 from vimbiso_state.services.exceptions import (
@@ -586,8 +587,8 @@ def test_a_rediss_url_works_end_to_end(tls_redis: TLSRedisProcess) -> None:
 # health check; the scripts call the rest.
 LIBRARY_COMMANDS = (
     "evalsha", "eval", "mget", "get", "set", "del", "getrange", "setrange", "pexpire", "pttl",
-    "zadd", "zscore", "zremrangebyscore", "ping", "time", "blpop", "rpush", "incr", "decr",
-    "hget", "hset",
+    "zadd", "zscore", "zcard", "zremrangebyrank", "exists", "ping", "time", "blpop", "rpush",
+    "incr", "decr", "hget", "hset",
 )  # fmt: skip
 DANGEROUS = ("flushall", "flushdb", "config", "keys", "debug", "shutdown")
 ACL_USER, ACL_PASSWORD = "vimbiso", "acl-" + secrets.token_hex(8)
@@ -626,6 +627,7 @@ def _realistic_flow(state: StateService, phone: str, elsewhere: StateService) ->
     time.sleep(SLIDE_STEP + 0.05)  # a resume a slide step later: it reads and slides
     assert state.start(phone).stage == OFFER
     state.form_start(phone, "offer", required=["amount", "recipient"])
+    state.update(phone, lambda conv: conv.context.update(step="amount"))  # the form as stored
     state.form_fill(phone, amount="USD 100")
     state.form_fill(phone, recipient="bob_smith")
     assert state.form_complete(phone)["recipient"] == "bob_smith"
@@ -638,6 +640,8 @@ def _realistic_flow(state: StateService, phone: str, elsewhere: StateService) ->
     elsewhere.update(phone, lambda conv: conv.select_account("a-1"))
     assert state.start(phone, "hi").current_account is not None
     _messages(state, phone, elsewhere)
+    for n in range(MAX_HANDLED_IDS):  # a burst: the handled ids are trimmed to their bound
+        state.handle_once(phone, f"wamid.burst.{n}", lambda conv: None)
     state.reset(phone)
     assert state.start(phone).profile is None
 
