@@ -35,6 +35,8 @@ if ARGV[9] ~= '' then
 end
 if ARGV[10] ~= '' then
   if duplicate then return {'duplicate'} end
+  -- The lease and its waiters are neither persisted nor replicated (see save.lua).
+  redis.set_repl(redis.REPL_NONE)
   local holder = get(KEYS[5])
   if holder == '!' then
     redis.call('DEL', KEYS[5])  -- not a lease: damaged, nobody holds the user
@@ -50,6 +52,7 @@ if ARGV[10] ~= '' then
     local waiting = redis.pcall('DECR', KEYS[6])
     if wrong_type(waiting) or waiting <= 0 then redis.call('DEL', KEYS[6]) end
   end
+  redis.set_repl(redis.REPL_ALL)
 end
 local user = get(KEYS[1])
 local session = get(KEYS[2])

@@ -187,6 +187,10 @@ class ConversationCalls:
             px(timeouts.session),
         ]
         self.lease_px = max(1, micros_of(timeouts.lease) // 1000)
+        # How far past what a write needs a TTL is extended, so that most writes move none.
+        self._state_slack = micros_of(slide_step(timeouts.state)) // 1000
+        self._dedupe_slack = micros_of(slide_step(timeouts.dedupe)) // 1000
+        self._retry_slack = micros_of(slide_step(timeouts.retry_window)) // 1000
         self.effects_px = px(timeouts.dedupe)
 
     def load_args(
@@ -349,6 +353,8 @@ class ConversationCalls:
             b"1" if critical.unchanged else b"",
             b"1" if form.unchanged else b"",
             MAX_HANDLED_IDS,
+            self._state_slack,
+            self._dedupe_slack if write.message_id is not None else self._retry_slack,
         ]
 
     def saved(

@@ -15,12 +15,14 @@ local function wrong_type(reply)
   return false
 end
 if ARGV[1] == '' then
-  redis.call('DEL', KEYS[4], KEYS[5], KEYS[6], KEYS[1])
+  redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
 else
   local holder = redis.pcall('GET', KEYS[1])
   if wrong_type(holder) or holder ~= ARGV[1] then return 0 end
-  redis.call('DEL', KEYS[1])
 end
+-- The lease and its waiters are neither persisted nor replicated (see save.lua).
+redis.set_repl(redis.REPL_NONE)
+redis.call('DEL', KEYS[1])
 local waiting = redis.pcall('GET', KEYS[2])
 if not wrong_type(waiting) and (tonumber(waiting) or 0) > 0 then
   redis.call('RPUSH', KEYS[3], 1)

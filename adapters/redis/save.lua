@@ -10,7 +10,12 @@
 --       13 message expiry us, 14 handled px, 15 lease ('' for a one-call write),
 --       16 token ('' keeps it, '-' deletes it, else the sealed token), 17 token px,
 --       18 '1' when the critical JSON is as stored, 19 '1' when the form is as stored,
---       20 the most ids kept in the handled set
+--       20 the most ids kept in the handled set, 21 user px slack, 22 handled px slack
+-- A TTL is extended only once it has run down below what the write needs, and then with some
+-- slack: most writes change no TTL (and append nothing to the AOF for it).
+-- The lease and its waiters are neither persisted nor replicated (REPL_NONE): a lease that a
+-- restart or a failover loses only lets another message begin, and the holder's commit then
+-- finds its lease gone and stores nothing.
 -- Reply: {status, version[, busy pttl]}. The user value is its last-seen time (16 digits),
 -- its version (16 digits) and the JSON. A version never repeats: a conversation created
 -- (again, after a reset or an eviction) starts at the server's time in microseconds, above
@@ -76,12 +81,18 @@ else
   version = tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
 
+-- Keep ``key`` for at least ``px`` ms; when extending, add ``slack``.
+local function keep(key, px, slack)
+  if redis.call('PTTL', key) < tonumber(px) then
+    redis.call('PEXPIRE', key, tonumber(px) + tonumber(slack))
+  end
+end
 local header = ARGV[5] .. string.format('%016.0f', version)
 if ARGV[18] == '1' and current_layout then
   redis.call('SETRANGE', KEYS[1], 0, header)
-  redis.call('PEXPIRE', KEYS[1], ARGV[7])
+  keep(KEYS[1], ARGV[7], ARGV[21])
 else
-  redis.call('SET', KEYS[1], header .. ARGV[6], 'PX', ARGV[7])
+  redis.call('SET', KEYS[1], header .. ARGV[6], 'PX', tonumber(ARGV[7]) + tonumber(ARGV[21]))
 end
 redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9])
 if ARGV[10] == '' then
@@ -106,11 +117,7 @@ if added > 0 and redis.call('ZCARD', handled) > limit then
   redis.call('ZREMRANGEBYRANK', handled, 0, -limit - 1)
 end
 -- Only ever extend: a short-lived op id must not cut a message id's longer memory.
-if ARGV[3] ~= '' then
-  redis.call('PEXPIRE', handled, ARGV[14])
-elseif redis.call('PTTL', handled) < tonumber(ARGV[14]) then
-  redis.call('PEXPIRE', handled, ARGV[14])
-end
+keep(handled, ARGV[14], ARGV[22])
 
 if leased then
   if ARGV[16] == '-' then
@@ -118,12 +125,15 @@ if leased then
   elseif ARGV[16] ~= '' then
     redis.call('SET', KEYS[8], ARGV[16], 'PX', ARGV[17])
   end
-  redis.call('DEL', KEYS[9], KEYS[5])
+  redis.call('DEL', KEYS[9])  -- the effects of the message, if it had any
+  redis.set_repl(redis.REPL_NONE)
+  redis.call('DEL', KEYS[5])
   -- Wake the longest waiting message of this user, if any waits.
   local waiting = redis.pcall('GET', KEYS[6])
   if not wrong_type(waiting) and (tonumber(waiting) or 0) > 0 then
     redis.call('RPUSH', KEYS[7], 1)
     redis.call('PEXPIRE', KEYS[7], 1000)
   end
+  redis.set_repl(redis.REPL_ALL)
 end
 return {'ok', version}

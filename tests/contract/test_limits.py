@@ -8,6 +8,7 @@ message id at most ``MAX_MESSAGE_ID``. See docs/reliability.md.
 from __future__ import annotations
 
 import pytest
+from fakes import FakeClock
 
 from vimbiso_state.adapters.codec import MAX_DOCUMENT_BYTES
 from vimbiso_state.domain.conversation import Conversation
@@ -105,3 +106,19 @@ def test_a_message_id_over_the_limit_is_refused_and_nothing_is_stored(
         state.handle_once(phone, "w" * (MAX_MESSAGE_ID + 1), lambda conv: None)
     assert state.start(phone).version == version
     assert state.handle_once(phone, "w" * MAX_MESSAGE_ID, lambda conv: None) is not None
+
+
+def test_the_handled_ids_of_a_user_stay_bounded_under_a_burst(
+    state: StateService, phone: str, clock: FakeClock
+) -> None:
+    """200 messages in a row on one user: the newest 128 ids are still known duplicates, the
+    ones before them are let go (the set stays small instead of growing for a day)."""
+    from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS
+
+    for n in range(200):
+        assert state.handle_once(phone, f"wamid.burst.{n}", lambda c: None) is not None
+        clock.advance(0.001)  # messages come one after the other
+    newest = 200 - MAX_HANDLED_IDS
+    assert state.handle_once(phone, f"wamid.burst.{newest + 10}", lambda c: None) is None
+    assert state.handle_once(phone, "wamid.burst.199", lambda c: None) is None
+    assert state.handle_once(phone, "wamid.burst.0", lambda c: None) is not None

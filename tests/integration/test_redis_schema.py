@@ -74,7 +74,9 @@ def test_every_key_has_the_configured_ttl(redis_url: str, client: redis.Redis, d
     assert 120 <= ttl["session"] <= 123
     assert 240 <= ttl["form"] <= 243
     assert 900 <= ttl["token"] <= 903
-    assert 3600 <= ttl["user"] <= 3603
+    # The critical data's TTL is extended with a slide step of slack (3600 s / 300), so that
+    # most writes move no TTL.
+    assert 3600 <= ttl["user"] <= 3600 + 12 + 3
     assert 60 <= ttl["handled"] <= 63  # operation ids: the 60 s retry window
     state.reset(digits)
 
