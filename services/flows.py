@@ -473,10 +473,11 @@ class Flows:
         conversation: Conversation,
         stored: StoredConversation,
         token: TokenChange | None,
+        effects: bool = False,
     ) -> Flow[Conversation]:
         """Commit the message: every change against what ``begin`` loaded (``stored``)."""
         now = self.clock.now()
-        write = _write_of(conversation, stored, new_id(), message_id, now)
+        write = _write_of(conversation, stored, new_id(), message_id, now)._replace(effects=effects)
         outcome = cast(WriteResult, (yield Commit(number, lease, write, token, now)))
         if outcome.status is WriteStatus.LEASE_LOST:
             raise LeaseLost(

@@ -16,7 +16,7 @@ import redis.asyncio
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from vimbiso_state.adapters.redis.connection import (
     AsyncRetryPolicy,
@@ -26,7 +26,7 @@ from vimbiso_state.adapters.redis.connection import (
 )
 from vimbiso_state.adapters.redis.keys import KeySchema
 from vimbiso_state.adapters.redis.protocol import ConversationCalls, message_digest, px
-from vimbiso_state.adapters.redis.scripts import EFFECT, LOAD, RELEASE, SAVE
+from vimbiso_state.adapters.redis.scripts import BEGIN, EFFECT, LOAD, RELEASE, SAVE
 from vimbiso_state.domain.errors import StateUnavailable
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.ports import (
@@ -174,28 +174,42 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
     async def begin(
         self, phone: PhoneNumber, now: datetime, message_id: str, lease: str, wait: timedelta
     ) -> Begun:
+        """See RedisConversationRepository.begin."""
         user = self._keys.for_user(phone)
         waited = wait > timedelta(0)
-        # No slide: the message's commit writes last-seen (a failed message moves nothing).
-        args = self._calls.load_args(now, message_id, False, lease, waited)
-        if not waited:
-            reply = await self._run(lambda: LOAD.call_async(self._client, user.load, args))
-        else:
-            seconds = round(min(wait.total_seconds(), self._wait_slice), 3) or 0.001
-
-            async def wait_then_load() -> Any:
-                if isinstance(self._waits, AsyncRedisCluster):
-                    # Its pipelines refuse scripts: two round trips on a cluster.
-                    await self._waits.blpop([user.wake], timeout=seconds)
-                    return await LOAD.call_async(self._client, user.load, args)
-                pipe = self._waits.pipeline(transaction=False)
-                pipe.blpop([user.wake], timeout=seconds)
-                pipe.eval(LOAD.source, len(user.load), *user.load, *args)
-                return (await pipe.execute())[1]
-
-            reply = await self._run(wait_then_load)
+        seconds = round(min(wait.total_seconds(), self._wait_slice), 3) or 0.001
         self._calls.recent.forget(phone.digits)
-        return self._calls.begun(reply, now)
+        if isinstance(self._client, AsyncRedisCluster):
+            args = self._calls.load_args(now, message_id, False, lease, waited)
+
+            async def on_cluster() -> Any:
+                if waited:
+                    await self._waits.blpop([user.wake], timeout=seconds)
+                return await LOAD.call_async(self._client, user.load, args)
+
+            return self._calls.begun(await self._run(on_cluster), now)
+        args = self._calls.begin_args(now, message_id, lease, waited)
+
+        async def attempt(script: str) -> list[Any]:
+            pipe = (self._waits if waited else self._client).pipeline(transaction=False)
+            if waited:
+                pipe.blpop([user.wake], timeout=seconds)
+            if script == "evalsha":
+                pipe.evalsha(BEGIN.sha, len(user.begin), *user.begin, *args)
+            else:
+                pipe.eval(BEGIN.source, len(user.begin), *user.begin, *args)
+            pipe.mget(user.parts)
+            replies: list[Any] = await pipe.execute()
+            return replies[-2:]
+
+        async def one_round_trip() -> list[Any]:
+            try:
+                return await attempt("evalsha")
+            except NoScriptError:
+                return await attempt("eval")
+
+        reply, values = await self._run(one_round_trip)
+        return self._calls.began(reply, values, now)
 
     async def commit(
         self,
@@ -247,7 +261,7 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
         except BaseException:
             self._calls.recent.forget(phone.digits)  # the outcome is unknown
             raise
-        return self._calls.saved(reply, phone.digits, args)
+        return self._calls.saved(reply, phone.digits, args, write.documents)
 
 
 class AsyncRedisTokenRepository(_AsyncRedisRepository):

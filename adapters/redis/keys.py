@@ -52,6 +52,16 @@ class UserKeys:
         ]
 
     @property
+    def begin(self) -> list[str]:
+        """The keys begin.lua touches, in the order it expects."""
+        return [self.handled, self.lease, self.waiters]
+
+    @property
+    def parts(self) -> list[str]:
+        """The documents and the token, as a begun message reads them (MGET)."""
+        return [self.user, self.session, self.form, self.token]
+
+    @property
     def release(self) -> list[str]:
         """The keys release.lua touches, in the order it expects."""
         return [self.lease, self.waiters, self.wake, self.user, self.session, self.form]

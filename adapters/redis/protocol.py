@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -256,6 +257,27 @@ class ConversationCalls:
             )
         return self._parts(user, session, form, touched, now, status == b"duplicate")
 
+    def begin_args(
+        self, now: datetime, message_id: str, lease: str, waited: bool
+    ) -> list[Any]:
+        return [
+            micros(now),
+            message_member(message_id),
+            lease,
+            self.lease_px,
+            b"1" if waited else b"0",
+        ]
+
+    def began(self, reply: list[Any], values: list[Any], now: datetime) -> Begun:
+        """What begin.lua and the MGET pipelined after it (user, session, form, token) found."""
+        status = reply[0]
+        if status == b"duplicate":
+            return Begun(None, duplicate=True)
+        if status == b"busy":
+            return Begun(None, busy_for=timedelta(milliseconds=max(0, int(reply[1]))))
+        user, session, form, token = values
+        return Begun(self._parts(user, session, form, 0, now, False), token=token)
+
     def begun(self, reply: list[Any], now: datetime) -> Begun:
         """What load.lua found for a message that asked for the lease."""
         status = reply[0]
@@ -286,6 +308,9 @@ class ConversationCalls:
                 seen_us, version, start = header
                 seen = now if touched & 1 else from_micros(seen_us)
                 critical = parts.read(CriticalData, memoryview(user)[start:], seen)
+                if start != SEEN + VERSION:
+                    # 0.1's layout: the next write rewrites it whole, never only its header.
+                    parts.documents.pop("critical", None)
         if session is not None:
             header_seen = _header(session, SEEN)
             if header_seen is None:
@@ -337,11 +362,11 @@ class ConversationCalls:
             message_member(write.message_id) if write.message_id is not None else b"",
             now_us,
             b"%016d" % micros(write.critical.last_seen_at),
-            critical.data,
+            b"" if critical.unchanged else critical.data,
             px(t.state),
             session,
             px(t.session),
-            form.data,
+            b"" if form.unchanged else form.data,
             form_px,
             now_us + micros_of(t.retry_window),
             now_us + micros_of(t.dedupe),
@@ -355,10 +380,15 @@ class ConversationCalls:
             MAX_HANDLED_IDS,
             self._state_slack,
             self._dedupe_slack if write.message_id is not None else self._retry_slack,
+            b"1" if write.effects else b"",
         ]
 
     def saved(
-        self, reply: list[Any], digits: str | None = None, args: list[Any] | None = None
+        self,
+        reply: list[Any],
+        digits: str | None = None,
+        args: list[Any] | None = None,
+        write_documents: Mapping[str, bytes] | None = None,
     ) -> WriteResult:
         """The outcome in a save script's reply; given the phone digits and the arguments,
         what an applied write stored is kept for the next write, and anything else
@@ -369,8 +399,12 @@ class ConversationCalls:
             result = result._replace(busy_for=timedelta(milliseconds=max(0, int(reply[2]))))
         if digits is not None:
             if result.status is WriteStatus.APPLIED and version and args is not None:
-                user = user_value(args[4], version, args[5])
-                remembered = [user, args[7], args[9] or None]
+                # A part sent as unchanged was not in the arguments: it is what was read.
+                documents = write_documents or {}
+                critical = args[5] or documents.get("critical", b"")
+                form = documents.get("form") if args[18] else args[9] or None
+                user = user_value(args[4], version, critical)
+                remembered = [user, args[7], form]
                 self.recent.remember(digits, remembered, from_micros(args[3]))
             else:
                 self.recent.forget(digits)

@@ -10,7 +10,10 @@
 --       13 message expiry us, 14 handled px, 15 lease ('' for a one-call write),
 --       16 token ('' keeps it, '-' deletes it, else the sealed token), 17 token px,
 --       18 '1' when the critical JSON is as stored, 19 '1' when the form is as stored,
---       20 the most ids kept in the handled set, 21 user px slack, 22 handled px slack
+--       20 the most ids kept in the handled set, 21 user px slack, 22 handled px slack,
+--       23 '1' when the message recorded effects
+-- A part the client saw unchanged (flag 18 or 19) comes without its JSON. A commit trusts the
+-- version it began with: only its lease's holder writes the user while the lease holds.
 -- A TTL is extended only once it has run down below what the write needs, and then with some
 -- slack: most writes change no TTL (and append nothing to the AOF for it).
 -- The lease and its waiters are neither persisted nor replicated (REPL_NONE): a lease that a
@@ -67,12 +70,11 @@ if leased then
 elseif holder then
   return {'busy', 0, redis.call('PTTL', KEYS[5])}
 end
-local version, current_layout = version_of(KEYS[1])
-if not leased and ARGV[3] ~= '' and handled_before(ARGV[3]) then
-  return {'duplicate', version}
-end
-if version ~= tonumber(ARGV[1]) then
-  return {'conflict', version}
+local version = tonumber(ARGV[1])
+if not leased then
+  local stored = version_of(KEYS[1])
+  if ARGV[3] ~= '' and handled_before(ARGV[3]) then return {'duplicate', stored} end
+  if stored ~= version then return {'conflict', stored} end
 end
 if version > 0 then
   version = version + 1
@@ -88,17 +90,22 @@ local function keep(key, px, slack)
   end
 end
 local header = ARGV[5] .. string.format('%016.0f', version)
-if ARGV[18] == '1' and current_layout then
-  redis.call('SETRANGE', KEYS[1], 0, header)
-  keep(KEYS[1], ARGV[7], ARGV[21])
+if ARGV[18] == '1' then
+  if redis.call('SETRANGE', KEYS[1], 0, header) == #header then
+    redis.call('DEL', KEYS[1])  -- it was gone (evicted) since the read: lost, as evicted
+  else
+    keep(KEYS[1], ARGV[7], ARGV[21])
+  end
 else
   redis.call('SET', KEYS[1], header .. ARGV[6], 'PX', tonumber(ARGV[7]) + tonumber(ARGV[21]))
 end
 redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9])
-if ARGV[10] == '' then
-  redis.call('DEL', KEYS[3])
-elseif ARGV[19] ~= '1' or redis.call('EXISTS', KEYS[3]) == 0 then
-  redis.call('SET', KEYS[3], ARGV[10], 'PX', ARGV[11])
+if ARGV[19] ~= '1' then
+  if ARGV[10] == '' then
+    redis.call('DEL', KEYS[3])
+  else
+    redis.call('SET', KEYS[3], ARGV[10], 'PX', ARGV[11])
+  end
 end
 
 -- The handled set: the message id (a commit needs no other), an op id for a one-call write.
@@ -125,7 +132,7 @@ if leased then
   elseif ARGV[16] ~= '' then
     redis.call('SET', KEYS[8], ARGV[16], 'PX', ARGV[17])
   end
-  redis.call('DEL', KEYS[9])  -- the effects of the message, if it had any
+  if ARGV[23] == '1' then redis.call('DEL', KEYS[9]) end
   redis.set_repl(redis.REPL_NONE)
   redis.call('DEL', KEYS[5])
   -- Wake the longest waiting message of this user, if any waits.

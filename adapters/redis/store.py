@@ -6,12 +6,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from redis.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from vimbiso_state.adapters.redis.connection import RedisClient, RetryPolicy, is_wrong_type
 from vimbiso_state.adapters.redis.keys import KeySchema
 from vimbiso_state.adapters.redis.protocol import ConversationCalls, message_digest, px
-from vimbiso_state.adapters.redis.scripts import EFFECT, LOAD, RELEASE, SAVE
+from vimbiso_state.adapters.redis.scripts import BEGIN, EFFECT, LOAD, RELEASE, SAVE
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.ports import (
     Begun,
@@ -88,27 +88,43 @@ class RedisConversationRepository:
     ) -> Begun:
         user = self._keys.for_user(phone)
         waited = wait > timedelta(0)
-        # No slide: the message's commit writes last-seen (a failed message moves nothing).
-        args = self._calls.load_args(now, message_id, False, lease, waited)
-        if not waited:
-            reply = self._retry.call(lambda: LOAD(self._client, user.load, args))
-        else:
-            # One round trip: block until the holder ends (or the wait is up), then try again.
-            seconds = round(min(wait.total_seconds(), self._wait_slice), 3) or 0.001
-
-            def wait_then_load() -> Any:
-                if isinstance(self._waits, RedisCluster):
-                    # Its pipelines refuse scripts: two round trips on a cluster.
-                    self._waits.blpop([user.wake], timeout=seconds)
-                    return LOAD(self._client, user.load, args)
-                pipe = self._waits.pipeline(transaction=False)
-                pipe.blpop([user.wake], timeout=seconds)
-                pipe.eval(LOAD.source, len(user.load), *user.load, *args)
-                return pipe.execute()[1]
-
-            reply = self._retry.call(wait_then_load)
+        # A wait blocks until the holder ends (or the wait is up), then tries again.
+        seconds = round(min(wait.total_seconds(), self._wait_slice), 3) or 0.001
         self._calls.recent.forget(phone.digits)
-        return self._calls.begun(reply, now)
+        if isinstance(self._client, RedisCluster):
+            # The cluster client's pipelines refuse scripts: load.lua holds the user and
+            # reads the parts in one script, and a wait costs a round trip of its own.
+            args = self._calls.load_args(now, message_id, False, lease, waited)
+
+            def on_cluster() -> Any:
+                if waited:
+                    self._waits.blpop([user.wake], timeout=seconds)
+                return LOAD(self._client, user.load, args)
+
+            return self._calls.begun(self._retry.call(on_cluster), now)
+        args = self._calls.begin_args(now, message_id, lease, waited)
+
+        def attempt(script: str) -> list[Any]:
+            # One round trip: (the wait,) hold the user, read the parts.
+            pipe = (self._waits if waited else self._client).pipeline(transaction=False)
+            if waited:
+                pipe.blpop([user.wake], timeout=seconds)
+            if script == "evalsha":
+                pipe.evalsha(BEGIN.sha, len(user.begin), *user.begin, *args)
+            else:
+                pipe.eval(BEGIN.source, len(user.begin), *user.begin, *args)
+            pipe.mget(user.parts)
+            replies: list[Any] = pipe.execute()
+            return replies[-2:]
+
+        def one_round_trip() -> list[Any]:
+            try:
+                return attempt("evalsha")
+            except NoScriptError:
+                return attempt("eval")
+
+        reply, values = self._retry.call(one_round_trip)
+        return self._calls.began(reply, values, now)
 
     def commit(
         self,
@@ -159,7 +175,7 @@ class RedisConversationRepository:
         except BaseException:
             self._calls.recent.forget(phone.digits)  # the outcome is unknown
             raise
-        return self._calls.saved(reply, phone.digits, args)
+        return self._calls.saved(reply, phone.digits, args, write.documents)
 
 
 class RedisTokenRepository:
