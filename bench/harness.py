@@ -42,9 +42,11 @@ class Users:
         return [f"+{self.base + i}" for i in range(start, start + count)]
 
     @property
-    def pattern(self) -> str:
-        """Every key of every user of this block (the phone is each key's hash tag)."""
-        return f"*{{{str(self.base)[:8]}????}}*"
+    def patterns(self) -> list[str]:
+        """Every key of every user of this block: the phone is each key's hash tag; the raw
+        baseline's keys end with it; aiogram's keys hold it as chat and user id."""
+        user = str(self.base)[:8] + "????"
+        return [f"*{{{user}}}*", f"bench:raw:{user}", f"fsm:{user}:{user}:*"]
 
 
 @dataclass
@@ -107,7 +109,8 @@ def bench(redis_url: str | None) -> Iterator[Bench]:
         stack.callback(probe.close)
         users = Users()
         if not private:
-            stack.callback(_delete_matching, probe, users.pattern)
+            for pattern in users.patterns:
+                stack.callback(_delete_matching, probe, pattern)
         yield Bench(url, private, Fernet.generate_key().decode(), users, probe)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from harness import Bench, bench, digits
-from raw_store import async_get_set, copy_user, get_set
+from raw_store import async_get_set, copy_user, get_set, raw_key
 from realistic import AsyncMessages, Messages, log_in, message_id
 from server_stats import measure
 from timing import Case, blocking, in_loop, interleave, ratio, table
@@ -112,11 +112,11 @@ def systems(
             json_store.one,
             json_store.pattern(json_phones[0]),
         ),
-        System(Case(sync_raw, blocking(raw_op)), raw_op, "bench:{" + digits(ours[0]) + "}:raw"),
+        System(Case(sync_raw, blocking(raw_op)), raw_op, raw_key(ours[0])),
         System(
             Case(async_raw, in_loop(loop, raw_async_op)),
             _sync(loop, raw_async_op),
-            "bench:{" + digits(ours_async_phones[0]) + "}:raw",
+            raw_key(ours_async_phones[0]),
         ),
     ]
 

@@ -16,7 +16,8 @@ TTL_MS = 300_000
 
 
 def raw_key(phone: str) -> str:
-    return f"bench:{{{digits(phone)}}}:raw"
+    # Not the user's hash tag: the user's own keys are found by it (user_bytes.user_pattern).
+    return f"bench:raw:{digits(phone)}"
 
 
 def copy_user(client: redis.Redis, phone: str) -> int:
@@ -24,7 +25,7 @@ def copy_user(client: redis.Redis, phone: str) -> int:
     values = [
         client.get(key)
         for key in keys_of(client, user_pattern(digits(phone)))
-        if client.type(key) == b"string" and not key.startswith(b"bench:")
+        if client.type(key) == b"string"
     ]
     value = b"".join(v for v in values if v is not None)
     client.set(raw_key(phone), value, px=TTL_MS)

@@ -40,9 +40,10 @@ from server_stats import (
     lua_counts_nested,
     main_thread_cpu,
     measure,
+    script_durations,
     script_overheads,
 )
-from throughput import throughput
+from throughput import script_calls, throughput
 from timing import Case, blocking, in_loop, interleave, ratio, table, verdict
 from user_bytes import changed_bytes, describe, key_costs, keys_of, snapshot, user_pattern
 from wire_log import wire
@@ -234,9 +235,27 @@ def server_cpu(run: Run) -> str:
         "main-thread CPU (INFO cpu, network and parsing included, idle cron subtracted)",
         table(headers, rows),
     ]
+    lines.append(_per_script(run, back_to_back))
     if check:
         lines.append(check)
     return "\n".join(lines)
+
+
+def _per_script(run: Run, messages: Messages) -> str:
+    """Each script's median time inside messages, and the begin's replayed back to back:
+    how much of a message's server time is its scripts' cold start between client work."""
+    probe = run.bench.probe
+    inside = script_durations(probe, _repeat(messages.one, 500))
+    _, begin = script_calls(run.bench)
+    replayed = measure(probe, _repeat(lambda: probe.execute_command(*begin), 2000), 2000, False)
+    scripts = ", ".join(
+        f"{n}. {sha}... {median:.0f}" for n, (sha, median) in enumerate(inside, start=1)
+    )
+    return (
+        f"Per script call inside messages (SLOWLOG, median usec, in the order a message calls "
+        f"them): {scripts}; the begin (1.) replayed back to back: "
+        f"{replayed.usec_per_message:.0f}"
+    )
 
 
 def _idle_cpu_per_second(probe: redis.Redis, seconds: float = 1.0) -> float:

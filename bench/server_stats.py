@@ -9,6 +9,7 @@ are the scripts' nested calls, shown for what they are, not added again.
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,3 +146,32 @@ def script_overheads(client: redis.Redis, key: str, calls: int = 2000) -> str:
         f"{empty:.1f}, with 9 keys {nine_keys:.1f}; one GET inside {one:.1f}, ten GETs inside "
         f"{ten:.1f}, so about {(ten - one) / 9:.1f} a nested call (GET itself {get:.1f})"
     )
+
+
+def script_durations(
+    client: redis.Redis, workload: Callable[[], object]
+) -> list[tuple[str, float]]:
+    """The median duration (usec) of each script ``workload`` calls, by the order of their
+    first call, from SLOWLOG with every command logged (a pass of its own: logging costs
+    the server time of its own). The threshold is restored afterwards."""
+    threshold = client.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
+    length = client.config_get("slowlog-max-len")["slowlog-max-len"]
+    client.config_set("slowlog-max-len", 100_000)
+    client.config_set("slowlog-log-slower-than", 0)
+    client.slowlog_reset()
+    try:
+        workload()
+        entries = client.slowlog_get(100_000)
+    finally:
+        client.config_set("slowlog-log-slower-than", threshold)
+        client.config_set("slowlog-max-len", length)
+    durations: dict[str, list[float]] = {}
+    for entry in reversed(entries):  # oldest first
+        words = _text(entry["command"]).split()
+        if len(words) > 1 and words[0].upper() in ("EVALSHA", "EVAL"):
+            durations.setdefault(words[1][:8], []).append(float(entry["duration"]))
+    return [(sha, statistics.median(found)) for sha, found in durations.items()]
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
