@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import multiprocessing
+import os
 import shutil
 import subprocess
 import time
@@ -239,13 +240,14 @@ def throughput(bench: Bench, seconds: float) -> str:
 
 
 def _limit(cell: Cell) -> str:
+    processes = max(PROCESSES)
     if cell.redis_cpu >= 0.9:
-        return (
-            f"At {max(PROCESSES)} processes Redis's main thread is {cell.redis_cpu:.0%} busy: "
-            "Redis is the limit."
-        )
+        busy = f"{cell.redis_cpu:.0%}"
+        return f"At {processes} processes Redis's main thread is {busy} busy: Redis is the limit."
     return (
-        f"At {max(PROCESSES)} processes Redis's main thread is {cell.redis_cpu:.0%} busy and "
-        f"the client processes use {cell.client_cpu:.2f} cores of the machine's "
-        f"{multiprocessing.cpu_count()}: the clients (Python) are the limit, not Redis."
+        f"At {processes} processes Redis's main thread is {cell.redis_cpu:.0%} busy and the "
+        f"client processes use {cell.client_cpu:.2f} of the machine's "
+        f"{multiprocessing.cpu_count()} cores (load average {os.getloadavg()[0]:.1f}: the "
+        "rest is other work on the machine): the clients and the machine are the limit, not "
+        "Redis."
     )
