@@ -247,15 +247,17 @@ def _per_script(run: Run, messages: Messages) -> str:
     probe = run.bench.probe
     inside = script_durations(probe, _repeat(messages.one, 500))
     _, begin = script_calls(run.bench)
-    replayed = measure(probe, _repeat(lambda: probe.execute_command(*begin), 2000), 2000, False)
     scripts = ", ".join(
         f"{n}. {sha}... {median:.0f}" for n, (sha, median) in enumerate(inside, start=1)
     )
-    return (
+    line = (
         f"Per script call inside messages (SLOWLOG, median usec, in the order a message calls "
-        f"them): {scripts}; the begin (1.) replayed back to back: "
-        f"{replayed.usec_per_message:.0f}"
+        f"them): {scripts or '-'}"
     )
+    if begin is None:
+        return line
+    replayed = measure(probe, _repeat(lambda: probe.execute_command(*begin), 2000), 2000, False)
+    return f"{line}; the begin (1.) replayed back to back: {replayed.usec_per_message:.0f}"
 
 
 def _idle_cpu_per_second(probe: redis.Redis, seconds: float = 1.0) -> float:

@@ -118,7 +118,7 @@ def redis_benchmark(
     return {row["test"]: float(row["rps"]) for row in csv.DictReader(output.splitlines())}
 
 
-def _benchmark_rows(bench: Bench, size: int, begin: list[bytes]) -> list[list[str]]:
+def _benchmark_rows(bench: Bench, size: int, begin: list[bytes] | None) -> list[list[str]]:
     """redis-benchmark: GET+SET of the same bytes, and the message's first script call
     replayed as the library sent it."""
     rows = []
@@ -128,15 +128,18 @@ def _benchmark_rows(bench: Bench, size: int, begin: list[bytes]) -> list[list[st
         )
         pair = 1 / (1 / rates["GET"] + 1 / rates["SET"])
         # A NUL cannot pass on a command line: the replay's message digest has 0s there.
-        replay = [arg.replace(b"\0", b"0").decode("latin-1") for arg in begin]
-        begin_rate = next(iter(redis_benchmark(bench.probe, clients, replay, 50_000).values()))
+        begin_rate = "-"
+        if begin is not None:
+            replay = [arg.replace(b"\0", b"0").decode("latin-1") for arg in begin]
+            replayed = redis_benchmark(bench.probe, clients, replay, 50_000)
+            begin_rate = f"{next(iter(replayed.values())):,.0f}"
         rows.append(
             [
                 str(clients),
                 f"{rates['GET']:,.0f}",
                 f"{rates['SET']:,.0f}",
                 f"{pair:,.0f}",
-                f"{begin_rate:,.0f}",
+                begin_rate,
             ]
         )
     return rows
@@ -177,12 +180,15 @@ def _unfinished(state: StateService, phone: str) -> None:
         raise _Unfinished
 
 
-def script_calls(bench: Bench) -> tuple[str, list[bytes]]:
+def script_calls(bench: Bench) -> tuple[str, list[bytes] | None]:
     """The names of the commands a realistic message sends, and the arguments of its first
     (the begin) as sent by a message that then failed: replayed, that begin finds the id
-    unhandled and does its whole work each time, holding the lease again."""
+    unhandled and does its whole work each time, holding the lease again. None when the
+    begin was not one command through the client (a pipeline, say): then nothing is
+    replayed."""
     message = _recorded(bench, lambda state, phone: Messages(state, [phone]).one())
-    begin = _recorded(bench, _unfinished)[0]
+    unfinished = _recorded(bench, _unfinished)
+    begin = unfinished[0] if unfinished else None
     return " + ".join(call[0].decode() for call in message), begin
 
 
