@@ -64,7 +64,8 @@ def encode_stored(
 ) -> Encoded:
     """``encode`` for the stores, which keep last-seen beside each document: the document's
     own ``last_seen_at`` is written as its creation time, so that a part nobody changed
-    encodes to the bytes it was stored as, and is neither checked again nor rewritten.
+    encodes to the bytes it was stored as, and is neither checked again nor rewritten. The
+    critical data's ``form_expires_at`` is kept beside the document as well.
 
     (A profile the caller changed encodes differently and is checked; the equality only
     proves that nothing stored would change, which is all a skipped check may rely on.)
@@ -78,17 +79,22 @@ def encode_stored(
 
 def _pinned(value: object) -> bytes:
     if type(value) is CriticalData:
-        anchor = value.created_at
-    elif type(value) is Session:
-        anchor = value.started_at
-    else:
-        return _encoder.encode(value)
-    seen = value.last_seen_at
-    value.last_seen_at = anchor
-    try:
-        return _encoder.encode(value)
-    finally:
-        value.last_seen_at = seen
+        # The stores keep the form's deadline beside the document too (it moves with every
+        # form answer, and must not make the profile look changed).
+        seen, form_at = value.last_seen_at, value.form_expires_at
+        value.last_seen_at, value.form_expires_at = value.created_at, None
+        try:
+            return _encoder.encode(value)
+        finally:
+            value.last_seen_at, value.form_expires_at = seen, form_at
+    if type(value) is Session:
+        seen = value.last_seen_at
+        value.last_seen_at = value.started_at
+        try:
+            return _encoder.encode(value)
+        finally:
+            value.last_seen_at = seen
+    return _encoder.encode(value)
 
 
 def encode(value: object, extras: Mapping[str, bytes] | None = None, pin: bool = False) -> bytes:

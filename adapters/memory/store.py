@@ -48,6 +48,8 @@ def _data(part: _Part | None) -> bytes | None:
 class _User:
     critical: _Part | None = None
     critical_seen: datetime | None = None
+    # The critical data's form deadline, kept beside its document (see codec.encode_stored).
+    critical_form: datetime | None = None
     version: int = 0
     session: _Part | None = None
     last_seen: datetime | None = None
@@ -76,6 +78,7 @@ class _User:
             return
         if self.critical and now >= self.critical.expires_at:
             self.critical, self.critical_seen, self.version = None, None, 0
+            self.critical_form = None
         if self.session and now >= self.session.expires_at:
             self.session, self.last_seen = None, None
         if self.form and now >= self.form.expires_at:
@@ -130,8 +133,11 @@ def _prune(handled: dict[str, datetime], now: datetime) -> None:
 
 def _stored(user: _User, message_seen: bool = False) -> StoredConversation:
     parts = codec.StoredParts()
+    critical = parts.read(CriticalData, _data(user.critical), user.critical_seen)
+    if critical is not None:
+        critical.form_expires_at = user.critical_form
     return StoredConversation(
-        critical=parts.read(CriticalData, _data(user.critical), user.critical_seen),
+        critical=critical,
         session=parts.read(Session, _data(user.session), user.last_seen),
         form=parts.read(Form, _data(user.form)),
         version=user.version,
@@ -343,6 +349,7 @@ class MemoryConversationRepository:
             self._versions = max(self._versions, user.version)
             user.critical = _Part(critical, now + self._keep_critical)
             user.critical_seen = write.critical.last_seen_at
+            user.critical_form = write.critical.form_expires_at
             user.session = _Part(session, now + self._keep_session)
             user.last_seen = write.session.last_seen_at
             user.form = form

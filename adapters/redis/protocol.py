@@ -22,7 +22,7 @@ import hashlib
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from vimbiso_state.adapters import codec
 from vimbiso_state.domain.conversation import CriticalData, Session
@@ -45,7 +45,9 @@ from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS, Timeouts, slide_step
 GRACE_MS = 2000
 SEEN = 16  # width of the last-seen prefix
 VERSION = 16  # width of the version after it, in the user value
-_OLD_VERSION = 12  # ... as 0.1 wrote it
+FORM_AT = 16  # width of the form's deadline after that (zeros: no form)
+HEADER = SEEN + VERSION + FORM_AT
+_OLD_VERSION = 12  # 0.1 wrote last-seen and a 12-digit version, the form's deadline in JSON
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUS = {
     b"ok": WriteStatus.APPLIED,
@@ -82,6 +84,10 @@ def px(duration: timedelta) -> int:
     return max(1, micros_of(duration) // 1000) + GRACE_MS
 
 
+def _micros_or_zero(moment: datetime | None) -> int:
+    return 0 if moment is None else micros(moment)
+
+
 def message_digest(message_id: str) -> bytes:
     # WhatsApp ids are long and caller-supplied: a 16-byte digest keeps keys and the handled
     # set small and inert.
@@ -102,20 +108,31 @@ def _header(value: bytes, width: int) -> int | None:
     return int(head) if len(head) == width and head.isdigit() else None
 
 
-def _user_header(value: bytes) -> tuple[int, int, int] | None:
-    """Last-seen, version and where the JSON starts in a user value; None if damaged."""
+class UserHeader(NamedTuple):
+    seen: int
+    version: int
+    form_at: int | None  # the form's deadline (µs; None: in the JSON, as 0.1 wrote it)
+    start: int  # where the JSON starts
+
+
+def _user_header(value: bytes) -> UserHeader | None:
+    """The header of a user value; None if damaged."""
     seen = _header(value, SEEN)
-    old = value[SEEN + _OLD_VERSION : SEEN + _OLD_VERSION + 1] == b"{"
-    width = _OLD_VERSION if old else VERSION
-    version = _header(value[SEEN:], width)
-    if seen is None or version is None:
+    if value[SEEN + _OLD_VERSION : SEEN + _OLD_VERSION + 1] == b"{":
+        version = _header(value[SEEN:], _OLD_VERSION)
+        if seen is None or version is None:
+            return None
+        return UserHeader(seen, version, None, SEEN + _OLD_VERSION)
+    version = _header(value[SEEN:], VERSION)
+    form_at = _header(value[SEEN + VERSION :], FORM_AT)
+    if seen is None or version is None or form_at is None:
         return None
-    return seen, version, SEEN + width
+    return UserHeader(seen, version, form_at, HEADER)
 
 
-def user_value(seen: bytes, version: int, critical: bytes) -> bytes:
-    """A user value as save.lua writes it."""
-    return b"%b%016d%b" % (seen, version, critical)
+def user_value(seen_and_form: bytes, version: int, critical: bytes) -> bytes:
+    """A user value as save.lua writes it: last-seen, version, form's deadline, JSON."""
+    return b"%b%016d%b%b" % (seen_and_form[:SEEN], version, seen_and_form[SEEN:], critical)
 
 
 # How long what this process last read or wrote for a user is trusted by the next write.
@@ -305,12 +322,18 @@ class ConversationCalls:
             if header is None:
                 parts.discard(CriticalData, user, "damaged last-seen and version header")
             else:
-                seen_us, version, start = header
-                seen = now if touched & 1 else from_micros(seen_us)
-                critical = parts.read(CriticalData, memoryview(user)[start:], seen)
-                if start != SEEN + VERSION:
+                version = header.version
+                seen = now if touched & 1 else from_micros(header.seen)
+                critical = parts.read(CriticalData, memoryview(user)[header.start :], seen)
+                if header.form_at is None:
                     # 0.1's layout: the next write rewrites it whole, never only its header.
                     parts.documents.pop("critical", None)
+                elif critical is not None:
+                    # The header holds the form's deadline, so that a form answer (which
+                    # moves it) rewrites 48 bytes, not the profile.
+                    critical.form_expires_at = (
+                        from_micros(header.form_at) if header.form_at else None
+                    )
         if session is not None:
             header_seen = _header(session, SEEN)
             if header_seen is None:
@@ -351,6 +374,7 @@ class ConversationCalls:
         critical = codec.encode_stored(
             write.critical, extras.get("critical"), documents.get("critical")
         )
+        form_at = _micros_or_zero(write.critical.form_expires_at)
         sealed: bytes = b""
         token_px = 0
         if token is not None:
@@ -361,7 +385,7 @@ class ConversationCalls:
             op_member(write.op_id),
             message_member(write.message_id) if write.message_id is not None else b"",
             now_us,
-            b"%016d" % micros(write.critical.last_seen_at),
+            b"%016d%016d" % (micros(write.critical.last_seen_at), form_at),
             b"" if critical.unchanged else critical.data,
             px(t.state),
             session,

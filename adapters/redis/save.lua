@@ -5,7 +5,7 @@
 -- operation id and waits while a message holds the user.
 -- KEYS: user, session, form, handled, lease, waiters, wake, token, effects
 -- ARGV: 1 expected version, 2 op member, 3 message member ('' for none), 4 now us,
---       5 last-seen (16 digits), 6 critical JSON, 7 user px, 8 session value, 9 session px,
+--       5 last-seen and the form's deadline (16 digits each), 6 critical JSON, 7 user px, 8 session value, 9 session px,
 --       10 form value ('' deletes the form), 11 form px, 12 op expiry us,
 --       13 message expiry us, 14 handled px, 15 lease ('' for a one-call write),
 --       16 token ('' keeps it, '-' deletes it, else the sealed token), 17 token px,
@@ -20,11 +20,11 @@
 -- restart or a failover loses only lets another message begin, and the holder's commit then
 -- finds its lease gone and stores nothing.
 -- Reply: {status, version[, busy pttl]}. The user value is its last-seen time (16 digits),
--- its version (16 digits) and the JSON. A version never repeats: a conversation created
+-- its version (16 digits), its form's deadline (16 digits, zeros for none) and the JSON. A version never repeats: a conversation created
 -- (again, after a reset or an eviction) starts at the server's time in microseconds, above
 -- any version its earlier life reached.
--- A part the write did not change is not rewritten: the user value gets its new last-seen and
--- version (a 32-byte SETRANGE) and TTL, the form is left alone. That keeps the AOF, and the
+-- A part the write did not change is not rewritten: the user value gets its new header (a
+-- 48-byte SETRANGE) and TTL, the form is left alone. That keeps the AOF, and the
 -- replication stream, to what changed.
 -- A key of the wrong type (written by something else) reads as damaged, and the next write
 -- replaces it; any other error (a refused permission, a full server) is raised as it is.
@@ -35,9 +35,9 @@ local function wrong_type(reply)
   end
   return false
 end
--- The stored version, and whether the value has this release's 32-byte header.
+-- The stored version, and whether the value has this release's 48-byte header.
 local function version_of(key)
-  local head = redis.pcall('GETRANGE', key, 0, 32)
+  local head = redis.pcall('GETRANGE', key, 0, 47)
   if wrong_type(head) then return 0, false end
   -- Written by 0.1 (a 12-digit version) or by this layout (16 digits).
   if string.sub(head, 29, 29) == '{' then return tonumber(string.sub(head, 17, 28)) or 0, false end
@@ -89,7 +89,8 @@ local function keep(key, px, slack)
     redis.call('PEXPIRE', key, tonumber(px) + tonumber(slack))
   end
 end
-local header = ARGV[5] .. string.format('%016.0f', version)
+local header = string.sub(ARGV[5], 1, 16) .. string.format('%016.0f', version)
+  .. string.sub(ARGV[5], 17, 32)
 if ARGV[18] == '1' then
   if redis.call('SETRANGE', KEYS[1], 0, header) == #header then
     redis.call('DEL', KEYS[1])  -- it was gone (evicted) since the read: lost, as evicted

@@ -350,7 +350,7 @@ def _rewrite(
     key = f"user:{{{digits}}}:state" if part == "user" else f"session:{{{digits}}}:data"
     value = client.get(key)
     assert value is not None
-    head = 32 if part == "user" else 16  # last seen (and version) before the JSON
+    head = 48 if part == "user" else 16  # last seen (and version) before the JSON
     client.set(
         key, value[:head] + json.dumps(edit(json.loads(value[head:]))).encode(), keepttl=True
     )

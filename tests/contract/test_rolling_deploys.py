@@ -21,7 +21,7 @@ from vimbiso_state.services.exceptions import StateFromNewerRelease, StateUnavai
 from vimbiso_state.services.state_service import StateService
 
 OFFER = "handle_action_offer_credex"
-HEADERS = {"user": 32, "session": 16, "form": 0}  # bytes before the JSON, on Redis
+HEADERS = {"user": 48, "session": 16, "form": 0}  # bytes before the JSON, on Redis
 
 
 def _raw(container: Container, backend: str, phone: str, part: str) -> bytes:

@@ -175,7 +175,7 @@ def test_undecodable_critical_data_starts_over_with_a_notice(
     _, state = _service(redis_url)
     state.start(digits)
     key = f"user:{{{digits}}}:state"
-    header = (client.get(key) or b"")[:32]
+    header = (client.get(key) or b"")[:48]
     for damaged in (header + b"{broken", b"12345"):
         client.set(key, damaged)
         conv = state.start(digits)
@@ -203,7 +203,7 @@ def _legacy(client: redis.Redis, digits: str, **fields: object) -> None:
     """Replace the stored critical data with an older release's document."""
     key = f"user:{{{digits}}}:state"
     value = client.get(key) or b""
-    header, current = value[:32], json.loads(value[32:])
+    header, current = value[:48], json.loads(value[48:])
     legacy = {
         k: v for k, v in current.items() if k not in ("member", "accounts", "current_account_id")
     }
@@ -225,18 +225,18 @@ def test_a_user_value_written_by_release_0_1_is_read_and_rewritten_in_the_new_la
     redis_url: str, client: redis.Redis, digits: str
 ) -> None:
     """0.1 wrote a 12-digit version after the last-seen time; a stored conversation survives
-    the upgrade, and its next write moves it to the 16-digit layout with a higher version."""
+    the upgrade, and its next write moves it to the 48-byte header with a higher version."""
     _, state = _service(redis_url)
     state.set_profile(digits, {"memberID": "m-1"}, [{"accountID": "a-1"}])
     key = f"user:{{{digits}}}:state"
     value = client.get(key) or b""
-    client.set(key, value[:16] + b"%012d" % 7 + value[32:])
+    client.set(key, value[:16] + b"%012d" % 7 + value[48:])
     conv = state.start(digits)
     assert conv.notices == [] and conv.version == 7
     assert conv.profile is not None and conv.profile.member.member_id == "m-1"
     assert state.navigate(digits, "handle_action_offer_credex").version == 8
     value = client.get(key) or b""
-    assert int(value[16:32]) == 8 and value[32:33] == b"{"
+    assert int(value[16:32]) == 8 and value[48:49] == b"{"
     state.reset(digits)
 
 
@@ -265,7 +265,7 @@ def test_a_version_2_document_is_migrated_to_the_credex_dicts(
     assert conv.current_account is not None and conv.current_account.handle == "dube_farm"
     # The next write stores the current schema, which reads back the same.
     state.navigate(digits, "AmountInput")
-    stored = json.loads((client.get(f"user:{{{digits}}}:state") or b"")[32:])
+    stored = json.loads((client.get(f"user:{{{digits}}}:state") or b"")[48:])
     assert stored["schema_version"] == SCHEMA_VERSION and "profile" not in stored
     assert stored["member"] == conv.profile.member.data
     state.reset(digits)
@@ -280,7 +280,7 @@ def test_values_are_strings_with_a_last_seen_and_version_header(
     user = client.get(f"user:{{{digits}}}:state") or b""
     session = client.get(f"session:{{{digits}}}:data") or b""
     assert user[:16].isdigit() and int(user[16:32]) == first + 1
-    assert json.loads(user[32:])["schema_version"] == SCHEMA_VERSION
+    assert json.loads(user[48:])["schema_version"] == SCHEMA_VERSION
     assert session[:16].isdigit()
     assert json.loads(session[16:])["stage"] == "handle_action_offer_credex"
     # Strings stay compact: no hashtable encoding for kilobyte-sized documents.
