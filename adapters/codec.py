@@ -210,14 +210,37 @@ def _dropped(kind: type[Any], data: bytes | memoryview, reason: object) -> None:
 _CURRENT = str(SCHEMA_VERSION).encode()
 
 
-def _unknown_fields(kind: type[Any], data: bytes | memoryview) -> dict[str, bytes]:
-    """The fields of a current-schema document that this release does not know: a newer
-    release added them. (An older document's leftovers are the migrations' business.)"""
+class _SoundDocuments:
+    """The documents of the current schema read lately that decoded and passed the domain's
+    checks, with their unknown fields: a user's profile comes back unchanged message after
+    message, and checking it again every time cost more than decoding it. Keyed by the
+    document's bytes (held by hash: a dict keeps the bytes, bounded by count)."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self._size = size
+        self._known: dict[tuple[type[Any], bytes], dict[str, bytes]] = {}
+
+    def get(self, key: tuple[type[Any], bytes]) -> dict[str, bytes] | None:
+        return self._known.get(key)
+
+    def remember(self, key: tuple[type[Any], bytes], unknown: dict[str, bytes]) -> None:
+        if len(self._known) >= self._size:
+            self._known.clear()  # cheaper than an LRU, and a cold read is only a check
+        self._known[key] = unknown
+
+
+_SOUND = _SoundDocuments()
+
+
+def _fields(kind: type[Any], data: bytes | memoryview) -> tuple[bool, dict[str, bytes]]:
+    """Whether a document is of the current schema as stored (not migrated on the way in),
+    and the fields of such a document that this release does not know: a newer release added
+    them. (An older document's leftovers are the migrations' business.)"""
     top = _top_level.decode(data)
     version = top.get("schema_version")
     if version is not None and bytes(version) != _CURRENT:
-        return {}
-    return {name: bytes(raw) for name, raw in top.items() if name not in _KNOWN[kind]}
+        return False, {}
+    return True, {name: bytes(raw) for name, raw in top.items() if name not in _KNOWN[kind]}
 
 
 class StoredParts:
@@ -239,14 +262,23 @@ class StoredParts:
     ) -> T | None:
         if data is None:
             return None
-        part, damaged = _salvaged(kind, data)
+        document = bytes(data)
+        known = _SOUND.get((kind, document))
+        if known is not None:
+            # Read (and found sound) a moment ago: only the typed decode is left to do.
+            part: T | None = decode(kind, document)
+            damaged, unknown = False, known
+        else:
+            part, damaged = _salvaged(kind, document)
+            current, unknown = (False, {}) if damaged or part is None else _fields(kind, document)
+            if current:
+                _SOUND.remember((kind, document), unknown)
         if damaged:
             self.damaged = True
         elif part is not None:
-            unknown = _unknown_fields(kind, data)
             if unknown:
                 self.extras[PARTS[kind]] = unknown
-            self.documents[PARTS[kind]] = bytes(data)
+            self.documents[PARTS[kind]] = document
         if part is not None and last_seen is not None:
             # The store keeps last-seen beside the document so it can slide it without
             # rewriting the JSON; that copy is the true one.

@@ -103,9 +103,11 @@ _STEPS = re.compile(r"[A-Za-z0-9_]{1,64}(?:,[A-Za-z0-9_]{1,64})*")
 
 
 def _all_steps(values: list[str]) -> bool:
-    if not all(type(value) is str for value in values):
+    try:
+        joined = ",".join(values)
+    except TypeError:  # an entry that is not text
         return False
-    return _STEPS.fullmatch(",".join(values)) is not None
+    return _STEPS.fullmatch(joined) is not None
 
 
 @functools.lru_cache(maxsize=4096)

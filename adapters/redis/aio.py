@@ -255,13 +255,13 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
         user = self._keys.for_user(phone)
         digest = message_digest(write.message_id) if write.message_id is not None else b""
         keys = user.save(user.effects(digest))
-        args = self._calls.save_args(write, now, lease, token)
+        call = self._calls.save_args(write, now, lease, token)
         try:
-            reply = await self._run(lambda: SAVE.call_async(self._client, keys, args))
+            reply = await self._run(lambda: SAVE.call_async(self._client, keys, call.args))
         except BaseException:
             self._calls.recent.forget(phone.digits)  # the outcome is unknown
             raise
-        return self._calls.saved(reply, phone.digits, args, write.documents)
+        return self._calls.saved(reply, phone.digits, call)
 
 
 class AsyncRedisTokenRepository(_AsyncRedisRepository):

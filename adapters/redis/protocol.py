@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -190,6 +189,14 @@ class RecentValues:
             self._bytes -= entry[2]
 
 
+class SaveCall(NamedTuple):
+    args: list[Any]
+    now: datetime
+    # What the user, session and form keys hold once the call is applied (the user's
+    # header without its version, which the script chooses).
+    stored: tuple[bytes, bytes, bytes, bytes | None]
+
+
 class ConversationCalls:
     """Arguments of the scripts, and what their replies mean."""
 
@@ -274,9 +281,7 @@ class ConversationCalls:
             )
         return self._parts(user, session, form, touched, now, status == b"duplicate")
 
-    def begin_args(
-        self, now: datetime, message_id: str, lease: str, waited: bool
-    ) -> list[Any]:
+    def begin_args(self, now: datetime, message_id: str, lease: str, waited: bool) -> list[Any]:
         return [
             micros(now),
             message_member(message_id),
@@ -358,7 +363,8 @@ class ConversationCalls:
         now: datetime,
         lease: str = "",
         token: TokenChange | None = None,
-    ) -> list[Any]:
+    ) -> SaveCall:
+        """save.lua's arguments for ``write``, and what it stores when applied."""
         t = self._timeouts
         now_us = micros(now)
         extras, documents = write.extras, write.documents
@@ -374,62 +380,70 @@ class ConversationCalls:
         critical = codec.encode_stored(
             write.critical, extras.get("critical"), documents.get("critical")
         )
-        form_at = _micros_or_zero(write.critical.form_expires_at)
+        header = b"%016d%016d" % (
+            micros(write.critical.last_seen_at),
+            _micros_or_zero(write.critical.form_expires_at),
+        )
         sealed: bytes = b""
         token_px = 0
         if token is not None:
             sealed = b"-" if token.sealed is None else token.sealed
             token_px = px(token.ttl)
-        return [
-            write.expected_version,
+        message = write.message_id is not None
+        # The scalars go as one argument: every argument costs a script call (and redis-py)
+        # more than parsing a few numbers in Lua does.
+        numbers = b",".join(
+            b"%d" % n
+            for n in (
+                write.expected_version,
+                now_us,
+                px(t.state),
+                px(t.session),
+                form_px,
+                now_us + micros_of(t.retry_window),
+                now_us + micros_of(t.dedupe),
+                px(t.dedupe if message else t.retry_window),
+                token_px,
+                critical.unchanged,
+                form.unchanged,
+                MAX_HANDLED_IDS,
+                self._state_slack,
+                self._dedupe_slack if message else self._retry_slack,
+                write.effects,
+            )
+        )
+        args = [
+            numbers,
+            header,
             op_member(write.op_id),
-            message_member(write.message_id) if write.message_id is not None else b"",
-            now_us,
-            b"%016d%016d" % (micros(write.critical.last_seen_at), form_at),
+            message_member(write.message_id) if message else b"",
+            # A part byte for byte as stored goes without its JSON: the script moves its
+            # header and TTL only.
             b"" if critical.unchanged else critical.data,
-            px(t.state),
             session,
-            px(t.session),
             b"" if form.unchanged else form.data,
-            form_px,
-            now_us + micros_of(t.retry_window),
-            now_us + micros_of(t.dedupe),
-            px(t.dedupe if write.message_id is not None else t.retry_window),
             lease,
             sealed,
-            token_px,
-            # Parts byte for byte as stored: the script moves their header and TTL only.
-            b"1" if critical.unchanged else b"",
-            b"1" if form.unchanged else b"",
-            MAX_HANDLED_IDS,
-            self._state_slack,
-            self._dedupe_slack if write.message_id is not None else self._retry_slack,
-            b"1" if write.effects else b"",
         ]
+        stored_form = documents.get("form") if form.unchanged else form.data or None
+        stored_critical = documents.get("critical", b"") if critical.unchanged else critical.data
+        return SaveCall(args, now, (header, stored_critical, session, stored_form))
 
     def saved(
-        self,
-        reply: list[Any],
-        digits: str | None = None,
-        args: list[Any] | None = None,
-        write_documents: Mapping[str, bytes] | None = None,
+        self, reply: list[Any], digits: str | None = None, call: SaveCall | None = None
     ) -> WriteResult:
-        """The outcome in a save script's reply; given the phone digits and the arguments,
-        what an applied write stored is kept for the next write, and anything else
-        forgotten (see RecentValues)."""
+        """The outcome in a save script's reply; given the phone digits and the call, what
+        an applied write stored is kept for the next write, and anything else forgotten
+        (see RecentValues)."""
         status, version = reply[0], int(reply[1])
         result = WriteResult(_STATUS[status], version)
         if status == b"busy":
             result = result._replace(busy_for=timedelta(milliseconds=max(0, int(reply[2]))))
         if digits is not None:
-            if result.status is WriteStatus.APPLIED and version and args is not None:
-                # A part sent as unchanged was not in the arguments: it is what was read.
-                documents = write_documents or {}
-                critical = args[5] or documents.get("critical", b"")
-                form = documents.get("form") if args[18] else args[9] or None
-                user = user_value(args[4], version, critical)
-                remembered = [user, args[7], form]
-                self.recent.remember(digits, remembered, from_micros(args[3]))
+            if result.status is WriteStatus.APPLIED and version and call is not None:
+                header, critical, session, form = call.stored
+                user = user_value(header, version, critical)
+                self.recent.remember(digits, [user, session, form], call.now)
             else:
                 self.recent.forget(digits)
         return result

@@ -4,28 +4,26 @@
 -- effect records and frees the user; a one-call write (no lease) is applied once by its
 -- operation id and waits while a message holds the user.
 -- KEYS: user, session, form, handled, lease, waiters, wake, token, effects
--- ARGV: 1 expected version, 2 op member, 3 message member ('' for none), 4 now us,
---       5 last-seen and the form's deadline (16 digits each), 6 critical JSON, 7 user px, 8 session value, 9 session px,
---       10 form value ('' deletes the form), 11 form px, 12 op expiry us,
---       13 message expiry us, 14 handled px, 15 lease ('' for a one-call write),
---       16 token ('' keeps it, '-' deletes it, else the sealed token), 17 token px,
---       18 '1' when the critical JSON is as stored, 19 '1' when the form is as stored,
---       20 the most ids kept in the handled set, 21 user px slack, 22 handled px slack,
---       23 '1' when the message recorded effects
--- A part the client saw unchanged (flag 18 or 19) comes without its JSON. A commit trusts the
--- version it began with: only its lease's holder writes the user while the lease holds.
--- A TTL is extended only once it has run down below what the write needs, and then with some
--- slack: most writes change no TTL (and append nothing to the AOF for it).
--- The lease and its waiters are neither persisted nor replicated (REPL_NONE): a lease that a
--- restart or a failover loses only lets another message begin, and the holder's commit then
--- finds its lease gone and stores nothing.
+-- ARGV: 1 the numbers, comma-separated: expected version, now (us), user px, session px,
+--       form px, op expiry (us), message expiry (us), handled px, token px, critical as
+--       stored (0/1), form as stored (0/1), most ids kept in the handled set, user px slack,
+--       handled px slack, the message recorded effects (0/1);
+--       2 last-seen and the form's deadline (16 digits each), 3 op member,
+--       4 message member ('' for none), 5 critical JSON ('' when as stored),
+--       6 session value, 7 form JSON ('' deletes the form, or: as stored),
+--       8 lease ('' for a one-call write), 9 token ('' keeps it, '-' deletes it, else sealed)
 -- Reply: {status, version[, busy pttl]}. The user value is its last-seen time (16 digits),
--- its version (16 digits), its form's deadline (16 digits, zeros for none) and the JSON. A version never repeats: a conversation created
--- (again, after a reset or an eviction) starts at the server's time in microseconds, above
--- any version its earlier life reached.
+-- its version (16 digits), its form's deadline (16 digits, zeros for none) and the JSON. A
+-- version never repeats: a conversation created (again, after a reset or an eviction) starts
+-- at the server's time in microseconds, above any version its earlier life reached.
 -- A part the write did not change is not rewritten: the user value gets its new header (a
--- 48-byte SETRANGE) and TTL, the form is left alone. That keeps the AOF, and the
--- replication stream, to what changed.
+-- 48-byte SETRANGE) and TTL, the form is left alone. That keeps the AOF, and the replication
+-- stream, to what changed. A TTL is extended only once it has run down below what the write
+-- needs, and then with some slack: most writes change no TTL (and append nothing for it).
+-- A commit trusts the version it began with: only its lease's holder writes the user while
+-- the lease holds. The lease and its waiters are neither persisted nor replicated
+-- (REPL_NONE): a lease that a restart or a failover loses only lets another message begin,
+-- and the holder's commit then finds its lease gone and stores nothing.
 -- A key of the wrong type (written by something else) reads as damaged, and the next write
 -- replaces it; any other error (a refused permission, a full server) is raised as it is.
 local function wrong_type(reply)
@@ -35,18 +33,23 @@ local function wrong_type(reply)
   end
   return false
 end
--- The stored version, and whether the value has this release's 48-byte header.
-local function version_of(key)
-  local head = redis.pcall('GETRANGE', key, 0, 47)
-  if wrong_type(head) then return 0, false end
-  -- Written by 0.1 (a 12-digit version) or by this layout (16 digits).
-  if string.sub(head, 29, 29) == '{' then return tonumber(string.sub(head, 17, 28)) or 0, false end
-  local version = tonumber(string.sub(head, 17, 32))
-  return version or 0, version ~= nil
-end
-local now = tonumber(ARGV[4])
-local leased = ARGV[15] ~= ''
+local n = {}
+for field in string.gmatch(ARGV[1], '[^,]+') do n[#n + 1] = tonumber(field) end
+local expected, now, user_px, session_px, form_px = n[1], n[2], n[3], n[4], n[5]
+local op_expiry, message_expiry, handled_px, token_px = n[6], n[7], n[8], n[9]
+local critical_as_stored, form_as_stored, limit = n[10] == 1, n[11] == 1, n[12]
+local user_slack, handled_slack, had_effects = n[13], n[14], n[15] == 1
+local op, message, lease, token = ARGV[3], ARGV[4], ARGV[8], ARGV[9]
+local leased = lease ~= ''
 local handled = KEYS[4]
+
+-- The stored version (0.1 wrote a 12-digit one, this layout a 16-digit one).
+local function version_of(key)
+  local head = redis.pcall('GETRANGE', key, 0, 31)
+  if wrong_type(head) then return 0 end
+  if string.sub(head, 29, 29) == '{' then return tonumber(string.sub(head, 17, 28)) or 0 end
+  return tonumber(string.sub(head, 17, 32)) or 0
+end
 -- Whether ``member`` is in the handled set and not past its expiry.
 local function handled_before(member)
   local expiry = redis.pcall('ZSCORE', handled, member)
@@ -56,24 +59,30 @@ local function handled_before(member)
   end
   return expiry and tonumber(expiry) > now
 end
+-- Keep ``key`` for at least ``px`` ms; when extending, add ``slack``.
+local function keep(key, px, slack)
+  if redis.call('PTTL', key) < px then
+    redis.call('PEXPIRE', key, px + slack)
+  end
+end
 
 if leased then
   -- A retry of a commit whose reply was lost finds its message id: applied, not again.
-  if handled_before(ARGV[3]) then return {'applied', (version_of(KEYS[1]))} end
-else
-  if handled_before(ARGV[2]) then return {'applied', 0} end
+  if handled_before(message) then return {'applied', version_of(KEYS[1])} end
+elseif handled_before(op) then
+  return {'applied', 0}
 end
 local holder = redis.pcall('GET', KEYS[5])
 if wrong_type(holder) then holder = false end
 if leased then
-  if holder ~= ARGV[15] then return {'lease_lost', 0} end
+  if holder ~= lease then return {'lease_lost', 0} end
 elseif holder then
   return {'busy', 0, redis.call('PTTL', KEYS[5])}
 end
-local version = tonumber(ARGV[1])
+local version = expected
 if not leased then
   local stored = version_of(KEYS[1])
-  if ARGV[3] ~= '' and handled_before(ARGV[3]) then return {'duplicate', stored} end
+  if message ~= '' and handled_before(message) then return {'duplicate', stored} end
   if stored ~= version then return {'conflict', stored} end
 end
 if version > 0 then
@@ -83,29 +92,23 @@ else
   version = tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
 
--- Keep ``key`` for at least ``px`` ms; when extending, add ``slack``.
-local function keep(key, px, slack)
-  if redis.call('PTTL', key) < tonumber(px) then
-    redis.call('PEXPIRE', key, tonumber(px) + tonumber(slack))
-  end
-end
-local header = string.sub(ARGV[5], 1, 16) .. string.format('%016.0f', version)
-  .. string.sub(ARGV[5], 17, 32)
-if ARGV[18] == '1' then
+local header = string.sub(ARGV[2], 1, 16) .. string.format('%016.0f', version)
+  .. string.sub(ARGV[2], 17, 32)
+if critical_as_stored then
   if redis.call('SETRANGE', KEYS[1], 0, header) == #header then
     redis.call('DEL', KEYS[1])  -- it was gone (evicted) since the read: lost, as evicted
   else
-    keep(KEYS[1], ARGV[7], ARGV[21])
+    keep(KEYS[1], user_px, user_slack)
   end
 else
-  redis.call('SET', KEYS[1], header .. ARGV[6], 'PX', tonumber(ARGV[7]) + tonumber(ARGV[21]))
+  redis.call('SET', KEYS[1], header .. ARGV[5], 'PX', user_px + user_slack)
 end
-redis.call('SET', KEYS[2], ARGV[8], 'PX', ARGV[9])
-if ARGV[19] ~= '1' then
-  if ARGV[10] == '' then
+redis.call('SET', KEYS[2], ARGV[6], 'PX', session_px)
+if not form_as_stored then
+  if ARGV[7] == '' then
     redis.call('DEL', KEYS[3])
   else
-    redis.call('SET', KEYS[3], ARGV[10], 'PX', ARGV[11])
+    redis.call('SET', KEYS[3], ARGV[7], 'PX', form_px)
   end
 end
 
@@ -114,26 +117,25 @@ end
 -- small (and in Redis's compact encoding), and a message is remembered for dedupe_ttl or
 -- until that many newer ids of the user, whichever comes first.
 local added = 0
-if ARGV[3] ~= '' then
-  added = redis.call('ZADD', handled, ARGV[13], ARGV[3])
+if message ~= '' then
+  added = redis.call('ZADD', handled, message_expiry, message)
 end
 if not leased then
-  added = added + redis.call('ZADD', handled, ARGV[12], ARGV[2])
+  added = added + redis.call('ZADD', handled, op_expiry, op)
 end
-local limit = tonumber(ARGV[20])
 if added > 0 and redis.call('ZCARD', handled) > limit then
   redis.call('ZREMRANGEBYRANK', handled, 0, -limit - 1)
 end
 -- Only ever extend: a short-lived op id must not cut a message id's longer memory.
-keep(handled, ARGV[14], ARGV[22])
+keep(handled, handled_px, handled_slack)
 
 if leased then
-  if ARGV[16] == '-' then
+  if token == '-' then
     redis.call('DEL', KEYS[8])
-  elseif ARGV[16] ~= '' then
-    redis.call('SET', KEYS[8], ARGV[16], 'PX', ARGV[17])
+  elseif token ~= '' then
+    redis.call('SET', KEYS[8], token, 'PX', token_px)
   end
-  if ARGV[23] == '1' then redis.call('DEL', KEYS[9]) end
+  if had_effects then redis.call('DEL', KEYS[9]) end
   redis.set_repl(redis.REPL_NONE)
   redis.call('DEL', KEYS[5])
   -- Wake the longest waiting message of this user, if any waits.
