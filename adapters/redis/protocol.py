@@ -23,6 +23,8 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+import msgspec
+
 from vimbiso_state.adapters import codec
 from vimbiso_state.domain.conversation import CriticalData, Session
 from vimbiso_state.domain.form import Form
@@ -187,6 +189,9 @@ class RecentValues:
         entry = self._values.pop(digits, None)
         if entry is not None:
             self._bytes -= entry[2]
+
+
+_msgpack = msgspec.msgpack.Encoder()
 
 
 class SaveCall(NamedTuple):
@@ -390,11 +395,10 @@ class ConversationCalls:
             sealed = b"-" if token.sealed is None else token.sealed
             token_px = px(token.ttl)
         message = write.message_id is not None
-        # The scalars go as one argument: every argument costs a script call (and redis-py)
-        # more than parsing a few numbers in Lua does.
-        numbers = b",".join(
-            b"%d" % n
-            for n in (
+        # The numbers go as one MessagePack argument: redis-py packs, and Redis hands a
+        # script, each argument on its own.
+        numbers = _msgpack.encode(
+            (
                 write.expected_version,
                 now_us,
                 px(t.state),
@@ -404,12 +408,12 @@ class ConversationCalls:
                 now_us + micros_of(t.dedupe),
                 px(t.dedupe if message else t.retry_window),
                 token_px,
-                critical.unchanged,
-                form.unchanged,
+                int(critical.unchanged),
+                int(form.unchanged),
                 MAX_HANDLED_IDS,
                 self._state_slack,
                 self._dedupe_slack if message else self._retry_slack,
-                write.effects,
+                int(write.effects),
             )
         )
         args = [
