@@ -8,13 +8,6 @@
 --       message waited for the lease
 -- Reply: {'ok'}, {'duplicate'} or {'busy', pttl of the holder's lease}.
 -- The lease and its waiters are neither persisted nor replicated (see save.lua).
-local function wrong_type(reply)
-  if type(reply) == 'table' and reply.err then
-    if string.sub(reply.err, 1, 9) == 'WRONGTYPE' then return true end
-    error(reply)
-  end
-  return false
-end
 local expiry = redis.pcall('ZSCORE', KEYS[1], ARGV[2])
 if not wrong_type(expiry) and expiry and tonumber(expiry) > tonumber(ARGV[1]) then
   return {'duplicate'}

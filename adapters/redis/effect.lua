@@ -6,15 +6,7 @@
 --       5 px of the record
 -- Reply to start: {'run'} (marked started now), {'done', result}, {'in_doubt'} or
 -- {'lease_lost'}. A finish is recorded whether or not the lease still holds: it happened.
--- A key of the wrong type (written by something else) reads as damaged, and the next write
--- replaces it; any other error (a refused permission, a full server) is raised as it is.
-local function wrong_type(reply)
-  if type(reply) == 'table' and reply.err then
-    if string.sub(reply.err, 1, 9) == 'WRONGTYPE' then return true end
-    error(reply)
-  end
-  return false
-end
+-- Keys of the wrong type: see prelude.lua.
 local function hget(key, field)
   local value = redis.pcall('HGET', key, field)
   if wrong_type(value) then

@@ -12,15 +12,7 @@
 -- is a SETRANGE of 16 bytes, not a rewrite of the document. Only a live part slides (reviving
 -- an expired one would hide the expiry that the domain decides), never backwards, and only
 -- once it is a step old (domain/timeouts.py: slide_step), so most reads write nothing.
--- A key of the wrong type (written by something else) reads as damaged, and the next write
--- replaces it; any other error (a refused permission, a full server) is raised as it is.
-local function wrong_type(reply)
-  if type(reply) == 'table' and reply.err then
-    if string.sub(reply.err, 1, 9) == 'WRONGTYPE' then return true end
-    error(reply)
-  end
-  return false
-end
+-- Keys of the wrong type: see prelude.lua.
 local now = tonumber(ARGV[1])
 -- A value of the wrong type comes back as '!', which the client reads as damaged.
 local function get(key)

@@ -5,15 +5,7 @@
 -- commit (its lease is gone). Either way the longest waiting message, if any, is woken.
 -- KEYS: lease, waiters, wake, user, session, form
 -- ARGV: 1 lease ('' to reset)
--- A key of the wrong type (written by something else) reads as damaged, and the next write
--- replaces it; any other error (a refused permission, a full server) is raised as it is.
-local function wrong_type(reply)
-  if type(reply) == 'table' and reply.err then
-    if string.sub(reply.err, 1, 9) == 'WRONGTYPE' then return true end
-    error(reply)
-  end
-  return false
-end
+-- Keys of the wrong type: see prelude.lua.
 if ARGV[1] == '' then
   redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
 else

@@ -24,15 +24,7 @@
 -- the lease holds. The lease and its waiters are neither persisted nor replicated
 -- (REPL_NONE): a lease that a restart or a failover loses only lets another message begin,
 -- and the holder's commit then finds its lease gone and stores nothing.
--- A key of the wrong type (written by something else) reads as damaged, and the next write
--- replaces it; any other error (a refused permission, a full server) is raised as it is.
-local function wrong_type(reply)
-  if type(reply) == 'table' and reply.err then
-    if string.sub(reply.err, 1, 9) == 'WRONGTYPE' then return true end
-    error(reply)
-  end
-  return false
-end
+-- Keys of the wrong type: see prelude.lua.
 -- (One argument: Redis hands a script each argument as a string of its own, and packing the
 -- numbers costs the client less; cmsgpack reads them as numbers.)
 local n = cmsgpack.unpack(ARGV[1])

@@ -18,8 +18,12 @@ from redis.exceptions import NoScriptError
 
 
 def script_source(name: str) -> str:
+    """A script's source: its own file, with prelude.lua (what every script shares) after
+    its shebang line; scripts cannot share code on the server."""
     scripts = resources.files("vimbiso_state.adapters.redis")
-    return scripts.joinpath(name).read_text(encoding="utf-8")
+    shebang, _, body = scripts.joinpath(name).read_text(encoding="utf-8").partition("\n")
+    prelude = scripts.joinpath("prelude.lua").read_text(encoding="utf-8")
+    return f"{shebang}\n{prelude}{body}"
 
 
 class LuaScript:

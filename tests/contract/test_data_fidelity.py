@@ -21,6 +21,7 @@ import pytest
 from fakes import FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stored_documents import rewrite
 
 from vimbiso_state.domain.conversation import DEFAULT_STAGE, Conversation, Notice
 from vimbiso_state.domain.json_values import MAX_DEPTH
@@ -331,31 +332,6 @@ def test_saving_a_jwt_that_has_already_expired_leaves_no_token(
 
 
 # Stored data the domain cannot trust
-def _rewrite(
-    container: Container,
-    backend: str,
-    phone: str,
-    part: str,
-    edit: Callable[[dict[str, Any]], dict[str, Any]],
-) -> None:
-    """Change one stored document in place, as corruption or an older release would."""
-    digits = phone.lstrip("+")
-    if backend == "memory":
-        user = container.memory_conversations()._users[digits]
-        stored = user.critical if part == "user" else user.session
-        assert stored is not None
-        stored.data = json.dumps(edit(json.loads(stored.data))).encode()
-        return
-    client = container.redis_client()
-    key = f"user:{{{digits}}}:state" if part == "user" else f"session:{{{digits}}}:data"
-    value = client.get(key)
-    assert value is not None
-    head = 48 if part == "user" else 16  # last seen (and version) before the JSON
-    client.set(
-        key, value[:head] + json.dumps(edit(json.loads(value[head:]))).encode(), keepttl=True
-    )
-
-
 @pytest.mark.parametrize(
     "damage",
     [
@@ -370,7 +346,7 @@ def test_a_corrupt_profile_inside_a_valid_document_is_dropped_with_state_lost(
     state.set_profile(phone, MEMBER, [ACCOUNT])
     state.navigate(phone, OFFER)
     state.form_start(phone, "offer", required=["amount"])
-    _rewrite(container, backend, phone, "user", lambda doc: {**doc, **damage})
+    rewrite(container, backend, phone, "user", lambda doc: {**doc, **damage})
     conv = state.start(phone)
     assert conv.notices == [Notice.STATE_LOST]
     assert conv.profile is None and conv.current_account is None
@@ -385,7 +361,7 @@ def test_a_stored_stage_that_is_not_an_identifier_goes_back_to_the_menu_with_sta
 ) -> None:
     state.set_profile(phone, MEMBER, [ACCOUNT])
     state.navigate(phone, OFFER)
-    _rewrite(container, backend, phone, "session", lambda doc: {**doc, "stage": stage})
+    rewrite(container, backend, phone, "session", lambda doc: {**doc, "stage": stage})
     conv = state.start(phone)
     assert Notice.STATE_LOST in conv.notices
     assert (conv.stage, conv.option, conv.menu) == (DEFAULT_STAGE, None, [])

@@ -8,12 +8,10 @@ back with those fields intact).
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
+from stored_documents import HEADERS, json_of, raw_of, rewrite
 
 from vimbiso_state.domain.schema import SCHEMA_VERSION
 from vimbiso_state.services.container import Container
@@ -21,56 +19,6 @@ from vimbiso_state.services.exceptions import StateFromNewerRelease, StateUnavai
 from vimbiso_state.services.state_service import StateService
 
 OFFER = "handle_action_offer_credex"
-HEADERS = {"user": 48, "session": 16, "form": 0}  # bytes before the JSON, on Redis
-
-
-def _raw(container: Container, backend: str, phone: str, part: str) -> bytes:
-    digits = phone.lstrip("+")
-    if backend == "memory":
-        user = container.memory_conversations()._users[digits]
-        stored = {"user": user.critical, "session": user.session, "form": user.form}[part]
-        assert stored is not None
-        return stored.data
-    value = container.redis_client().get(_key(part, digits))
-    assert value is not None
-    return bytes(value)
-
-
-def _key(part: str, digits: str) -> str:
-    return {"user": "user:{%s}:state", "session": "session:{%s}:data", "form": "form:{%s}:data"}[
-        part
-    ] % digits
-
-
-def _rewrite(
-    container: Container,
-    backend: str,
-    phone: str,
-    part: str,
-    edit: Callable[[dict[str, Any]], dict[str, Any]],
-) -> None:
-    """Rewrite one stored document as a newer release would have written it."""
-    digits = phone.lstrip("+")
-    if backend == "memory":
-        user = container.memory_conversations()._users[digits]
-        stored = {"user": user.critical, "session": user.session, "form": user.form}[part]
-        assert stored is not None
-        stored.data = json.dumps(edit(json.loads(stored.data))).encode()
-        return
-    client = container.redis_client()
-    value = client.get(_key(part, digits))
-    assert value is not None
-    head = HEADERS[part]
-    document = json.dumps(edit(json.loads(value[head:]))).encode()
-    client.set(_key(part, digits), value[:head] + document, keepttl=True)
-
-
-def _json_of(container: Container, backend: str, phone: str, part: str) -> dict[str, Any]:
-    raw = _raw(container, backend, phone, part)
-    document: dict[str, Any] = json.loads(raw[0 if backend == "memory" else HEADERS[part] :])
-    return document
-
-
 @pytest.mark.parametrize("part", ["user", "session", "form"])
 def test_a_document_of_a_newer_schema_is_left_alone_and_said_so(
     container: Container, backend: str, state: StateService, phone: str, part: str
@@ -78,14 +26,14 @@ def test_a_document_of_a_newer_schema_is_left_alone_and_said_so(
     state.set_profile(phone, {"memberID": "m-1"}, [{"accountID": "a-1"}])
     state.navigate(phone, OFFER)
     state.form_start(phone, "offer", ["amount"])
-    _rewrite(
+    rewrite(
         container,
         backend,
         phone,
         part,
         lambda doc: {**doc, "schema_version": SCHEMA_VERSION + 1, "renamed": {"x": 1}},
     )
-    stored = {name: _raw(container, backend, phone, name) for name in HEADERS}
+    stored = {name: raw_of(container, backend, phone, name) for name in HEADERS}
     for attempt in (
         lambda: state.start(phone),
         lambda: state.navigate(phone, "handle_action_menu"),
@@ -97,7 +45,7 @@ def test_a_document_of_a_newer_schema_is_left_alone_and_said_so(
     with pytest.raises(StateFromNewerRelease), state.message(phone, "wamid.deploy"):
         pytest.fail("a message began on state it cannot read")
     # Nothing was replaced, not even a last-seen time.
-    after = {name: _raw(container, backend, phone, name) for name in HEADERS}
+    after = {name: raw_of(container, backend, phone, name) for name in HEADERS}
     assert {n: v[16:] for n, v in after.items()} == {n: v[16:] for n, v in stored.items()}
     # The message gave its lease back: the next delivery is told the same at once, rather
     # than waiting out the lease and getting UserBusy.
@@ -115,7 +63,7 @@ def test_fields_a_newer_release_added_survive_a_write_by_this_one(
     state.form_start(phone, "offer", ["amount", "recipient"])
     added = {"user": {"loyalty": {"tier": 2}}, "session": {"locale": "sn"}, "form": {"hint": 1}}
     for part, fields in added.items():
-        _rewrite(container, backend, phone, part, lambda doc, fields=fields: {**doc, **fields})
+        rewrite(container, backend, phone, part, lambda doc, fields=fields: {**doc, **fields})
 
     conv = state.start(phone)  # readable: same schema version, only fields added
     assert conv.notices == [] and conv.stage == OFFER
@@ -125,7 +73,7 @@ def test_fields_a_newer_release_added_survive_a_write_by_this_one(
         msg.conversation.navigate("handle_action_confirm")
 
     for part, fields in added.items():
-        document = _json_of(container, backend, phone, part)
+        document = json_of(container, backend, phone, part)
         assert {name: document.get(name) for name in fields} == fields, part
     conv = state.start(phone)
     assert conv.stage == "handle_action_confirm" and conv.context == {"amount": "25"}
@@ -137,6 +85,6 @@ def test_added_fields_go_with_a_part_the_rules_replace(
 ) -> None:
     """A greeting starts a new session: the fields of the old one are not carried into it."""
     state.navigate(phone, OFFER)
-    _rewrite(container, backend, phone, "session", lambda doc: {**doc, "locale": "sn"})
+    rewrite(container, backend, phone, "session", lambda doc: {**doc, "locale": "sn"})
     state.restart(phone)
-    assert "locale" not in _json_of(container, backend, phone, "session")
+    assert "locale" not in json_of(container, backend, phone, "session")
