@@ -197,7 +197,9 @@ class RedactedUrl(str):
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return repr(redact_url(self))
+        # As plain text: redact_url hands back a URL without a password as it came, and
+        # its repr would be this method again.
+        return repr(redact_url(str(self)))
 
 
 def masked(values: Any) -> Any:
