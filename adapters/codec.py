@@ -15,12 +15,13 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from vimbiso_state.adapters.otel import PART, PART_SIZE
 from vimbiso_state.domain.conversation import CriticalData, Session
 from vimbiso_state.domain.errors import StateFromNewerRelease, StateTooLarge
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.schema import SCHEMA_VERSION, NewerSchema, UnknownSchema, upgrade
 
-log = logging.getLogger("vimbiso_state")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -39,6 +40,7 @@ _CHECKED = frozenset({CriticalData, Session, Form})
 
 # The name of each stored kind in StoredConversation.extras, and the fields it knows.
 PARTS = {CriticalData: "critical", Session: "session", Form: "form"}
+_SIZED = {kind: {PART: name} for kind, name in PARTS.items()}  # made once, not per write
 _KNOWN = {kind: frozenset(f.name for f in dataclasses.fields(kind)) for kind in PARTS}
 # The top level of a document, its values left as raw JSON (scanned, not decoded).
 _top_level = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -73,6 +75,7 @@ def encode(value: object, extras: Mapping[str, bytes] | None = None) -> bytes:
             f"(MAX_DOCUMENT_BYTES) for {_DOCUMENTS.get(kind, 'one stored document')}; "
             "nothing was stored"
         )
+    PART_SIZE.record(len(data), _SIZED.get(type(value)))
     return data
 
 

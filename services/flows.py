@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from vimbiso_state.domain.clock import Clock
-from vimbiso_state.domain.conversation import Conversation, check_step, is_greeting
+from vimbiso_state.domain.conversation import Conversation, Notice, check_step, is_greeting
 from vimbiso_state.domain.errors import (
     ConcurrencyConflict,
     ConfigurationError,
@@ -129,6 +129,20 @@ class EffectFinish(NamedTuple):
     now: datetime
 
 
+class Noticed(NamedTuple):
+    """No I/O: what a stored outcome meant for the user (a part expired, or was lost), for
+    the drivers' telemetry. Yielded once per operation, after its write was applied, so
+    that an attempt that lost a conflict is not counted."""
+
+    phone: PhoneNumber
+    notices: tuple[Notice, ...] = ()
+    token_expired: bool = False
+
+
+# The notices an operator counts: expiries and lost state (welcome and restarted are not).
+OBSERVED = frozenset({Notice.SESSION_EXPIRED, Notice.FORM_EXPIRED, Notice.STATE_LOST})
+
+
 Request = (
     Load
     | Save
@@ -142,6 +156,7 @@ Request = (
     | Release
     | EffectStart
     | EffectFinish
+    | Noticed
 )
 Flow = Generator[Request, Any, T]
 Change = Callable[[Conversation, datetime], T]
@@ -363,7 +378,10 @@ class Flows:
         return self._token(self.phone(phone))
 
     def _token(self, number: PhoneNumber) -> Flow[str | None]:
-        return self.unseal(number, cast(bytes | None, (yield GetToken(number))))
+        value, expired = self.read_token(number, cast(bytes | None, (yield GetToken(number))))
+        if expired:
+            yield Noticed(number, token_expired=True)
+        return value
 
     def revoke_token(self, phone: str) -> Flow[bool]:
         return _answer(DropToken(self.phone(phone)), bool)
@@ -411,6 +429,8 @@ class Flows:
                     conversation.version = reread.version
                 else:
                     conversation.version = outcome.version
+                if conversation.notices:
+                    yield from _noticed(number, conversation)
                 return pick(conversation, result)
             if outcome.status is WriteStatus.DUPLICATE:
                 raise Duplicate
@@ -490,6 +510,8 @@ class Flows:
             conversation.version = reread.version
         else:
             conversation.version = outcome.version
+        if conversation.notices:
+            yield from _noticed(number, conversation)
         return conversation
 
     def message_release(self, number: PhoneNumber, lease: str) -> Flow[None]:
@@ -518,10 +540,16 @@ class Flows:
 
     def unseal(self, number: PhoneNumber, sealed: bytes | None) -> str | None:
         """The token's value, or None when there is none or it has expired."""
+        return self.read_token(number, sealed)[0]
+
+    def read_token(self, number: PhoneNumber, sealed: bytes | None) -> tuple[str | None, bool]:
+        """The token's value (as ``unseal``), and whether a stored token was past its deadline."""
         if sealed is None:
-            return None
+            return None, False
         token = self._cipher().open(number, sealed)
-        return None if token.is_expired(self.clock.now()) else token.value
+        if token.is_expired(self.clock.now()):
+            return None, True
+        return token.value, False
 
     def _cipher(self) -> TokenCipher:
         if self.cipher is None:
@@ -579,6 +607,12 @@ def _write_of(
         message_id=message_id,
         extras=extras,
     )
+
+
+def _noticed(number: PhoneNumber, conversation: Conversation) -> Flow[None]:
+    observed = tuple(notice for notice in conversation.notices if notice in OBSERVED)
+    if observed:
+        yield Noticed(number, observed)
 
 
 def _record(value: object) -> EffectRecord:
