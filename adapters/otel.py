@@ -78,6 +78,7 @@ class _Nothing:
 
 
 _NOTHING = _Nothing()
+NO_SPAN: Span = _NOTHING  # what an operation has when no tracer provider is set
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +213,10 @@ def tracing(now: float) -> bool:
     return _tracing
 
 
-def start_span(name: str, attributes: Attributes, parent: Span | None, now: float) -> Span:
-    """A span for one operation, a child of ``parent`` or of the current span."""
-    if not tracing(now):
+def start_span(name: str, attributes: Attributes, parent: Span | None = None) -> Span:
+    """A span for one operation, a child of ``parent`` or of the current span (only worth
+    calling when ``tracing``)."""
+    if _tracer is None:
         return _NOTHING
     context = None if parent is None else _trace.set_span_in_context(parent)  # type: ignore[arg-type]
     return _tracer.start_span(name, context, attributes=attributes)  # type: ignore[union-attr]

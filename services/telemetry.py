@@ -36,6 +36,7 @@ from vimbiso_state.adapters.otel import (
     LEASE_WAITED,
     MESSAGE_OUTCOME,
     MESSAGES,
+    NO_SPAN,
     NOTICES,
     OPERATION,
     OPERATION_DURATION,
@@ -50,6 +51,7 @@ from vimbiso_state.adapters.otel import (
     detach,
     set_error,
     start_span,
+    tracing,
 )
 from vimbiso_state.domain.conversation import Notice
 from vimbiso_state.domain.errors import (
@@ -205,13 +207,17 @@ class Watch:
         self._operation = operation
         self.number = number
         self._started = started = time.monotonic()
-        self.span: Span = start_span(
-            operation.span_name,
-            operation.attributes,
-            None if parent is None else parent.span,
-            started,
-        )
-        self._context = context_of(self.span)
+        # Without a tracer provider (the common case of a bot without an SDK) no span at all.
+        if tracing(started):
+            self.span: Span = start_span(
+                operation.span_name,
+                operation.attributes,
+                None if parent is None else parent.span,
+            )
+            self._context = context_of(self.span)
+        else:
+            self.span = NO_SPAN
+            self._context = None
         self._waiting_since = 0.0
         self._token_expired = False
         self._ended = False
@@ -223,7 +229,8 @@ class Watch:
         return None if self._context is None else attach(self._context)
 
     def leave(self, token: object | None) -> None:
-        detach(token)
+        if token is not None:
+            detach(token)
 
     # What the answers show
     def saw(self, request: Request, answer: object) -> None:
@@ -231,7 +238,7 @@ class Watch:
         if self.number is None:
             # Every request but Pause names the user; the first one never is a Pause.
             self.number = getattr(request, "phone", None)
-        if isinstance(answer, StoredConversation):
+        if type(answer) is StoredConversation:  # a load: the most common answer
             if answer.message_seen:
                 self._duplicated()
         elif isinstance(answer, WriteResult):
@@ -333,7 +340,8 @@ class Watch:
         """The operation succeeded (a duplicate delivery included)."""
         if self._ended:
             return
-        elapsed = self._end()
+        self._ended = True
+        elapsed = time.monotonic() - self._started
         OPERATION_DURATION.record(elapsed, self._operation.attributes)
         if self._operation is _MESSAGE:
             MESSAGES.add(1, _DUPLICATE if self.duplicate else _COMMITTED)
@@ -348,7 +356,8 @@ class Watch:
             return
         if self._waiting_since:  # UserBusy after a wait: the wait counts too
             self._waited()
-        elapsed = self._end()
+        self._ended = True
+        elapsed = time.monotonic() - self._started
         kind = type(error).__name__
         operation = self._operation
         OPERATION_DURATION.record(elapsed, operation.failure(kind))
@@ -371,20 +380,19 @@ class Watch:
         """A message whose handler raised ``error``: nothing was stored."""
         if self._ended:
             return
-        elapsed = self._end()
+        self._ended = True
+        elapsed = time.monotonic() - self._started
         kind = type(error).__name__
         OPERATION_DURATION.record(elapsed, self._operation.failure(kind))
         MESSAGES.add(1, _message_ending("rolled_back", kind))
         set_error(self.span, kind)
         self._finish(elapsed, "rolled_back", kind)
 
-    def _end(self) -> float:
-        self._ended = True
-        return time.monotonic() - self._started
-
     def _finish(self, elapsed: float, outcome: str, error_type: str = "") -> None:
         span = self.span
-        if span.is_recording():
+        if span is NO_SPAN:
+            pass
+        elif span.is_recording():
             if self.number is not None:
                 span.set_attribute(PSEUDO_ID, self._telemetry.pseudonym(self.number.digits))
             if self.duplicate:
@@ -393,7 +401,9 @@ class Watch:
                 span.set_attribute(CONFLICT_COUNT, self.conflicts)
             if self._operation is _MESSAGE:
                 span.set_attribute(MESSAGE_OUTCOME, outcome)
-        span.end()
+            span.end()
+        else:
+            span.end()
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s for %s: %s%s in %.1f ms",
