@@ -196,21 +196,26 @@ PART_SIZE = _histogram(
 )
 
 
-# Whether the bot has set a tracer provider: until it does, an operation starts no span at all
-# (even the API's no-op span costs a context lookup). Set once, a provider cannot be unset.
-_tracing = False
-_next_look = 0.0
+class _Tracing:
+    """Whether the bot has set a tracer provider: until it does, an operation starts no span
+    at all (even the API's no-op span costs a context lookup). Once set, a provider cannot be
+    unset; before that, the global provider is looked at at most once a second (reading it
+    costs an environ lookup)."""
+
+    on = False
+    next_look = 0.0
+
+
+TRACING = _Tracing()
 
 
 def tracing(now: float) -> bool:
-    """Whether spans are worth starting; ``now`` is time.monotonic(). Looks at the global
-    provider at most once a second until one is set (reading it costs an environ lookup)."""
-    global _tracing, _next_look
-    if _tracing or _trace is None or now < _next_look:
-        return _tracing
-    _next_look = now + 1.0
-    _tracing = not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
-    return _tracing
+    """Whether spans are worth starting; ``now`` is time.monotonic()."""
+    if TRACING.on or _trace is None or now < TRACING.next_look:
+        return TRACING.on
+    TRACING.next_look = now + 1.0
+    TRACING.on = not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
+    return TRACING.on
 
 
 def start_span(name: str, attributes: Attributes, parent: Span | None = None) -> Span:

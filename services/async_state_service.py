@@ -37,7 +37,7 @@ from vimbiso_state.services.flows import (
     Steps,
 )
 from vimbiso_state.services.message import AsyncMessage
-from vimbiso_state.services.telemetry import Telemetry, Watch
+from vimbiso_state.services.telemetry import WATCHED, Telemetry, Watch
 
 T = TypeVar("T")
 
@@ -148,19 +148,22 @@ class AsyncStateService:
     async def _drive(self, flow: Flow[T], watch: Watch) -> T:
         """See StateService._drive."""
         steps = Steps(flow)
-        token = watch.enter()
+        token = None if watch.context is None else watch.enter()
         try:
             for request in steps:
+                if watch.number is None:  # every request names the user (a Pause comes later)
+                    watch.number = getattr(request, "phone", None)
                 try:
                     answer = await self._perform(request)
                 except Exception as error:
                     steps.fail(error)
-                    watch.unanswered(request)
                 else:
                     steps.answer(answer)
-                    watch.saw(request, answer)
+                    if type(request) in WATCHED:
+                        watch.saw(request, answer)
         finally:
-            watch.leave(token)
+            if token is not None:
+                watch.leave(token)
         return steps.result
 
     async def _perform(self, request: Request) -> object:

@@ -87,9 +87,10 @@ class DropToken(NamedTuple):
 
 
 class Pause(NamedTuple):
-    """Back off before retrying a conflicting write."""
+    """Back off before retrying a write: after a conflict, or while the user is busy."""
 
     seconds: float
+    after: WriteStatus = WriteStatus.CONFLICT  # what the write met (the drivers count it)
 
 
 class Begin(NamedTuple):
@@ -130,13 +131,14 @@ class EffectFinish(NamedTuple):
 
 
 class Noticed(NamedTuple):
-    """No I/O: what a stored outcome meant for the user (a part expired, or was lost), for
-    the drivers' telemetry. Yielded once per operation, after its write was applied, so
-    that an attempt that lost a conflict is not counted."""
+    """No I/O: what an operation found, for the drivers' telemetry: what a stored outcome
+    meant for the user (a part expired, or was lost; yielded after the write was applied, so
+    that an attempt that lost a conflict is not counted), or a duplicate delivery."""
 
     phone: PhoneNumber
     notices: tuple[Notice, ...] = ()
     token_expired: bool = False
+    duplicate: bool = False
 
 
 # The notices an operator counts: expiries and lost state (welcome and restarted are not).
@@ -293,6 +295,7 @@ class Flows:
                 )
             )
         except Duplicate:
+            yield Noticed(number, duplicate=True)
             return None
 
     def set_profile(
@@ -438,7 +441,7 @@ class Flows:
                 patience = patience or self._elapsed() + self.timeouts.lease_wait.total_seconds()
                 if self._elapsed() >= patience:
                     raise UserBusy(_busy(self.timeouts.lease_wait))
-                yield Pause(min(0.05, outcome.busy_for.total_seconds()) or 0.001)
+                yield Pause(min(0.05, outcome.busy_for.total_seconds()) or 0.001, WriteStatus.BUSY)
                 continue
             # Jittered backoff so that colliding writers do not collide again in lockstep.
             yield Pause(random.uniform(0, 0.002 * 2 ** min(attempt, 5)))

@@ -42,6 +42,7 @@ from vimbiso_state.adapters.otel import (
     OPERATION_DURATION,
     PSEUDO_ID,
     STATE_LOST,
+    TRACING,
     UNAVAILABLE,
     USER_BUSY,
     Attributes,
@@ -65,16 +66,24 @@ from vimbiso_state.domain.ports import (
     Begun,
     EffectRecord,
     EffectStatus,
-    StoredConversation,
-    WriteResult,
     WriteStatus,
 )
-from vimbiso_state.services.flows import EffectFinish, Noticed, Request
+from vimbiso_state.services.flows import (
+    Begin,
+    EffectFinish,
+    EffectStart,
+    Noticed,
+    Pause,
+    Request,
+)
 
 log = logging.getLogger(__name__)
 
 # A wait for the user's previous message this long (seconds) is worth an INFO line.
 SLOW_WAIT = 1.0
+# The requests whose answers say something the flows' results do not: the drivers hand
+# only these to Watch.saw (the common load and save pay nothing for telemetry).
+WATCHED = frozenset({Pause, Noticed, Begin, EffectStart, EffectFinish})
 
 
 def masked(digits: str) -> str:
@@ -183,7 +192,6 @@ class Watch:
     """One operation as it happens: its span, its timer, and what its answers showed."""
 
     __slots__ = (
-        "_context",
         "_ended",
         "_operation",
         "_started",
@@ -191,6 +199,7 @@ class Watch:
         "_token_expired",
         "_waiting_since",
         "conflicts",
+        "context",
         "duplicate",
         "number",
         "span",
@@ -208,16 +217,16 @@ class Watch:
         self.number = number
         self._started = started = time.monotonic()
         # Without a tracer provider (the common case of a bot without an SDK) no span at all.
-        if tracing(started):
+        if TRACING.on or (started >= TRACING.next_look and tracing(started)):
             self.span: Span = start_span(
                 operation.span_name,
                 operation.attributes,
                 None if parent is None else parent.span,
             )
-            self._context = context_of(self.span)
+            self.context = context_of(self.span)
         else:
             self.span = NO_SPAN
-            self._context = None
+            self.context = None
         self._waiting_since = 0.0
         self._token_expired = False
         self._ended = False
@@ -226,53 +235,39 @@ class Watch:
 
     def enter(self) -> object | None:
         """Make this operation's span current while its I/O runs; a token for ``leave``."""
-        return None if self._context is None else attach(self._context)
+        return None if self.context is None else attach(self.context)
 
     def leave(self, token: object | None) -> None:
         if token is not None:
             detach(token)
 
-    # What the answers show
+    # What the flows show
     def saw(self, request: Request, answer: object) -> None:
-        """One request the flow yielded, and the backend's answer to it."""
-        if self.number is None:
-            # Every request but Pause names the user; the first one never is a Pause.
-            self.number = getattr(request, "phone", None)
-        if type(answer) is StoredConversation:  # a load: the most common answer
-            if answer.message_seen:
-                self._duplicated()
-        elif isinstance(answer, WriteResult):
-            status = answer.status
-            if status is WriteStatus.CONFLICT:
-                self.conflicts += 1
-                CONFLICTS.add(1, self._operation.attributes)
-            elif status is WriteStatus.BUSY:
+        """A request of a kind in WATCHED, and the backend's answer to it (the drivers hand
+        over only those: a plain load or save costs the watch nothing)."""
+        kind = type(request)
+        if kind is Pause:
+            if request.after is WriteStatus.BUSY:  # type: ignore[union-attr]
                 self._busy()
             else:
-                if status is WriteStatus.DUPLICATE:
-                    self._duplicated()
-                if self._waiting_since:
-                    self._waited()
-        elif isinstance(answer, Begun):
+                self.conflicts += 1
+                CONFLICTS.add(1, self._operation.attributes)
+        elif kind is Noticed:
+            self._noticed(request)  # type: ignore[arg-type]
+        elif kind is Begin:
+            assert isinstance(answer, Begun)
             if answer.duplicate:
                 self._duplicated()
-            elif answer.stored is None:
+            elif answer.stored is None:  # the user is held by their previous message
                 self._busy()
                 return
             if self._waiting_since:
                 self._waited()
-        elif isinstance(answer, EffectRecord):
+        elif kind is EffectStart:
+            assert isinstance(answer, EffectRecord)
             self._effect(request.name, _EFFECT_OUTCOMES[answer.status])  # type: ignore[union-attr]
-        elif answer is None:
-            if isinstance(request, Noticed):
-                self._noticed(request)
-            elif self._operation is _SETTLE and isinstance(request, EffectFinish):
-                self._effect(request.name, "settled")
-
-    def unanswered(self, request: Request) -> None:
-        """A request the backend failed (its error goes back into the flow)."""
-        if self.number is None:
-            self.number = getattr(request, "phone", None)
+        elif kind is EffectFinish and self._operation is _SETTLE:
+            self._effect(request.name, "settled")  # type: ignore[union-attr]
 
     def token_expired(self) -> None:
         """A message read its member's token past the token's deadline (counted once)."""
@@ -317,6 +312,8 @@ class Watch:
             )
 
     def _noticed(self, event: Noticed) -> None:
+        if event.duplicate:
+            self._duplicated()
         for notice in event.notices:
             if notice is Notice.STATE_LOST:
                 STATE_LOST.add(1)
@@ -329,7 +326,7 @@ class Watch:
                 EXPIRIES.add(1, _EXPIRED[notice])
         if event.token_expired:
             EXPIRIES.add(1, _EXPIRED["token"])
-        if self.span.is_recording():
+        if (event.notices or event.token_expired) and self.span.is_recording():
             shown = [str(notice) for notice in event.notices]
             self.span.set_attribute(
                 NOTICES, [*shown, "token_expired"] if event.token_expired else shown
@@ -340,6 +337,8 @@ class Watch:
         """The operation succeeded (a duplicate delivery included)."""
         if self._ended:
             return
+        if self._waiting_since:  # a one-call write that waited, then applied
+            self._waited()
         self._ended = True
         elapsed = time.monotonic() - self._started
         OPERATION_DURATION.record(elapsed, self._operation.attributes)
