@@ -1,11 +1,13 @@
 """What the services record about each operation: metrics, a span, and log lines.
 
-The drivers hand every request a flow yields, with its answer, to a Watch (``saw``) and tell
-it how the operation ended (``done`` or ``failed``); the message classes do the same for a
-message and its effects. The rules in services.flows stay free of I/O: the one thing only
-they know, what a stored outcome meant for the user (an expiry, lost state), they yield as a
-Noticed event. Attribute sets are made once per kind of operation, never per call, so that
-without an SDK a watched operation costs about a microsecond.
+The drivers hand the requests a flow yields that say something (WATCHED: a pause after a
+conflict or while the user is busy, a Noticed event, a message's begin, an effect), with
+their answers, to a Watch (``saw``), and tell it how the operation ended (``done`` or
+``failed``); the message classes do the same for a message and its effects. The rules in
+services.flows stay free of I/O: what only they know (an expiry, lost state, a duplicate,
+why they pause) they yield. Attribute sets are made once per kind of operation, never per
+call, and without a tracer provider no span is started: a plain load or save costs the
+watch nothing.
 
 Logs go to per-module loggers below ``vimbiso_state``; the library installs no handler. A
 phone number is masked (``+26377*****67``), a token never appears, and a span carries a
