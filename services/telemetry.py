@@ -247,16 +247,15 @@ class Watch:
     def saw(self, request: Request, answer: object) -> None:
         """A request of a kind in WATCHED, and the backend's answer to it (the drivers hand
         over only those: a plain load or save costs the watch nothing)."""
-        kind = type(request)
-        if kind is Pause:
-            if request.after is WriteStatus.BUSY:  # type: ignore[union-attr]
+        if isinstance(request, Pause):
+            if request.after is WriteStatus.BUSY:
                 self._busy()
             else:
                 self.conflicts += 1
                 CONFLICTS.add(1, self._operation.attributes)
-        elif kind is Noticed:
-            self._noticed(request)  # type: ignore[arg-type]
-        elif kind is Begin:
+        elif isinstance(request, Noticed):
+            self._noticed(request)
+        elif isinstance(request, Begin):
             assert isinstance(answer, Begun)
             if answer.duplicate:
                 self._duplicated()
@@ -265,11 +264,11 @@ class Watch:
                 return
             if self._waiting_since:
                 self._waited()
-        elif kind is EffectStart:
+        elif isinstance(request, EffectStart):
             assert isinstance(answer, EffectRecord)
-            self._effect(request.name, _EFFECT_OUTCOMES[answer.status])  # type: ignore[union-attr]
-        elif kind is EffectFinish and self._operation is _SETTLE:
-            self._effect(request.name, "settled")  # type: ignore[union-attr]
+            self._effect(request.name, _EFFECT_OUTCOMES[answer.status])
+        elif isinstance(request, EffectFinish) and self._operation is _SETTLE:
+            self._effect(request.name, "settled")
 
     def token_expired(self) -> None:
         """A message read its member's token past the token's deadline (counted once)."""
