@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from vimbiso_state.adapters.otel import PART, PART_SIZE
+from vimbiso_state.adapters.otel import PART, PART_SIZE, PROVIDERS
 from vimbiso_state.domain.conversation import CriticalData, Session
 from vimbiso_state.domain.errors import StateFromNewerRelease, StateTooLarge
 from vimbiso_state.domain.form import Form
@@ -75,7 +75,8 @@ def encode(value: object, extras: Mapping[str, bytes] | None = None) -> bytes:
             f"(MAX_DOCUMENT_BYTES) for {_DOCUMENTS.get(kind, 'one stored document')}; "
             "nothing was stored"
         )
-    PART_SIZE.record(len(data), _SIZED.get(type(value)))
+    if PROVIDERS.metering:
+        PART_SIZE.record(len(data), _SIZED.get(type(value)))
     return data
 
 

@@ -196,31 +196,38 @@ PART_SIZE = _histogram(
 )
 
 
-class _Tracing:
-    """Whether the bot has set a tracer provider: until it does, an operation starts no span
-    at all (even the API's no-op span costs a context lookup). Once set, a provider cannot be
-    unset; before that, the global provider is looked at at most once a second (reading it
-    costs an environ lookup)."""
+class _Providers:
+    """Whether the bot has set a tracer provider and a meter provider. Until it has, an
+    operation starts no span and the hot path records no metric (even the API's no-ops cost a
+    call each). Set once, a provider cannot be unset; until both are, the globals are looked
+    at (``look``) at most once a second, as operations start."""
 
-    on = False
+    tracing = False
+    metering = False
     next_look = 0.0
 
 
-TRACING = _Tracing()
+PROVIDERS = _Providers()
 
 
-def tracing(now: float) -> bool:
-    """Whether spans are worth starting; ``now`` is time.monotonic()."""
-    if TRACING.on or _trace is None or now < TRACING.next_look:
-        return TRACING.on
-    TRACING.next_look = now + 1.0
-    TRACING.on = not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
-    return TRACING.on
+def look(now: float) -> None:
+    """Refresh PROVIDERS; ``now`` is time.monotonic()."""
+    if now < PROVIDERS.next_look:
+        return
+    if _trace is None or _metrics is None:
+        PROVIDERS.next_look = float("inf")
+        return
+    PROVIDERS.tracing = not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
+    # The API's stand-in meter provider is a private class: should a release rename it,
+    # metrics are recorded always (a little slower), never lost.
+    PROVIDERS.metering = type(_metrics.get_meter_provider()).__name__ != "_ProxyMeterProvider"
+    done = PROVIDERS.tracing and PROVIDERS.metering
+    PROVIDERS.next_look = float("inf") if done else now + 1.0
 
 
 def start_span(name: str, attributes: Attributes, parent: Span | None = None) -> Span:
     """A span for one operation, a child of ``parent`` or of the current span (only worth
-    calling when ``tracing``)."""
+    calling when ``PROVIDERS.tracing``)."""
     if _tracer is None:
         return _NOTHING
     context = None if parent is None else _trace.set_span_in_context(parent)  # type: ignore[arg-type]

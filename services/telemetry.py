@@ -42,9 +42,9 @@ from vimbiso_state.adapters.otel import (
     NOTICES,
     OPERATION,
     OPERATION_DURATION,
+    PROVIDERS,
     PSEUDO_ID,
     STATE_LOST,
-    TRACING,
     UNAVAILABLE,
     USER_BUSY,
     Attributes,
@@ -52,9 +52,9 @@ from vimbiso_state.adapters.otel import (
     attach,
     context_of,
     detach,
+    look,
     set_error,
     start_span,
-    tracing,
 )
 from vimbiso_state.domain.conversation import Notice
 from vimbiso_state.domain.errors import (
@@ -218,8 +218,10 @@ class Watch:
         self._operation = operation
         self.number = number
         self._started = started = time.monotonic()
+        if started >= PROVIDERS.next_look:
+            look(started)
         # Without a tracer provider (the common case of a bot without an SDK) no span at all.
-        if TRACING.on or (started >= TRACING.next_look and tracing(started)):
+        if PROVIDERS.tracing:
             self.span: Span = start_span(
                 operation.span_name,
                 operation.attributes,
@@ -342,9 +344,11 @@ class Watch:
             self._waited()
         self._ended = True
         elapsed = time.monotonic() - self._started
-        OPERATION_DURATION.record(elapsed, self._operation.attributes)
+        if PROVIDERS.metering:
+            OPERATION_DURATION.record(elapsed, self._operation.attributes)
+            if self._operation is _MESSAGE:
+                MESSAGES.add(1, _DUPLICATE if self.duplicate else _COMMITTED)
         if self._operation is _MESSAGE:
-            MESSAGES.add(1, _DUPLICATE if self.duplicate else _COMMITTED)
             outcome = "duplicate" if self.duplicate else "committed"
         else:
             outcome = "duplicate" if self.duplicate else "ok"

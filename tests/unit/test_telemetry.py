@@ -324,12 +324,44 @@ def test_without_an_sdk_no_span_is_started_and_nothing_is_recorded() -> None:
         CONVERSATION,
         """
         from vimbiso_state.adapters import otel
-        assert otel.AVAILABLE and not otel.tracing(float("inf"))
+        otel.look(float("inf"))
+        assert otel.AVAILABLE
+        assert not otel.PROVIDERS.tracing and not otel.PROVIDERS.metering
         telemetry = container.telemetry()
         watch = telemetry.watch("update")
-        assert watch.span is otel._NOTHING and watch.enter() is None
+        assert watch.span is otel._NOTHING and watch.context is None
         print("ran")
         """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ran\n"
+
+
+def test_providers_set_after_the_first_messages_are_used_within_a_second() -> None:
+    done = _python(
+        CONVERSATION,
+        """
+        import time
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        reader, exporter = InMemoryMetricReader(), InMemorySpanExporter()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        tracing = TracerProvider()
+        tracing.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(tracing)
+        time.sleep(1.1)
+        state.update("+263771234567", lambda c: None)
+        assert [span.name for span in exporter.get_finished_spans()] == ["vimbiso_state.update"]
+        data = reader.get_metrics_data()
+        names = {m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics}
+        assert {"vimbiso_state.operation.duration", "vimbiso_state.stored_part.size"} <= names
+        print("ran")
+        """,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ran\n"
