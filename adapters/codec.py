@@ -15,12 +15,13 @@ from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
+from vimbiso_state.adapters.otel import PART, PART_SIZE, PROVIDERS
 from vimbiso_state.domain.conversation import CriticalData, Session
 from vimbiso_state.domain.errors import StateFromNewerRelease, StateTooLarge
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.schema import SCHEMA_VERSION, NewerSchema, UnknownSchema, upgrade
 
-log = logging.getLogger("vimbiso_state")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -39,6 +40,7 @@ _CHECKED = frozenset({CriticalData, Session, Form})
 
 # The name of each stored kind in StoredConversation.extras, and the fields it knows.
 PARTS = {CriticalData: "critical", Session: "session", Form: "form"}
+_SIZED = {kind: {PART: name} for kind, name in PARTS.items()}  # made once, not per write
 _KNOWN = {kind: frozenset(f.name for f in dataclasses.fields(kind)) for kind in PARTS}
 # The top level of a document, its values left as raw JSON (scanned, not decoded).
 _top_level = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -73,6 +75,9 @@ def encode_stored(
     if stored is not None and not extras and type(value) is not Session:
         data = _pinned(value)
         if data == stored:
+            # Still a stored part of this write, as far as sizes go (it is only not resent).
+            if PROVIDERS.metering:
+                PART_SIZE.record(len(stored), _SIZED.get(type(value)))
             return Encoded(stored, True)
     return Encoded(encode(value, extras, pin=True), False)
 
@@ -118,6 +123,8 @@ def encode(value: object, extras: Mapping[str, bytes] | None = None, pin: bool =
             f"(MAX_DOCUMENT_BYTES) for {_DOCUMENTS.get(kind, 'one stored document')}; "
             "nothing was stored"
         )
+    if PROVIDERS.metering:
+        PART_SIZE.record(len(data), _SIZED.get(type(value)))
     return data
 
 

@@ -76,10 +76,15 @@ def _parser() -> argparse.ArgumentParser:
     chatting.add_argument("--fresh", action="store_true", help="forget this number first")
     add("inspect", "show one user's state, form, session, token and key TTLs", backend, phone)
     add("reset", "forget one user: conversation, form and token (handled ids stay)", backend, phone)
-    counting = add("stats", "count conversations and keys, measure memory (SCAN)", backend)
+    counting = add(
+        "stats",
+        "count conversations and keys, measure memory, show where users stand (SCAN)",
+        backend,
+    )
     counting.add_argument(
         "--sample", type=int, default=200, help="users measured with MEMORY USAGE (default 200)"
     )
+    counting.add_argument("--json", action="store_true", help="print the report as JSON")
     add("doctor", "check the state server's settings: a verdict per line", backend)
     importing = add(
         "import",
@@ -127,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "stats":
         if args.sample < 0:
             raise CliError("--sample cannot be negative")
-        return stats.run(config, out, sys.stderr, sample=args.sample)
+        return stats.run(config, out, sys.stderr, sample=args.sample, as_json=args.json)
     if args.command == "import":
         return import_bot.run(
             config, args.source, out, sys.stderr, dry_run=args.dry_run, cursor=args.cursor

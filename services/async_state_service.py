@@ -28,6 +28,7 @@ from vimbiso_state.services.flows import (
     Forget,
     GetToken,
     Load,
+    Noticed,
     Pause,
     PutToken,
     Release,
@@ -36,6 +37,7 @@ from vimbiso_state.services.flows import (
     Steps,
 )
 from vimbiso_state.services.message import AsyncMessage
+from vimbiso_state.services.telemetry import WATCHED, Telemetry, Watch
 
 T = TypeVar("T")
 
@@ -57,11 +59,14 @@ class AsyncStateService:
         messages: AsyncMessageRepository | None = None,
         phone_region: str | None = None,
         account_selection: AccountSelection = AccountSelection.SINGLE,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._conversations = conversations
         # The backends implement both ports on one object; a separate one may be given.
         self._messages = messages or cast(AsyncMessageRepository, conversations)
         self._tokens = tokens
+        # Metrics, spans and logs of every operation (no-ops without OpenTelemetry's SDK).
+        self._telemetry = telemetry or Telemetry()
         self._flows = Flows(
             clock, timeouts, cipher, max_retries, phone_region, AccountSelection(account_selection)
         )
@@ -76,25 +81,25 @@ class AsyncStateService:
 
     async def start(self, phone: str, message: str | None = None) -> Conversation:
         """See StateService.start."""
-        return await self._run(self._flows.start(phone, message))
+        return await self._run(self._flows.start(phone, message), "start")
 
     async def restart(self, phone: str) -> Conversation:
-        return await self._run(self._flows.restart(phone))
+        return await self._run(self._flows.restart(phone), "restart")
 
     async def navigate(self, phone: str, option: str) -> Conversation:
-        return await self._run(self._flows.navigate(phone, option))
+        return await self._run(self._flows.navigate(phone, option), "navigate")
 
     async def back(self, phone: str) -> Conversation:
-        return await self._run(self._flows.back(phone))
+        return await self._run(self._flows.back(phone), "back")
 
     async def update(self, phone: str, change: Callable[[Conversation], object]) -> Conversation:
         """See StateService.update: ``change`` is a plain function and may run more than once."""
-        return await self._run(self._flows.update(phone, change))
+        return await self._run(self._flows.update(phone, change), "update")
 
     async def handle_once(
         self, phone: str, message_id: str, change: Callable[[Conversation], object]
     ) -> Conversation | None:
-        return await self._run(self._flows.handle_once(phone, message_id, change))
+        return await self._run(self._flows.handle_once(phone, message_id, change), "handle_once")
 
     async def set_profile(
         self,
@@ -104,37 +109,61 @@ class AsyncStateService:
         *,
         selection: AccountSelection | str | None = None,
     ) -> Conversation:
-        return await self._run(self._flows.set_profile(phone, member, accounts, selection))
+        return await self._run(
+            self._flows.set_profile(phone, member, accounts, selection), "set_profile"
+        )
 
     async def reset(self, phone: str, *, keep_context: Sequence[str] = ()) -> None:
         """See StateService.reset."""
-        await self._run(self._flows.reset(phone, keep_context))
+        await self._run(self._flows.reset(phone, keep_context), "reset")
 
     async def form_start(self, phone: str, name: str, required: Sequence[str]) -> Form:
-        return await self._run(self._flows.form_start(phone, name, required))
+        return await self._run(self._flows.form_start(phone, name, required), "form_start")
 
     async def form_fill(self, phone: str, /, **values: object) -> Form:
-        return await self._run(self._flows.form_fill(phone, values))
+        return await self._run(self._flows.form_fill(phone, values), "form_fill")
 
     async def form_complete(self, phone: str) -> dict[str, str]:
-        return await self._run(self._flows.form_complete(phone))
+        return await self._run(self._flows.form_complete(phone), "form_complete")
 
     async def save_token(self, phone: str, value: str) -> None:
-        await self._run(self._flows.save_token(phone, value))
+        await self._run(self._flows.save_token(phone, value), "save_token")
 
     async def token(self, phone: str) -> str | None:
-        return await self._run(self._flows.token(phone))
+        return await self._run(self._flows.token(phone), "token")
 
     async def revoke_token(self, phone: str) -> bool:
-        return await self._run(self._flows.revoke_token(phone))
+        return await self._run(self._flows.revoke_token(phone), "revoke_token")
 
-    async def _run(self, flow: Flow[T]) -> T:
+    async def _run(self, flow: Flow[T], operation: str) -> T:
+        watch = self._telemetry.watch(operation)
+        try:
+            result = await self._drive(flow, watch)
+        except BaseException as error:
+            watch.failed(error)
+            raise
+        watch.done()
+        return result
+
+    async def _drive(self, flow: Flow[T], watch: Watch) -> T:
+        """See StateService._drive."""
         steps = Steps(flow)
-        for request in steps:
-            try:
-                steps.answer(await self._perform(request))
-            except Exception as error:
-                steps.fail(error)
+        token = None if watch.context is None else watch.enter()
+        try:
+            for request in steps:
+                if watch.number is None:  # every request names the user (a Pause comes later)
+                    watch.number = getattr(request, "phone", None)
+                try:
+                    answer = await self._perform(request)
+                except Exception as error:
+                    steps.fail(error)
+                else:
+                    steps.answer(answer)
+                    if type(request) in WATCHED:
+                        watch.saw(request, answer)
+        finally:
+            if token is not None:
+                watch.leave(token)
         return steps.result
 
     async def _perform(self, request: Request) -> object:
@@ -169,4 +198,6 @@ class AsyncStateService:
             case Pause(seconds):
                 await asyncio.sleep(seconds)
                 return None
+            case Noticed():
+                return None  # not I/O: an event for the watch
         raise TypeError(f"unknown request {request!r}")  # pragma: no cover

@@ -36,6 +36,7 @@ ENVIRONMENT = {
     "token_keys": "STATE_TOKEN_KEYS",
     "phone_region": "STATE_PHONE_REGION",
     "default_account": "STATE_DEFAULT_ACCOUNT",
+    "telemetry_salt": "STATE_TELEMETRY_SALT",
 }
 
 # One scheme: REDIS_STATE_URL, and STATE_* for everything else. A renamed variable's old name
@@ -85,6 +86,8 @@ class Settings:
     phone_region: str | None = None
     # Which account set_profile makes current when none is selected yet (AccountSelection).
     default_account: str = AccountSelection.SINGLE.value
+    # Keys the phone pseudonym in traces (docs/observability.md); a secret, never shown.
+    telemetry_salt: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -197,7 +200,9 @@ class RedactedUrl(str):
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return repr(redact_url(self))
+        # As plain text: redact_url hands back a URL without a password as it came, and
+        # its repr would be this method again.
+        return repr(redact_url(str(self)))
 
 
 def masked(values: Any) -> Any:
@@ -214,6 +219,9 @@ def masked(values: Any) -> Any:
         shown["token_keys"] = Secret(keys)
     elif isinstance(keys, list | tuple):
         shown["token_keys"] = type(keys)(Secret(k) if isinstance(k, str) else k for k in keys)
+    salt = shown.get("telemetry_salt")
+    if isinstance(salt, str):
+        shown["telemetry_salt"] = Secret(salt)
     url = shown.get("redis_url")
     if isinstance(url, str):
         shown["redis_url"] = RedactedUrl(url)

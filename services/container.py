@@ -37,6 +37,7 @@ from vimbiso_state.domain.ports import TokenCipher
 from vimbiso_state.services.async_state_service import AsyncStateService
 from vimbiso_state.services.config import Settings, masked
 from vimbiso_state.services.state_service import StateService
+from vimbiso_state.services.telemetry import Telemetry
 
 
 def _cipher(settings: Settings) -> TokenCipher | None:
@@ -204,6 +205,8 @@ class Container(containers.DeclarativeContainer):
     _max_retries = providers.Callable(lambda s: s.max_retries, settings)
     _phone_region = providers.Callable(lambda s: s.phone_region, settings)
     _account_selection = providers.Callable(lambda s: s.account_selection, settings)
+    # Metrics, spans and logs; both services of a container share it.
+    telemetry = providers.Singleton(lambda s: Telemetry(s.telemetry_salt), settings)
     state_service = providers.Singleton(
         StateService,
         conversations=conversations,
@@ -214,6 +217,7 @@ class Container(containers.DeclarativeContainer):
         max_retries=_max_retries,
         phone_region=_phone_region,
         account_selection=_account_selection,
+        telemetry=telemetry,
     )
     async_state_service = providers.Singleton(
         AsyncStateService,
@@ -225,6 +229,7 @@ class Container(containers.DeclarativeContainer):
         max_retries=_max_retries,
         phone_region=_phone_region,
         account_selection=_account_selection,
+        telemetry=telemetry,
     )
 
     @classmethod

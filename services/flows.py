@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from vimbiso_state.domain.clock import Clock
-from vimbiso_state.domain.conversation import Conversation, check_step, is_greeting
+from vimbiso_state.domain.conversation import Conversation, Notice, check_step, is_greeting
 from vimbiso_state.domain.errors import (
     ConcurrencyConflict,
     ConfigurationError,
@@ -87,9 +87,10 @@ class DropToken(NamedTuple):
 
 
 class Pause(NamedTuple):
-    """Back off before retrying a conflicting write."""
+    """Back off before retrying a write: after a conflict, or while the user is busy."""
 
     seconds: float
+    after: WriteStatus = WriteStatus.CONFLICT  # what the write met (the drivers count it)
 
 
 class Begin(NamedTuple):
@@ -129,6 +130,21 @@ class EffectFinish(NamedTuple):
     now: datetime
 
 
+class Noticed(NamedTuple):
+    """No I/O: what an operation found, for the drivers' telemetry: what a stored outcome
+    meant for the user (a part expired, or was lost; yielded after the write was applied, so
+    that an attempt that lost a conflict is not counted), or a duplicate delivery."""
+
+    phone: PhoneNumber
+    notices: tuple[Notice, ...] = ()
+    token_expired: bool = False
+    duplicate: bool = False
+
+
+# The notices an operator counts: expiries and lost state (welcome and restarted are not).
+OBSERVED = frozenset({Notice.SESSION_EXPIRED, Notice.FORM_EXPIRED, Notice.STATE_LOST})
+
+
 Request = (
     Load
     | Save
@@ -142,6 +158,7 @@ Request = (
     | Release
     | EffectStart
     | EffectFinish
+    | Noticed
 )
 Flow = Generator[Request, Any, T]
 Change = Callable[[Conversation, datetime], T]
@@ -278,6 +295,7 @@ class Flows:
                 )
             )
         except Duplicate:
+            yield Noticed(number, duplicate=True)
             return None
 
     def set_profile(
@@ -363,7 +381,10 @@ class Flows:
         return self._token(self.phone(phone))
 
     def _token(self, number: PhoneNumber) -> Flow[str | None]:
-        return self.unseal(number, cast(bytes | None, (yield GetToken(number))))
+        value, expired = self.read_token(number, cast(bytes | None, (yield GetToken(number))))
+        if expired:
+            yield Noticed(number, token_expired=True)
+        return value
 
     def revoke_token(self, phone: str) -> Flow[bool]:
         return _answer(DropToken(self.phone(phone)), bool)
@@ -411,6 +432,8 @@ class Flows:
                     conversation.version = reread.version
                 else:
                     conversation.version = outcome.version
+                if conversation.notices:
+                    yield from _noticed(number, conversation)
                 return pick(conversation, result)
             if outcome.status is WriteStatus.DUPLICATE:
                 raise Duplicate
@@ -418,7 +441,7 @@ class Flows:
                 patience = patience or self._elapsed() + self.timeouts.lease_wait.total_seconds()
                 if self._elapsed() >= patience:
                     raise UserBusy(_busy(self.timeouts.lease_wait))
-                yield Pause(min(0.05, outcome.busy_for.total_seconds()) or 0.001)
+                yield Pause(min(0.05, outcome.busy_for.total_seconds()) or 0.001, WriteStatus.BUSY)
                 continue
             # Jittered backoff so that colliding writers do not collide again in lockstep.
             yield Pause(random.uniform(0, 0.002 * 2 ** min(attempt, 5)))
@@ -491,6 +514,8 @@ class Flows:
             conversation.version = reread.version
         else:
             conversation.version = outcome.version
+        if conversation.notices:
+            yield from _noticed(number, conversation)
         return conversation
 
     def message_release(self, number: PhoneNumber, lease: str) -> Flow[None]:
@@ -519,10 +544,16 @@ class Flows:
 
     def unseal(self, number: PhoneNumber, sealed: bytes | None) -> str | None:
         """The token's value, or None when there is none or it has expired."""
+        return self.read_token(number, sealed)[0]
+
+    def read_token(self, number: PhoneNumber, sealed: bytes | None) -> tuple[str | None, bool]:
+        """The token's value (as ``unseal``), and whether a stored token was past its deadline."""
         if sealed is None:
-            return None
+            return None, False
         token = self._cipher().open(number, sealed)
-        return None if token.is_expired(self.clock.now()) else token.value
+        if token.is_expired(self.clock.now()):
+            return None, True
+        return token.value, False
 
     def _cipher(self) -> TokenCipher:
         if self.cipher is None:
@@ -584,6 +615,12 @@ def _write_of(
         extras=extras,
         documents=documents,
     )
+
+
+def _noticed(number: PhoneNumber, conversation: Conversation) -> Flow[None]:
+    observed = tuple(notice for notice in conversation.notices if notice in OBSERVED)
+    if observed:
+        yield Noticed(number, observed)
 
 
 def _record(value: object) -> EffectRecord:

@@ -29,6 +29,7 @@ from vimbiso_state.domain.ports import (
     TokenChange,
 )
 from vimbiso_state.services.flows import Flow, Flows, check_message_id, complete_form, new_id
+from vimbiso_state.services.telemetry import Telemetry, Watch
 
 if TYPE_CHECKING:
     from vimbiso_state.services.async_state_service import AsyncStateService
@@ -41,8 +42,11 @@ log = logging.getLogger(__name__)
 class _MessageState:
     """What a message holds between entering and leaving; no I/O."""
 
-    def __init__(self, flows: Flows, phone: str, message_id: str, text: str | None) -> None:
+    def __init__(
+        self, flows: Flows, telemetry: Telemetry, phone: str, message_id: str, text: str | None
+    ) -> None:
         self._flows = flows
+        self._telemetry = telemetry
         self._number = flows.phone(phone)
         self.message_id = check_message_id(message_id)
         if text is not None and not isinstance(text, str):
@@ -56,6 +60,7 @@ class _MessageState:
         self._open = False
         self._effects = False
         self.duplicate = False
+        self._watch: Watch | None = None  # from entering to leaving
 
     @property
     def phone(self) -> str:
@@ -79,7 +84,10 @@ class _MessageState:
         """The member's auth token as this message sees it (read with the conversation)."""
         if self._token_change is not None:
             return self._flows.unseal(self._number, self._token_change.sealed)
-        return self._flows.unseal(self._number, self._sealed)
+        value, expired = self._flows.read_token(self._number, self._sealed)
+        if expired and self._watch is not None:
+            self._watch.token_expired()
+        return value
 
     def save_token(self, value: str) -> None:
         """Store the member's token with this message's commit."""
@@ -103,6 +111,13 @@ class _MessageState:
     def form_complete(self) -> dict[str, str]:
         """Every value of the form, which is then closed; FormIncomplete names what is missing."""
         return complete_form(self.conversation)
+
+    def _watching(self) -> Watch:
+        self._watch = self._telemetry.watch("message", self._number)
+        return self._watch
+
+    def _watching_effect(self) -> Watch:
+        return self._telemetry.watch("effect", self._number, self._watch)
 
     def _opened(self, begun: Begun) -> None:
         if begun.duplicate:
@@ -158,15 +173,17 @@ class Message(_MessageState):
     def __init__(
         self, service: StateService, flows: Flows, phone: str, message_id: str, text: str | None
     ) -> None:
-        super().__init__(flows, phone, message_id, text)
+        super().__init__(flows, service._telemetry, phone, message_id, text)
         self._service = service
 
     def __enter__(self) -> Message:
-        self._opened(
-            self._service._run(
-                self._flows.message_begin(self._number, self.message_id, self._lease)
-            )
-        )
+        watch = self._watching()
+        try:
+            begin = self._flows.message_begin(self._number, self.message_id, self._lease)
+            self._opened(self._service._drive(begin, watch))
+        except BaseException as error:
+            watch.failed(error)
+            raise
         return self
 
     def __exit__(
@@ -175,33 +192,54 @@ class Message(_MessageState):
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        watch = self._watch
+        assert watch is not None
         if not self._open:
+            watch.done()  # a duplicate: nothing to commit
             return
         if error is None:
-            self._service._run(self._commit())
+            try:
+                self._service._drive(self._commit(), watch)
+            except BaseException as failure:
+                watch.failed(failure)
+                raise
+            watch.done()
             return
         self._open = False
         try:
-            self._service._run(self._flows.message_release(self._number, self._lease))
+            self._service._drive(self._flows.message_release(self._number, self._lease), watch)
         except StateError as failure:
             # The caller's own error matters more; the lease lapses on its own.
             log.warning("could not free the user after a failed message: %s", failure)
+        finally:
+            watch.rolled_back(error)
 
     def effect(self, name: str, run: Callable[[], T]) -> T:
         """``run()`` at most once for this message id and ``name``; its result (JSON) is
         recorded, and a redelivery gets it back without calling ``run`` again. If an earlier
         delivery started it and its outcome is unknown, EffectInDoubt."""
-        record = self._service._run(self._effect_start(name))
-        if record.status is not EffectStatus.RUN:
-            return _recorded(record, name)  # type: ignore[no-any-return]
-        result = run()  # an exception leaves the effect in doubt: it may have happened
-        self._service._run(self._effect_finish(name, result))
+        watch = self._watching_effect()
+        try:
+            record = self._service._drive(self._effect_start(name), watch)
+            if record.status is not EffectStatus.RUN:
+                result: T = _recorded(record, name)
+            else:
+                token = watch.enter()  # the bot's own spans (the Credex call) nest in it
+                try:
+                    result = run()  # an exception leaves the effect in doubt
+                finally:
+                    watch.leave(token)
+                self._service._drive(self._effect_finish(name, result), watch)
+        except BaseException as error:
+            watch.failed(error)
+            raise
+        watch.done()
         return result
 
     def settle(self, name: str, result: object) -> None:
         """Record what an effect in doubt turned out to be (after checking with Credex), so
         that it is not run again."""
-        self._service._run(self._effect_finish(name, result))
+        self._service._run(self._effect_finish(name, result), "settle")
 
 
 class AsyncMessage(_MessageState):
@@ -215,15 +253,17 @@ class AsyncMessage(_MessageState):
         message_id: str,
         text: str | None,
     ) -> None:
-        super().__init__(flows, phone, message_id, text)
+        super().__init__(flows, service._telemetry, phone, message_id, text)
         self._service = service
 
     async def __aenter__(self) -> AsyncMessage:
-        self._opened(
-            await self._service._run(
-                self._flows.message_begin(self._number, self.message_id, self._lease)
-            )
-        )
+        watch = self._watching()
+        try:
+            begin = self._flows.message_begin(self._number, self.message_id, self._lease)
+            self._opened(await self._service._drive(begin, watch))
+        except BaseException as error:
+            watch.failed(error)
+            raise
         return self
 
     async def __aexit__(
@@ -232,16 +272,27 @@ class AsyncMessage(_MessageState):
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        watch = self._watch
+        assert watch is not None
         if not self._open:
+            watch.done()  # a duplicate: nothing to commit
             return
         if error is None:
-            await self._service._run(self._commit())
+            try:
+                await self._service._drive(self._commit(), watch)
+            except BaseException as failure:
+                watch.failed(failure)
+                raise
+            watch.done()
             return
         self._open = False
         try:
-            await self._service._run(self._flows.message_release(self._number, self._lease))
+            release = self._flows.message_release(self._number, self._lease)
+            await self._service._drive(release, watch)
         except StateError as failure:
             log.warning("could not free the user after a failed message: %s", failure)
+        finally:
+            watch.rolled_back(error)
 
     # Two signatures, so that a type checker gives ``await msg.effect(name, coroutine_fn)``
     # the coroutine's result type (``Callable[[], T | Awaitable[T]]`` made it Never).
@@ -253,15 +304,26 @@ class AsyncMessage(_MessageState):
 
     async def effect(self, name: str, run: Callable[[], Any]) -> Any:
         """See Message.effect; ``run`` may be a plain function or a coroutine function."""
-        record = await self._service._run(self._effect_start(name))
-        if record.status is not EffectStatus.RUN:
-            return _recorded(record, name)
-        result = run()
-        if inspect.isawaitable(result):
-            result = await result
-        await self._service._run(self._effect_finish(name, result))
+        watch = self._watching_effect()
+        try:
+            record = await self._service._drive(self._effect_start(name), watch)
+            if record.status is not EffectStatus.RUN:
+                result = _recorded(record, name)
+            else:
+                token = watch.enter()
+                try:
+                    result = run()
+                    if inspect.isawaitable(result):
+                        result = await result
+                finally:
+                    watch.leave(token)
+                await self._service._drive(self._effect_finish(name, result), watch)
+        except BaseException as error:
+            watch.failed(error)
+            raise
+        watch.done()
         return result
 
     async def settle(self, name: str, result: object) -> None:
         """See Message.settle."""
-        await self._service._run(self._effect_finish(name, result))
+        await self._service._run(self._effect_finish(name, result), "settle")

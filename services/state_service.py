@@ -28,6 +28,7 @@ from vimbiso_state.services.flows import (
     Forget,
     GetToken,
     Load,
+    Noticed,
     Pause,
     PutToken,
     Release,
@@ -36,6 +37,7 @@ from vimbiso_state.services.flows import (
     Steps,
 )
 from vimbiso_state.services.message import Message
+from vimbiso_state.services.telemetry import WATCHED, Telemetry, Watch
 
 T = TypeVar("T")
 
@@ -57,11 +59,14 @@ class StateService:
         messages: MessageRepository | None = None,
         phone_region: str | None = None,
         account_selection: AccountSelection = AccountSelection.SINGLE,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._conversations = conversations
         # The backends implement both ports on one object; a separate one may be given.
         self._messages = messages or cast(MessageRepository, conversations)
         self._tokens = tokens
+        # Metrics, spans and logs of every operation (no-ops without OpenTelemetry's SDK).
+        self._telemetry = telemetry or Telemetry()
         self._flows = Flows(
             clock, timeouts, cipher, max_retries, phone_region, AccountSelection(account_selection)
         )
@@ -92,19 +97,19 @@ class StateService:
         After session expiry the user is back at the menu with critical data kept and
         ``conv.notices`` saying so. A greeting (hi, mhoro, salibonani...) restarts at the menu.
         """
-        return self._run(self._flows.start(phone, message))
+        return self._run(self._flows.start(phone, message), "start")
 
     def restart(self, phone: str) -> Conversation:
         """Back to the menu with a fresh session, keeping critical data and a live form."""
-        return self._run(self._flows.restart(phone))
+        return self._run(self._flows.restart(phone), "restart")
 
     def navigate(self, phone: str, option: str) -> Conversation:
         """Enter a menu option; it is remembered so that ``back`` returns here."""
-        return self._run(self._flows.navigate(phone, option))
+        return self._run(self._flows.navigate(phone, option), "navigate")
 
     def back(self, phone: str) -> Conversation:
         """Return to the previous menu choice (the menu itself at the top)."""
-        return self._run(self._flows.back(phone))
+        return self._run(self._flows.back(phone), "back")
 
     def update(self, phone: str, change: Callable[[Conversation], object]) -> Conversation:
         """Apply ``change`` (which mutates the conversation) atomically.
@@ -113,7 +118,7 @@ class StateService:
         only depend on the conversation it is given. An exception in ``change`` stores nothing
         and propagates. Past ``max_retries`` conflicts, ConcurrencyConflict is raised.
         """
-        return self._run(self._flows.update(phone, change))
+        return self._run(self._flows.update(phone, change), "update")
 
     def handle_once(
         self, phone: str, message_id: str, change: Callable[[Conversation], object]
@@ -123,7 +128,7 @@ class StateService:
         The id is remembered (for ``dedupe_ttl``) in the same atomic step as the change, so a
         delivery that fails midway can be retried and a duplicate is never applied.
         """
-        return self._run(self._flows.handle_once(phone, message_id, change))
+        return self._run(self._flows.handle_once(phone, message_id, change), "handle_once")
 
     def set_profile(
         self,
@@ -138,7 +143,7 @@ class StateService:
         The current account is kept while it is still listed; otherwise ``selection``
         (default: the ``default_account`` setting) decides which one, if any, is current.
         """
-        return self._run(self._flows.set_profile(phone, member, accounts, selection))
+        return self._run(self._flows.set_profile(phone, member, accounts, selection), "set_profile")
 
     def reset(self, phone: str, *, keep_context: Sequence[str] = ()) -> None:
         """Forget this user: profile, conversation, form and token. Handled message ids and
@@ -148,42 +153,64 @@ class StateService:
         conversation (the bot keeps ``mock_testing``). That is a second write after the
         forgetting: a crash between the two loses the kept keys, nothing else.
         """
-        self._run(self._flows.reset(phone, keep_context))
+        self._run(self._flows.reset(phone, keep_context), "reset")
 
     # Forms
     def form_start(self, phone: str, name: str, required: Sequence[str]) -> Form:
         """Begin (or replace) the user's form; it lives for ``form_ttl`` after its last answer."""
-        return self._run(self._flows.form_start(phone, name, required))
+        return self._run(self._flows.form_start(phone, name, required), "form_start")
 
     def form_fill(self, phone: str, /, **values: object) -> Form:
         """Store some answers; a bad one raises FormValidationError and stores none of them."""
-        return self._run(self._flows.form_fill(phone, values))
+        return self._run(self._flows.form_fill(phone, values), "form_fill")
 
     def form_complete(self, phone: str) -> dict[str, str]:
         """Every value of the form, which is then closed; FormIncomplete names what is missing."""
-        return self._run(self._flows.form_complete(phone))
+        return self._run(self._flows.form_complete(phone), "form_complete")
 
     # Tokens
     def save_token(self, phone: str, value: str) -> None:
         """Store the member's auth token, encrypted and bound to this phone, for ``token_ttl``."""
-        self._run(self._flows.save_token(phone, value))
+        self._run(self._flows.save_token(phone, value), "save_token")
 
     def token(self, phone: str) -> str | None:
         """The member's token, or None when there is none or it has expired."""
-        return self._run(self._flows.token(phone))
+        return self._run(self._flows.token(phone), "token")
 
     def revoke_token(self, phone: str) -> bool:
         """Delete the token; True when there was one."""
-        return self._run(self._flows.revoke_token(phone))
+        return self._run(self._flows.revoke_token(phone), "revoke_token")
 
     # I/O
-    def _run(self, flow: Flow[T]) -> T:
+    def _run(self, flow: Flow[T], operation: str) -> T:
+        watch = self._telemetry.watch(operation)
+        try:
+            result = self._drive(flow, watch)
+        except BaseException as error:
+            watch.failed(error)
+            raise
+        watch.done()
+        return result
+
+    def _drive(self, flow: Flow[T], watch: Watch) -> T:
+        """Carry out the flow's requests; ``watch`` sees each one and its answer."""
         steps = Steps(flow)
-        for request in steps:
-            try:
-                steps.answer(self._perform(request))
-            except Exception as error:
-                steps.fail(error)
+        token = None if watch.context is None else watch.enter()
+        try:
+            for request in steps:
+                if watch.number is None:  # every request names the user (a Pause comes later)
+                    watch.number = getattr(request, "phone", None)
+                try:
+                    answer = self._perform(request)
+                except Exception as error:
+                    steps.fail(error)
+                else:
+                    steps.answer(answer)
+                    if type(request) in WATCHED:
+                        watch.saw(request, answer)
+        finally:
+            if token is not None:
+                watch.leave(token)
         return steps.result
 
     def _perform(self, request: Request) -> object:
@@ -219,4 +246,6 @@ class StateService:
             case Pause(seconds):
                 time.sleep(seconds)
                 return None
+            case Noticed():
+                return None  # not I/O: an event for the watch
         raise TypeError(f"unknown request {request!r}")  # pragma: no cover

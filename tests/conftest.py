@@ -16,6 +16,9 @@ Each of them skips (fails under CI=true) when no server can be had, and marks it
 `redis`, so `pytest -m "not redis"` runs the fast suite without any server. The cluster ones
 (and tests/cluster's replicated_cluster) also mark their tests `cluster`: `pytest -m cluster`.
 This module deliberately imports nothing from domain/, adapters/ or services/.
+
+The run records into OpenTelemetry's SDK (tests/otel_sdk.py), as a bot that configured it
+would: every test exercises the instrumentation, and the telemetry tests read the figures.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Iterator
 from typing import NoReturn
 from urllib.parse import urlsplit
 
+import otel_sdk
 import pytest
 import redis
 from redis_cluster import LocalCluster, find_redis_cli
@@ -65,6 +69,18 @@ def _redacted(url: str) -> str:
     # Never print a password from the URL.
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}:{parts.port}{parts.path}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    otel_sdk.install()
+
+
+@pytest.fixture(autouse=True)
+def _forget_spans() -> Iterator[None]:
+    # Each test starts with no finished spans, and the run does not keep them all.
+    otel_sdk.clear_spans()
+    yield
+    otel_sdk.clear_spans()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,6 +9,7 @@ worst case is about (retries + 1) * socket_timeout.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -25,9 +26,11 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from vimbiso_state.adapters.otel import ERROR_TYPE, REDIS_RETRIES
 from vimbiso_state.domain.errors import StateError, StateUnavailable
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # What the repositories accept: a client of one server, or of a cluster. Every call they make
 # names keys of one user only, so both route it the same way.
@@ -173,6 +176,9 @@ class RetryPolicy:
                 raise StateUnavailable(
                     f"Redis is unreachable or did not answer in time: {exc}"
                 ) from exc
+            # The one place every Redis retry passes, sync and asyncio alike.
+            REDIS_RETRIES.add(1, _retried(type(exc)))
+            log.debug("retrying a Redis call (attempt %d) after %s", attempt + 2, exc)
             return float(min(self._cap, self._backoff * 2**attempt))
         if isinstance(exc, redis.exceptions.OutOfMemoryError):
             # redis-py strips the reply's OOM prefix: the type is what says it. Scripts that
@@ -192,6 +198,17 @@ class RetryPolicy:
             # refresh, or when a command cannot be routed.
             raise StateUnavailable(f"Redis Cluster failed: {exc}") from exc
         raise exc  # not a Redis failure: the caller's own error, unchanged
+
+
+_RETRIED: dict[type[Exception], dict[str, str]] = {}
+
+
+def _retried(kind: type[Exception]) -> dict[str, str]:
+    """The retry counter's attributes for an error class, made once per class."""
+    attributes = _RETRIED.get(kind)
+    if attributes is None:
+        attributes = _RETRIED.setdefault(kind, {ERROR_TYPE: kind.__name__})
+    return attributes
 
 
 class AsyncRetryPolicy:

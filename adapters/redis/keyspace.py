@@ -2,21 +2,30 @@
 
 Nothing here writes, and nothing here is on the bot's path: ``vimbiso-state inspect`` and
 ``stats`` use it. SCAN walks the keyspace in small batches, so it never blocks the server the
-way KEYS would; MEMORY USAGE is asked for a bounded sample of users only.
+way KEYS would; MEMORY USAGE is asked for a bounded sample of users only, and the funnel reads
+the session and form of the users each batch found with one pipeline per batch.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import redis
 
+from vimbiso_state.adapters import codec
 from vimbiso_state.adapters.redis.connection import RetryPolicy
 from vimbiso_state.adapters.redis.keys import KeySchema
+from vimbiso_state.adapters.redis.protocol import SEEN, from_micros
+from vimbiso_state.domain.conversation import Session, is_step
+from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.lifecycle import session_alive
 from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.timeouts import Timeouts
 
 KINDS = ("user", "session", "form", "handled", "token", "lease")
 # A message's lease comes with two helper keys while others wait for it: one lease.
@@ -72,6 +81,65 @@ def describe_user_keys(
 
 
 @dataclass
+class Funnel:
+    """Where conversations stand, by the domain's deadlines at the server's time: known users
+    by the stage of their live session, and forms still open by the first field they lack,
+    in progress (the user's session is live) or abandoned (it expired mid-form)."""
+
+    stages: Counter[str] = field(default_factory=Counter)
+    without_session: int = 0  # known users whose session expired or is gone
+    in_progress: Counter[tuple[str, str]] = field(default_factory=Counter)  # (form, field)
+    abandoned: Counter[tuple[str, str]] = field(default_factory=Counter)
+    unreadable: int = 0  # sessions or forms that could not be read (damaged, foreign)
+
+    def count(self, session: bytes | None, form: bytes | None, now: datetime, t: Timeouts) -> None:
+        """Count one known user from their stored session and form values."""
+        live = self._session(session)
+        alive = live is not None and session_alive(live, now, t)
+        if alive:
+            assert live is not None
+            self.stages[live.stage] += 1
+        else:
+            self.without_session += 1
+        open_form = self._form(form)
+        if open_form is not None and not open_form.is_expired(now):
+            missing = open_form.missing()
+            # "" when every field is answered and the form awaits its completion.
+            where = (open_form.name, missing[0] if missing else "")
+            (self.in_progress if alive else self.abandoned)[where] += 1
+
+    def _session(self, value: bytes | None) -> Session | None:
+        if value is None:
+            return None
+        head = value[:SEEN]
+        try:
+            if len(head) != SEEN or not head.isdigit():
+                raise codec.DecodeError("damaged last-seen header")
+            session = codec.decode(Session, value[SEEN:])
+        except codec.DecodeError:
+            self.unreadable += 1
+            return None
+        if session.step_problem():  # never print a stored value that is not a step name
+            self.unreadable += 1
+            return None
+        session.last_seen_at = from_micros(int(head))
+        return session
+
+    def _form(self, value: bytes | None) -> Form | None:
+        if value is None:
+            return None
+        try:
+            form = codec.decode(Form, value)
+        except codec.DecodeError:
+            self.unreadable += 1
+            return None
+        if not is_step(form.name) or not all(is_step(name) for name in form.required):
+            self.unreadable += 1
+            return None
+        return form
+
+
+@dataclass
 class KeyspaceStats:
     """What ``stats`` reports. Counts come from SCAN, so they are a snapshot, not a census
     (a key created or expired during the walk may or may not be counted)."""
@@ -83,6 +151,7 @@ class KeyspaceStats:
     sampled: int = 0  # users whose keys were measured with MEMORY USAGE
     sampled_bytes: int = 0
     memory_problem: str = ""  # why memory could not be measured, if it could not
+    funnel: Funnel | None = None  # when asked for (``timeouts`` and ``now``)
 
     @property
     def users(self) -> int:
@@ -118,12 +187,17 @@ def keyspace_stats(
     sample: int = 200,
     progress: Progress | None = None,
     rng: random.Random | None = None,
+    timeouts: Timeouts | None = None,
+    now: datetime | None = None,
 ) -> KeyspaceStats:
-    """Walk the keyspace with SCAN, count keys by kind and measure a sample of users."""
+    """Walk the keyspace with SCAN, count keys by kind and measure a sample of users; with
+    ``timeouts`` and ``now`` (the server's time), also where every known user stands."""
     policy = retry or RetryPolicy()
     schema = KeySchema()
     chooser = rng or random.Random()
     stats = KeyspaceStats()
+    if timeouts is not None and now is not None:
+        stats.funnel = Funnel()
     servers = nodes(client)
     total = sum(int(policy.call(server.dbsize)) for _, server in servers)
     chosen: list[tuple[redis.Redis, str]] = []  # reservoir sample of (server, digits)
@@ -132,6 +206,7 @@ def keyspace_stats(
         progress(0, total)
     for _, server in servers:
         for keys in _scan(server, policy, batch):
+            found: list[str] = []  # the users of this batch
             for key in keys:
                 stats.scanned += 1
                 parsed = schema.parse(key)
@@ -141,6 +216,7 @@ def keyspace_stats(
                 kind, digits = parsed
                 stats.by_kind[_COUNTED_AS.get(kind, kind)] += 1
                 if kind == "user":
+                    found.append(digits)
                     seen_users += 1
                     if len(chosen) < sample:
                         chosen.append((server, digits))
@@ -148,6 +224,10 @@ def keyspace_stats(
                         slot = chooser.randrange(seen_users)
                         if slot < sample:
                             chosen[slot] = (server, digits)
+            if stats.funnel is not None and found:
+                assert timeouts is not None and now is not None
+                for session, form in _documents(server, found, policy):
+                    stats.funnel.count(session, form, now, timeouts)
             if progress:
                 progress(stats.scanned, max(total, stats.scanned))
     _measure(stats, chosen, policy)
@@ -165,6 +245,32 @@ def _scan(server: redis.Redis, policy: RetryPolicy, batch: int) -> Iterator[list
         yield list(keys)
         if int(cursor) == 0:
             return
+
+
+def _documents(
+    server: redis.Redis, users: list[str], policy: RetryPolicy
+) -> list[tuple[bytes | None, bytes | None]]:
+    """The stored session and form values of ``users``: one pipeline of GETs (their keys
+    share the user key's hash slot, so on a cluster this node holds them too)."""
+    schema = KeySchema()
+
+    def read() -> list[Any]:
+        pipe = server.pipeline(transaction=False)
+        for digits in users:
+            keys = schema.for_user(PhoneNumber(digits))
+            pipe.get(keys.session)
+            pipe.get(keys.form)
+        # A key of another type, or one that moved during resharding, reads as unreadable.
+        return list(pipe.execute(raise_on_error=False))
+
+    replies = [_value(reply) for reply in policy.call(read)]
+    return list(zip(replies[0::2], replies[1::2], strict=True))
+
+
+def _value(reply: object) -> bytes | None:
+    if reply is None or isinstance(reply, bytes):
+        return reply
+    return b""  # an error in its place: counted as unreadable, never as missing
 
 
 def _measure(

@@ -1,13 +1,22 @@
-"""``vimbiso-state stats``: conversations, keys by kind and memory, from a SCAN of the keyspace."""
+"""``vimbiso-state stats``: conversations, keys by kind, memory, and where conversations stand
+(users per stage, forms by the first field they lack), from one SCAN of the keyspace."""
 
 from __future__ import annotations
 
+import json
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from vimbiso_state.adapters.redis.health import human_bytes
-from vimbiso_state.adapters.redis.keyspace import KINDS, keyspace_stats
-from vimbiso_state.entrypoints.commands.common import CliError, close, container, describe, is_redis
+from vimbiso_state.adapters.redis.keyspace import KINDS, Funnel, KeyspaceStats, keyspace_stats
+from vimbiso_state.entrypoints.commands.common import (
+    CliError,
+    close,
+    container,
+    describe,
+    is_redis,
+    redact,
+)
 from vimbiso_state.entrypoints.commands.output import ProgressBar
 from vimbiso_state.services.config import Settings
 
@@ -21,9 +30,13 @@ WHAT = {
     "effects": "effects of messages not committed yet (effects:{phone}:*)",
     "other": "keys outside the library's schema",
 }
+NO_SESSION = "(no live session)"
+ANSWERED = "(all answered)"
 
 
-def run(config: Settings, out: TextIO, err: TextIO, *, sample: int = 200) -> int:
+def run(
+    config: Settings, out: TextIO, err: TextIO, *, sample: int = 200, as_json: bool = False
+) -> int:
     if not is_redis(config):
         raise CliError(
             "stats reads a Redis keyspace: pass --redis URL or set STATE_BACKEND=redis "
@@ -34,12 +47,21 @@ def run(config: Settings, out: TextIO, err: TextIO, *, sample: int = 200) -> int
     started = time.monotonic()
     try:
         stats = keyspace_stats(
-            built.redis_client(), retry=built.redis_retry(), sample=sample, progress=bar
+            built.redis_client(),
+            retry=built.redis_retry(),
+            sample=sample,
+            progress=bar,
+            timeouts=built.timeouts(),
+            now=built.clock().now(),  # the server's time: deadlines as the bot sees them
         )
     finally:
         bar.close()
         close(built)
     elapsed = time.monotonic() - started
+    if as_json:
+        json.dump(_document(config, stats, elapsed), out, indent=2)
+        print(file=out)
+        return 0
     print(f"vimbiso-state stats: {describe(config)}", file=out)
     print(f"scanned {stats.scanned:,} keys in {elapsed:.2f} s", file=out)
     print(
@@ -64,4 +86,77 @@ def run(config: Settings, out: TextIO, err: TextIO, *, sample: int = 200) -> int
             f"about {human_bytes(per * stats.users)} for all {stats.users:,}",
             file=out,
         )
+    if stats.funnel is not None:
+        _print_funnel(stats.funnel, out)
     return 0
+
+
+def _print_funnel(funnel: Funnel, out: TextIO) -> None:
+    rows = [*_ranked(funnel.stages), (NO_SESSION, funnel.without_session)]
+    known = sum(count for _, count in rows)
+    print("where conversations stand (known users by the stage of their live session):", file=out)
+    if not known:
+        rows = []
+        print("  no conversations", file=out)
+    name_width = max((len(name) for name, _ in rows), default=0)
+    count_width = len(f"{max((count for _, count in rows), default=0):,}")
+    for name, count in rows:
+        share = f"{count / known:6.1%}"
+        print(f"  {name:<{name_width}}  {count:>{count_width},}  {share}", file=out)
+    print(
+        "forms by the first field they lack (abandoned: the user's session expired mid-form):",
+        file=out,
+    )
+    forms = _forms(funnel)
+    if not forms:
+        print("  no forms in progress", file=out)
+    for row in forms:
+        where = f"{row['form']} / {row['missing'] or ANSWERED}"
+        print(
+            f"  {where:<32}  {row['in_progress']:,} in progress, {row['abandoned']:,} abandoned",
+            file=out,
+        )
+    if funnel.unreadable:
+        print(f"unreadable sessions or forms (damaged, skipped): {funnel.unreadable:,}", file=out)
+
+
+def _ranked(counts: dict[str, int]) -> list[tuple[str, int]]:
+    """Most users first, then by name: the funnel's widest stages at the top."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _forms(funnel: Funnel) -> list[dict[str, Any]]:
+    places = set(funnel.in_progress) | set(funnel.abandoned)
+    rows = [
+        {
+            "form": name,
+            "missing": missing,
+            "in_progress": funnel.in_progress[(name, missing)],
+            "abandoned": funnel.abandoned[(name, missing)],
+        }
+        for name, missing in places
+    ]
+    return sorted(rows, key=lambda r: (-r["abandoned"] - r["in_progress"], r["form"], r["missing"]))
+
+
+def _document(config: Settings, stats: KeyspaceStats, elapsed: float) -> dict[str, Any]:
+    """The report as JSON, for dashboards and scripts: the same figures as the text."""
+    funnel = stats.funnel or Funnel()
+    per = stats.bytes_per_conversation
+    return {
+        "backend": config.backend,
+        "redis_url": redact(config.redis_url),
+        "scanned_keys": stats.scanned,
+        "seconds": round(elapsed, 3),
+        "conversations": {"known": stats.users, "active": stats.active},
+        "keys": dict(stats.by_kind),
+        "memory": {
+            "sampled_users": stats.sampled,
+            "bytes_per_conversation": None if per is None else round(per, 1),
+            "problem": stats.memory_problem or None,
+        },
+        "stages": dict(_ranked(funnel.stages)),
+        "without_live_session": funnel.without_session,
+        "forms": _forms(funnel),
+        "unreadable": funnel.unreadable,
+    }

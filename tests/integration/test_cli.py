@@ -7,17 +7,21 @@ as a subprocess, to check what an operator really sees (exit codes, stderr, no t
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from cli_output import one_error_line
 from cryptography.fernet import Fernet
+from fakes import FakeClock
 from redis_servers import RedisProcess
 
 from vimbiso_state.adapters.redis.keyspace import keyspace_stats
@@ -272,9 +276,8 @@ def test_stats_counts_conversations_keys_and_memory(
     assert captured.err == ""  # no progress bar when stderr is not a terminal
     out = captured.out
     assert "conversations: 3 known (critical data kept), 3 active (a live session)" in out
-    counts = {
-        line.split()[0]: int(line.split()[1]) for line in out.splitlines() if line.startswith("  ")
-    }
+    keys = out.split("keys by kind:\n")[1].split("memory per conversation")[0]
+    counts = {line.split()[0]: int(line.split()[1]) for line in keys.splitlines()}
     assert counts == {
         "user": 3,
         "session": 3,
@@ -287,6 +290,102 @@ def test_stats_counts_conversations_keys_and_memory(
     }
     assert "scanned 13 keys" in out
     assert "on average (MEMORY USAGE of every key of 3 sampled user(s))" in out
+
+
+def _population(private_redis: RedisProcess) -> None:
+    """Six users: three talking now, two silent for 400 s (sessions expired, one mid-form),
+    and one whose session was damaged."""
+    settings = Settings(backend="redis", redis_url=private_redis.url, token_keys=(KEY,))
+    for seconds_ago, users in ((0, ("0", "1", "2")), (400, ("3", "4"))):
+        container = Container.from_settings(settings)
+        container.clock.override(FakeClock(datetime.now(UTC) - timedelta(seconds=seconds_ago)))
+        state = container.state_service()
+        for n in users:
+            phone = f"+26377400600{n}"
+            state.start(phone, "hi")
+            if n in "123":
+                state.navigate(phone, "handle_action_offer_credex")
+                state.form_start(phone, "offer", required=["amount", "recipient"])
+            if n in "13":
+                state.form_fill(phone, amount="USD 100")
+        container.close()
+    admin = private_redis.client()
+    admin.set("user:{263774006005}:state", b"%016d%016d{}" % (0, 1))
+    admin.set("session:{263774006005}:data", b"%016d{not json" % 0)
+    admin.close()
+
+
+def test_stats_shows_where_conversations_stand_and_where_forms_are_abandoned(
+    private_redis: RedisProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _population(private_redis)
+    assert main(["stats", "--redis", private_redis.url]) == 0
+    out = capsys.readouterr().out
+    funnel = out.split("where conversations stand")[1]
+    assert [line.split()[:2] for line in funnel.splitlines()[1:4]] == [
+        ["handle_action_offer_credex", "2"],
+        ["handle_action_menu", "1"],
+        ["(no", "live"],
+    ]
+    assert "(no live session)           3   50.0%" in funnel
+    assert "offer / recipient                 1 in progress, 1 abandoned" in funnel
+    assert "offer / amount                    1 in progress, 0 abandoned" in funnel
+    assert "unreadable sessions or forms (damaged, skipped): 1" in funnel
+
+
+def test_stats_json_has_the_same_figures(
+    private_redis: RedisProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _population(private_redis)
+    assert main(["stats", "--redis", private_redis.url, "--json", "--sample", "2"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["conversations"] == {"known": 6, "active": 6}  # keys, whatever their deadline
+    assert report["keys"]["form"] == 3 and report["keys"]["other"] == 0
+    assert report["memory"]["sampled_users"] == 2
+    assert report["stages"] == {"handle_action_offer_credex": 2, "handle_action_menu": 1}
+    assert report["without_live_session"] == 3
+    assert report["forms"] == [
+        {"form": "offer", "missing": "recipient", "in_progress": 1, "abandoned": 1},
+        {"form": "offer", "missing": "amount", "in_progress": 1, "abandoned": 0},
+    ]
+    assert report["unreadable"] == 1
+    assert report["redis_url"] == private_redis.url and captured.err == ""
+
+
+def test_the_funnel_reads_the_documents_with_one_pipeline_per_scan_batch(
+    private_redis: RedisProcess,
+) -> None:
+    settings = Settings(backend="redis", redis_url=private_redis.url, token_keys=(KEY,))
+    container = Container.from_settings(settings)
+    state = container.state_service()
+    for n in range(60):
+        state.navigate(f"+2637740070{n:02d}", "handle_action_offer_credex")
+    now = container.clock().now()
+    container.close()
+
+    class Counting:
+        def __init__(self, client: redis.Redis) -> None:
+            self.client, self.scans, self.pipelines = client, 0, 0
+
+        def scan(self, *args: Any, **kwargs: Any) -> Any:
+            self.scans += 1
+            return self.client.scan(*args, **kwargs)
+
+        def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+            self.pipelines += 1
+            return self.client.pipeline(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.client, name)
+
+    admin = Counting(private_redis.client())
+    stats = keyspace_stats(admin, batch=40, sample=0, timeouts=settings.timeouts, now=now)
+    admin.client.close()
+    assert stats.funnel is not None
+    assert stats.funnel.stages == {"handle_action_offer_credex": 60}
+    assert 1 < admin.scans < 10
+    assert admin.pipelines <= admin.scans  # at most one per batch, never one per user
 
 
 class _Terminal(io.StringIO):

@@ -24,14 +24,16 @@ from doc_examples import (
 
 # Every python block of the docs, by file: each is run by a test (README and the guides
 # here and in test_webhook_guide, cluster.md in tests/cluster, adopting.md in
-# tests/contract/test_vimbiso_bot.py and tests/integration/test_import.py). A block that is
-# not meant to be pasted (output, a fragment) is a ```text or ```sh block instead.
+# tests/contract/test_vimbiso_bot.py and tests/integration/test_import.py, observability.md
+# in test_observability_docs). A block that is not meant to be pasted (output, a fragment) is
+# a ```text or ```sh block instead.
 PYTHON_BLOCKS = {
     "README.md": 3,
     "docs/adopting.md": 4,
     "docs/webhook-guide.md": 4,
     "docs/configuration.md": 2,
     "docs/cluster.md": 1,
+    "docs/observability.md": 2,
 }
 
 

@@ -882,3 +882,9 @@ def test_the_configuration_never_shows_token_keys_or_a_redis_password_in_a_repr(
     )
     assert key not in repr(from_settings.config()) and "hunter2" not in repr(from_settings.config())
     assert from_settings.state_service().token(PHONE) is None  # the key works
+
+
+def test_the_configuration_shows_a_redis_url_without_a_password_as_it_is() -> None:
+    container = Container()
+    container.config.from_dict({"backend": "memory", "redis_url": "redis://cache:6379/2"})
+    assert "'redis://cache:6379/2'" in repr(container.config())
