@@ -80,19 +80,29 @@ class OpenClients:
 
 
 def _redis_client(
-    settings: Settings, opened: OpenClients, waits: bool = False
+    settings: Settings, opened: OpenClients, retry: RetryPolicy, waits: bool = False
 ) -> RedisClient:
-    """The client of the configured backend: one server, or a cluster found from any node.
+    """The client of the configured backend: one server, or a cluster found from any node
+    (read with the retries of every other call).
 
     With ``waits``, the client a message blocks on while it waits for the user's previous
     message: its socket timeout outlasts the longest wait, and only waits use it.
     """
-    connect_to = connect_cluster if settings.backend == "redis-cluster" else connect
-    client = connect_to(
-        settings.redis_url,
-        socket_timeout=_wait_timeout(settings) if waits else settings.socket_timeout,
-        connect_timeout=settings.connect_timeout,
-    )
+    socket_timeout = _wait_timeout(settings) if waits else settings.socket_timeout
+    client: RedisClient
+    if settings.backend == "redis-cluster":
+        client = connect_cluster(
+            settings.redis_url,
+            socket_timeout=socket_timeout,
+            connect_timeout=settings.connect_timeout,
+            retry=retry,
+        )
+    else:
+        client = connect(
+            settings.redis_url,
+            socket_timeout=socket_timeout,
+            connect_timeout=settings.connect_timeout,
+        )
     opened.sync.append(client)
     return client
 
@@ -133,9 +143,11 @@ class Container(containers.DeclarativeContainer):
     # when first built). The same repositories run on both: every call names one user's keys,
     # which share one hash slot.
     opened = providers.Singleton(OpenClients)
-    redis_client = providers.Singleton(_redis_client, settings, opened)
-    redis_wait_client = providers.Singleton(_redis_client, settings, opened, waits=True)
     redis_retry = providers.Singleton(lambda s: RetryPolicy(s.redis_retries), settings)
+    redis_client = providers.Singleton(_redis_client, settings, opened, redis_retry)
+    redis_wait_client = providers.Singleton(
+        _redis_client, settings, opened, redis_retry, waits=True
+    )
     _wait_slice = providers.Callable(lambda s: s.lease_wait, settings)
 
     # The same repositories serve one Redis and a cluster; only the client differs.

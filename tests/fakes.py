@@ -72,3 +72,55 @@ def hung_server() -> Iterator[str]:
         for connection in accepted:
             connection.close()
         listener.close()
+
+
+@contextmanager
+def stalls_once(target: str) -> Iterator[str]:
+    """A front for the server at ``target`` (host:port) that stalls its first connection,
+    accepted and never answered, as a node on an overloaded host can, and relays every later
+    one to the server.
+
+    Yields its own address as host:port.
+    """
+    host, port = target.rsplit(":", 1)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.05)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def relay(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass  # the other direction closed both
+        finally:
+            for side in (source, sink):
+                side.close()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                client = listener.accept()[0]
+            except TimeoutError:
+                continue
+            held.append(client)
+            if len(held) == 1:
+                continue  # the stalled one
+            server = socket.create_connection((host, int(port)))
+            held.append(server)
+            for pair in ((client, server), (server, client)):
+                threading.Thread(target=relay, args=pair, daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        listener.close()

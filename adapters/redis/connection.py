@@ -52,6 +52,18 @@ _TRANSIENT: tuple[type[Exception], ...] = (
     SlotNotCoveredError,
     ClusterError,
 )
+
+
+def _is_transient(exc: Exception) -> bool:
+    """A failure that a retry may outlive. That includes a cluster client finding no node to
+    read the slot map from because its one connection attempt timed out or was refused: it
+    raises RedisClusterException (not a RedisError) from that ConnectionError or TimeoutError,
+    before any command was sent, and is no more final than a timeout on one server."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return isinstance(exc, RedisClusterException) and isinstance(exc.__cause__, _TRANSIENT)
+
+
 # Replies for a server state that time (or an operator) fixes: MISCONF is a server that cannot
 # persist (disk full, unwritable dir) and refuses writes; "BUSY " one running a long script.
 _UNAVAILABLE_REPLIES = (
@@ -120,6 +132,7 @@ def connect_cluster(
     socket_timeout: float = 0.5,
     connect_timeout: float = 0.25,
     max_connections: int = 64,
+    retry: RetryPolicy | None = None,
 ) -> RedisCluster:
     """A Redis Cluster client discovered from ``url``, the address of any one node.
 
@@ -127,13 +140,18 @@ def connect_cluster(
     cluster client's own loop; its node connections never retry either), so RetryPolicy's
     loop is the only one. MOVED and ASK are not errors but redirections, followed inside one
     call whatever the retry settings: that is how a call finds a slot's new master after a
-    failover. The slot map is read here, so an unreachable cluster raises StateUnavailable now.
+    failover. The slot map is read here, retried as ``retry`` says (default: not retried), so
+    an unreachable cluster raises StateUnavailable now.
     """
-    try:
+
+    def discover() -> RedisCluster:
         return RedisCluster.from_url(
             url, **client_options(socket_timeout, connect_timeout, max_connections)
         )
-    except (redis.exceptions.RedisError, RedisClusterException) as exc:
+
+    try:
+        return (retry or RetryPolicy(retries=0)).call(discover)
+    except StateError as exc:
         raise StateUnavailable(f"Redis Cluster could not be reached: {exc}") from exc
 
 
@@ -171,7 +189,7 @@ class RetryPolicy:
             raise StateUnavailable(
                 f"Redis refused the credentials in the state Redis URL: {exc}"
             ) from exc
-        if isinstance(exc, _TRANSIENT):
+        if _is_transient(exc):
             if attempt >= self.retries:
                 raise StateUnavailable(
                     f"Redis is unreachable or did not answer in time: {exc}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from urllib.parse import urlsplit
 
 import fakes
 import pytest
@@ -31,6 +32,13 @@ from vimbiso_state.services.exceptions import ConfigurationError, StateError, St
 
 pytestmark = pytest.mark.cluster
 
+def _discovery_failed(cause: Exception) -> RedisClusterException:
+    """What a cluster client raises when its only attempt to read the slot map failed."""
+    error = RedisClusterException(f"Redis Cluster cannot be connected. ...: {cause}")
+    error.__cause__ = cause
+    return error
+
+
 # What RedisCluster raises while a failover or a resharding is under way. Each is answered
 # (or detected) before the command ran, and redis-py refreshes its slot map before raising.
 TRANSIENT = [
@@ -41,6 +49,8 @@ TRANSIENT = [
     ClusterError("TTL exhausted."),
     redis.ConnectionError("Connection refused"),
     redis.TimeoutError("Timeout reading from socket"),
+    # Not a RedisError, and sent nothing: a discovery whose one connection timed out.
+    _discovery_failed(redis.TimeoutError("Timeout connecting to server")),
 ]
 
 
@@ -193,3 +203,36 @@ def test_first_commands_made_at_once_all_succeed_after_one_discovery(cluster_url
         client = connect_async(cluster_url, cluster=True)
         failed = asyncio.run(_first_calls_at_once(client, lambda c=client: discovered(c)))
         assert failed == 0
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_node_that_stalls_on_first_contact_costs_a_retry_not_the_message(
+    kind: str, cluster_url: str, new_phones: Callable[[int], list[str]]
+) -> None:
+    """Both clients read the slot map before their first call: the sync one when built, the
+    asyncio one on its first call. When that first connection to the node they were given
+    stalls (a loaded host), they retry as after any timeout."""
+    (phone,) = new_phones(1)
+    with fakes.stalls_once(urlsplit(cluster_url).netloc) as front:
+        settings = Settings(
+            backend="redis-cluster", redis_url=f"redis://{front}", token_keys=(fakes.TOKEN_KEY,)
+        )
+        container = Container.from_settings(settings)
+        if kind == "sync":
+            try:
+                stored = container.state_service().update(phone, lambda c: c.context.update(n=1))
+            finally:
+                container.close()
+            assert stored.context == {"n": 1}
+            return
+        container.clock.override(fakes.FakeClock())  # so the asyncio client connects first
+
+        async def first_message() -> dict[str, object]:
+            state = container.async_state_service()
+            try:
+                stored = await state.update(phone, lambda c: c.context.update(n=1))
+                return stored.context
+            finally:
+                await container.aclose()
+
+        assert asyncio.run(first_message()) == {"n": 1}
