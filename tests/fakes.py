@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -43,46 +43,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def hung_server() -> Iterator[str]:
-    """Accepts connections and never answers: what a stalled or half-dead Redis looks like.
+def _accepting(handle: Callable[[socket.socket, list[socket.socket]], None]) -> Iterator[str]:
+    """Listens on a free local port and gives each connection, from one thread, to ``handle``
+    with the list of sockets closed at the end (it holds the connection; ``handle`` may add).
 
-    Yields its address as host:port (no scheme, so callers can build either URL kind).
+    Yields the address as host:port (no scheme, so callers can build either URL kind).
     """
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.05)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        for connection in accepted:
-            connection.close()
-        listener.close()
-
-
-@contextmanager
-def stalls_once(target: str) -> Iterator[str]:
-    """A front for the server at ``target`` (host:port) that stalls its first connection,
-    accepted and never answered, as a node on an overloaded host can, and relays every later
-    one to the server.
-
-    Yields its own address as host:port.
-    """
-    host, port = target.rsplit(":", 1)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -90,29 +56,14 @@ def stalls_once(target: str) -> Iterator[str]:
     held: list[socket.socket] = []
     stop = threading.Event()
 
-    def relay(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
-        except OSError:
-            pass  # the other direction closed both
-        finally:
-            for side in (source, sink):
-                side.close()
-
     def accept() -> None:
         while not stop.is_set():
             try:
-                client = listener.accept()[0]
+                connection = listener.accept()[0]
             except TimeoutError:
                 continue
-            held.append(client)
-            if len(held) == 1:
-                continue  # the stalled one
-            server = socket.create_connection((host, int(port)))
-            held.append(server)
-            for pair in ((client, server), (server, client)):
-                threading.Thread(target=relay, args=pair, daemon=True).start()
+            held.append(connection)
+            handle(connection, held)
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
@@ -124,3 +75,42 @@ def stalls_once(target: str) -> Iterator[str]:
         for connection in held:
             connection.close()
         listener.close()
+
+
+@contextmanager
+def hung_server() -> Iterator[str]:
+    """Accepts connections and never answers: what a stalled or half-dead Redis looks like.
+    Yields its address as host:port."""
+    with _accepting(lambda connection, held: None) as address:
+        yield address
+
+
+@contextmanager
+def stalls_once(target: str) -> Iterator[str]:
+    """A front for the server at ``target`` (host:port) that stalls its first connection,
+    accepted and never answered, as a node on an overloaded host can, and relays every later
+    one to the server. Yields its own address as host:port."""
+    host, port = target.rsplit(":", 1)
+    stalled: list[socket.socket] = []
+
+    def relay(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass  # the other direction closed both
+        finally:
+            for side in (source, sink):
+                side.close()
+
+    def handle(client: socket.socket, held: list[socket.socket]) -> None:
+        if not stalled:
+            stalled.append(client)
+            return
+        server = socket.create_connection((host, int(port)))
+        held.append(server)
+        for pair in ((client, server), (server, client)):
+            threading.Thread(target=relay, args=pair, daemon=True).start()
+
+    with _accepting(handle) as address:
+        yield address
