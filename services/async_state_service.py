@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
-from vimbiso_state.domain.clock import Clock
+from vimbiso_state.domain.clock import Clock, RefreshedClock
 from vimbiso_state.domain.conversation import Conversation
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.ports import (
@@ -70,6 +70,8 @@ class AsyncStateService:
         self._flows = Flows(
             clock, timeouts, cipher, max_retries, phone_region, AccountSelection(account_selection)
         )
+        # The server's clock is read here, awaited, not inside now() on the event loop.
+        self._refresh_clock = clock.refresh if isinstance(clock, RefreshedClock) else None
 
     def __repr__(self) -> str:
         return f"AsyncStateService({type(self._conversations).__name__})"
@@ -150,6 +152,8 @@ class AsyncStateService:
         steps = Steps(flow)
         token = None if watch.context is None else watch.enter()
         try:
+            if self._refresh_clock is not None:
+                await self._refresh_clock()
             for request in steps:
                 if watch.number is None:  # every request names the user (a Pause comes later)
                     watch.number = getattr(request, "phone", None)

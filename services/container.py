@@ -29,7 +29,7 @@ from vimbiso_state.adapters.redis.aio import (
     close_async,
     connect_async,
 )
-from vimbiso_state.adapters.redis.clock import ServerClock, server_time
+from vimbiso_state.adapters.redis.clock import ServerClock, async_server_time, server_time
 from vimbiso_state.adapters.redis.connection import close
 from vimbiso_state.adapters.token_cipher import FernetTokenCipher
 from vimbiso_state.domain.errors import ConfigurationError
@@ -141,12 +141,16 @@ class Container(containers.DeclarativeContainer):
 
     # redis: a redis.Redis; redis-cluster: a redis.cluster.RedisCluster (reads the slot map
     # when first built). The same repositories run on both: every call names one user's keys,
-    # which share one hash slot.
+    # which share one hash slot. The asyncio clients are their redis.asyncio counterparts.
     opened = providers.Singleton(OpenClients)
     redis_retry = providers.Singleton(lambda s: RetryPolicy(s.redis_retries), settings)
     redis_client = providers.Singleton(_redis_client, settings, opened, redis_retry)
     redis_wait_client = providers.Singleton(
         _redis_client, settings, opened, redis_retry, waits=True
+    )
+    async_redis_client = providers.Singleton(_async_redis_client, settings, opened)
+    async_redis_wait_client = providers.Singleton(
+        _async_redis_client, settings, opened, waits=True
     )
     _wait_slice = providers.Callable(lambda s: s.lease_wait, settings)
 
@@ -162,7 +166,9 @@ class Container(containers.DeclarativeContainer):
         _storage,
         memory=host_clock,
         redis=providers.Singleton(
-            ServerClock, providers.Callable(server_time, redis_client, redis_retry)
+            ServerClock,
+            providers.Callable(server_time, redis_client.provider, redis_retry),
+            aread=providers.Callable(async_server_time, async_redis_client.provider, redis_retry),
         ),
     )
 
@@ -190,10 +196,6 @@ class Container(containers.DeclarativeContainer):
     )
 
     # asyncio: the memory backend shares its store with the sync service of this container.
-    async_redis_client = providers.Singleton(_async_redis_client, settings, opened)
-    async_redis_wait_client = providers.Singleton(
-        _async_redis_client, settings, opened, waits=True
-    )
     async_conversations = providers.Selector(
         _storage,
         memory=providers.Singleton(AsyncMemoryConversationRepository, memory_conversations),

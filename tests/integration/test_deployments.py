@@ -4,6 +4,7 @@ reset racing a writer that loaded before it."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import random
 import threading
@@ -180,6 +181,31 @@ def test_hosts_with_skewed_clocks_write_every_deadline_by_the_servers_clock(
         }
         assert abs(windows[b"m"] - timedelta(days=1)) < timedelta(seconds=1)
         assert abs(windows[b"o"] - timedelta(seconds=60)) < timedelta(seconds=1)
+
+
+def test_an_asyncio_host_keeps_the_servers_time_with_no_blocking_client(
+    containers: Callable[..., Container], admin: Any, phone: str
+) -> None:
+    """An asyncio bot reads the server's TIME with its asyncio client, awaited. Building a
+    blocking client on the event loop (on a cluster, reading the slot map) and reading with
+    it once a minute stalled every conversation of the process meanwhile."""
+    container = containers()
+    container.host_clock.override(SkewedClock(timedelta(minutes=5)))
+
+    async def host() -> list[object]:
+        state = container.async_state_service()
+        await state.start(phone)
+        async with state.message(phone, "wamid.asyncio-host") as msg:
+            msg.conversation.context["seen"] = True
+        blocking = list(container.opened().sync)
+        await container.aclose()
+        return blocking
+
+    assert asyncio.run(host()) == []
+    now = _server_now(admin)
+    user = admin.get(f"user:{{{PhoneNumber.parse(phone).digits}}}:state") or b""
+    seen = datetime.fromtimestamp(int(user[:16]) / 1e6, UTC)
+    assert abs(seen - now) < timedelta(seconds=1)
 
 
 def test_a_fast_host_does_not_prune_a_slow_hosts_operation_ids(

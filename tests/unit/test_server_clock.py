@@ -3,12 +3,14 @@ the monotonic clock in between; no round trip per message."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from vimbiso_state.adapters.redis.clock import ServerClock
 from vimbiso_state.domain.errors import StateUnavailable
+from vimbiso_state.services.container import Container
 
 SERVER = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -19,7 +21,8 @@ class Readings:
     def __init__(self) -> None:
         self.server = SERVER
         self.monotonic = 1000.0
-        self.reads = 0
+        self.reads = 0  # every read, blocking or awaited
+        self.areads = 0  # the awaited ones
         self.round_trip = 0.0
         self.down = False
 
@@ -31,6 +34,11 @@ class Readings:
         answer = self.server
         self.tick(self.round_trip / 2)  # the reply travels
         return answer
+
+    async def aread(self) -> datetime:
+        self.areads += 1
+        await asyncio.sleep(0)
+        return self.read()
 
     def tick(self, seconds: float) -> None:
         self.monotonic += seconds
@@ -91,3 +99,83 @@ def test_a_process_that_never_read_the_servers_time_fails_clearly() -> None:
     readings.down = True
     with pytest.raises(StateUnavailable):
         _clock(readings).now()
+
+
+def _asyncio_clock(readings: Readings) -> ServerClock:
+    return ServerClock(
+        readings.read, timedelta(seconds=60), lambda: readings.monotonic, aread=readings.aread
+    )
+
+
+def test_on_an_event_loop_a_due_read_waits_for_the_awaited_refresh() -> None:
+    readings = Readings()
+    clock = _asyncio_clock(readings)
+
+    async def on_the_loop() -> None:
+        await clock.refresh()
+        assert (readings.reads, readings.areads) == (1, 1)
+        await clock.refresh()  # not due: no read
+        readings.tick(61)
+        assert clock.now() == readings.server  # carried on: the loop is never blocked
+        assert readings.reads == 1
+        await clock.refresh()
+        assert (readings.reads, readings.areads) == (2, 2)
+        assert clock.now() == readings.server
+
+    asyncio.run(on_the_loop())
+    readings.tick(61)
+    assert clock.now() == readings.server  # off the loop (a sync service): read when due
+    assert (readings.reads, readings.areads) == (3, 2)
+
+
+def test_coroutines_that_find_a_read_due_at_once_make_one_read() -> None:
+    readings = Readings()
+    clock = _asyncio_clock(readings)
+
+    async def at_once() -> None:
+        await clock.refresh()
+        readings.tick(61)
+        await asyncio.gather(*(clock.refresh() for _ in range(50)))
+
+    asyncio.run(at_once())
+    assert readings.areads == 2
+
+
+def test_a_failed_awaited_reading_carries_on_and_a_first_one_fails_clearly() -> None:
+    readings = Readings()
+    readings.down = True
+    clock = _asyncio_clock(readings)
+    with pytest.raises(StateUnavailable):
+        asyncio.run(clock.refresh())
+    readings.down = False
+    asyncio.run(clock.refresh())
+    readings.down = True
+    readings.tick(61)
+    asyncio.run(clock.refresh())  # logged, carried on
+    assert clock.now() == readings.server
+
+
+def test_the_asyncio_service_reads_the_servers_time_only_by_awaiting() -> None:
+    readings = Readings()
+    blocking: list[datetime] = []
+
+    def read() -> datetime:  # what would block the event loop
+        blocking.append(readings.read())
+        return blocking[-1]
+
+    clock = ServerClock(read, timedelta(seconds=60), lambda: readings.monotonic, readings.aread)
+    container = Container()
+    container.config.from_dict({"backend": "memory"})
+    container.clock.override(clock)
+    state = container.async_state_service()
+
+    async def messages() -> None:
+        for minute in range(3):
+            await state.update("+263771234567", lambda c, m=minute: c.context.update(m=m))
+            async with state.message("+263771234567", f"wamid.{minute}") as msg:
+                msg.conversation.context["seen"] = minute
+            readings.tick(61)
+
+    asyncio.run(messages())
+    assert blocking == []
+    assert readings.areads == 3
