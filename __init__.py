@@ -7,6 +7,7 @@ the names re-exported here.
 
 from vimbiso_state.domain.conversation import Conversation, Direction, Notice
 from vimbiso_state.domain.errors import (
+    CalledInsideOwnMessage,
     ConcurrencyConflict,
     ConfigurationError,
     EffectInDoubt,
@@ -33,6 +34,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "AsyncStateService",
+    "CalledInsideOwnMessage",
     "ConcurrencyConflict",
     "ConfigurationError",
     "Container",

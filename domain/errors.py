@@ -33,6 +33,13 @@ class UserBusy(StateError):
     """
 
 
+class CalledInsideOwnMessage(StateError):
+    """A call for a user was made inside that user's own ``state.message`` block, by the
+    block's thread or task: it would wait for the block to end, that is for itself. A bug in
+    the bot, not a busy user: nothing was read or stored by the call. Inside the block, change
+    ``msg.conversation`` and use the ``msg`` methods; the block stores them when it ends."""
+
+
 class LeaseLost(StateError):
     """This message's handler outlived its lease, or the user was reset meanwhile: nothing
     it changed was stored, and the message id stays unhandled so a redelivery runs afresh."""

@@ -1,6 +1,7 @@
 """The errors bot code catches. ``StateError`` is the base of all of them."""
 
 from vimbiso_state.domain.errors import (
+    CalledInsideOwnMessage,
     ConcurrencyConflict,
     ConfigurationError,
     EffectInDoubt,
@@ -19,6 +20,7 @@ from vimbiso_state.domain.errors import (
 )
 
 __all__ = [
+    "CalledInsideOwnMessage",
     "ConcurrencyConflict",
     "ConfigurationError",
     "EffectInDoubt",

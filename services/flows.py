@@ -8,9 +8,11 @@ retries, handle-once) cannot drift apart between them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -19,6 +21,7 @@ from typing import Any, Generic, NamedTuple, TypeVar, cast
 from vimbiso_state.domain.clock import Clock
 from vimbiso_state.domain.conversation import Conversation, Notice, check_step, is_greeting
 from vimbiso_state.domain.errors import (
+    CalledInsideOwnMessage,
     ConcurrencyConflict,
     ConfigurationError,
     InvalidInput,
@@ -242,6 +245,23 @@ class Flows:
         self._elapsed = elapsed
         self.phone_region = check_region(phone_region)
         self.account_selection = account_selection
+        # (user, thread or task) for each open message block: the one caller whose wait for
+        # the user could only end when it gives up, since it is waiting for itself.
+        self._holders: set[tuple[str, object]] = set()
+
+    def hold(self, number: PhoneNumber) -> tuple[str, object]:
+        """Note that the running thread (or asyncio task) holds the user, until ``let_go``."""
+        holder = (number.digits, _running())
+        self._holders.add(holder)
+        return holder
+
+    def let_go(self, holder: tuple[str, object]) -> None:
+        self._holders.discard(holder)
+
+    def _check_not_held_here(self, number: PhoneNumber) -> None:
+        """Before waiting for a busy user: refuse at once when the waiter is the holder."""
+        if (number.digits, _running()) in self._holders:
+            raise CalledInsideOwnMessage(_BUSY_WITH_ITSELF)
 
     def phone(self, text: str) -> PhoneNumber:
         """The caller's phone as canonical digits, national numbers read in phone_region."""
@@ -438,6 +458,7 @@ class Flows:
             if outcome.status is WriteStatus.DUPLICATE:
                 raise Duplicate
             if outcome.status is WriteStatus.BUSY:
+                self._check_not_held_here(number)
                 patience = patience or self._elapsed() + self.timeouts.lease_wait.total_seconds()
                 if self._elapsed() >= patience:
                     raise UserBusy(_busy(self.timeouts.lease_wait))
@@ -471,6 +492,7 @@ class Flows:
                 raise
             if begun.duplicate or begun.stored is not None:
                 return begun
+            self._check_not_held_here(number)
             left = timedelta(seconds=patience - self._elapsed())
             if left <= timedelta(0):
                 raise UserBusy(_busy(self.timeouts.lease_wait))
@@ -573,6 +595,23 @@ def new_id() -> str:
 
 # How long past the holder's lease a waiting message looks again (the lease lapses then).
 LEASE_SLACK = timedelta(milliseconds=50)
+
+
+def _running() -> object:
+    """The asyncio task running this code, or else its thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return threading.get_ident()
+    return asyncio.current_task()
+
+
+_BUSY_WITH_ITSELF = (
+    "called inside this user's own `state.message` block, which holds the user until it ends: "
+    "this call would wait for itself. Inside the block change msg.conversation, and use "
+    "msg.form_start, msg.form_fill, msg.form_complete, msg.save_token and msg.revoke_token; "
+    "the block stores them all when it ends"
+)
 
 
 def _busy(wait: timedelta) -> str:

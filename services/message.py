@@ -61,6 +61,7 @@ class _MessageState:
         self._effects = False
         self.duplicate = False
         self._watch: Watch | None = None  # from entering to leaving
+        self._holder: tuple[str, object] | None = None  # while the block runs
 
     @property
     def phone(self) -> str:
@@ -128,6 +129,13 @@ class _MessageState:
         self._conversation = self._flows.message_open(self._number, begun.stored, self._text)
         self._sealed = begun.token
         self._open = True
+        self._holder = self._flows.hold(self._number)
+
+    def _leaving(self) -> None:
+        """The block's code has ended: calls it made for this user no longer wait for it."""
+        if self._holder is not None:
+            self._flows.let_go(self._holder)
+            self._holder = None
 
     def _commit(self) -> Flow[Conversation]:
         self._open = False
@@ -192,6 +200,7 @@ class Message(_MessageState):
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        self._leaving()
         watch = self._watch
         assert watch is not None
         if not self._open:
@@ -272,6 +281,7 @@ class AsyncMessage(_MessageState):
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        self._leaving()
         watch = self._watch
         assert watch is not None
         if not self._open:

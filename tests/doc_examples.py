@@ -679,10 +679,22 @@ async def guide_async_app(
     assert await post(doubtful, replies=0) == []
 
     waiting = text_message(phone, wamid(), "hi")
-    async with module.state.message(phone, wamid()):  # the user's previous message
+    holding, done = asyncio.Event(), asyncio.Event()
+
+    async def previous_message() -> None:  # another request's task, as a server runs it
+        async with module.state.message(phone, wamid()):
+            holding.set()
+            await done.wait()
+
+    holder = asyncio.create_task(previous_message())
+    try:
+        await holding.wait()
         response = await client.post("/webhook", json=webhook(waiting))
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "5"
+    finally:
+        done.set()
+        await holder
     assert await post(waiting, replies=1) == [menu]  # the redelivery, once the user is free
 
 

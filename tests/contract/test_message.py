@@ -3,6 +3,7 @@ async: one user at a time, one commit with the message id, effects at most once.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,9 @@ import pytest
 from fakes import FakeClock
 
 from vimbiso_state.domain.conversation import DEFAULT_STAGE, Notice
+from vimbiso_state.services.container import Container
 from vimbiso_state.services.exceptions import (
+    CalledInsideOwnMessage,
     EffectInDoubt,
     InvalidInput,
     LeaseLost,
@@ -205,6 +208,57 @@ def test_one_call_writes_wait_for_a_message_and_then_apply_on_its_result(
     holder.join()
     # The update did not slip between the message's load and its commit.
     assert state.start(phone).context == {"message": True, "update": True}
+
+
+def test_a_write_inside_the_users_own_message_is_refused_at_once_and_stores_nothing(
+    build: Callable[..., Container], phone: str
+) -> None:
+    """The block holds the user until it ends: a one-call write (or a second message) for the
+    same user from the block's own thread waited for itself, lease_wait long, then raised
+    UserBusy, which tells the bot to have WhatsApp deliver the message again: it failed the
+    same way on every delivery."""
+    state = build(lease_wait=5.0).state_service()
+    state.start(phone)
+    started = time.monotonic()
+    inside = pytest.raises(CalledInsideOwnMessage, match=r"msg\.conversation")
+    with inside, state.message(phone, "wamid.s"):
+        state.update(phone, lambda c: c.context.update(inner=True))
+    with (
+        pytest.raises(CalledInsideOwnMessage, match="wait for itself"),
+        state.message(phone, "wamid.o"),
+        state.message(phone, "wamid.inner"),
+    ):
+        pytest.fail("a second block for the user opened inside the first")
+    assert time.monotonic() - started < 2.0  # not two waits of lease_wait
+    assert state.start(phone).context == {}
+    with state.message(phone, "wamid.s") as msg:  # after the block, its thread is let go
+        msg.conversation.context["kept"] = True
+    state.update(phone, lambda c: c.context.update(after=True))
+    assert state.start(phone).context == {"kept": True, "after": True}
+
+
+def test_asyncio_a_write_inside_the_tasks_own_message_is_refused_and_other_tasks_wait(
+    build: Callable[..., Container], phone: str
+) -> None:
+    container = build(lease_wait=5.0)
+
+    async def bot() -> None:
+        state = container.async_state_service()
+        try:
+            async with state.message(phone, "wamid.a") as msg:
+                with pytest.raises(CalledInsideOwnMessage, match="wait for itself"):
+                    await state.update(phone, lambda c: c.context.update(inner=True))
+                other = asyncio.create_task(
+                    state.update(phone, lambda c: c.context.update(other=True))
+                )
+                await asyncio.sleep(0.05)
+                assert not other.done()  # another task waits for the block, as before
+                msg.conversation.context["a"] = True
+            assert (await other).context == {"a": True, "other": True}
+        finally:
+            await container.aclose()
+
+    asyncio.run(bot())
 
 
 def test_a_handler_that_outlives_its_lease_cannot_commit(
