@@ -523,7 +523,15 @@ class Flows:
         """Commit the message: every change against what ``begin`` loaded (``stored``)."""
         now = self.clock.now()
         write = _write_of(conversation, stored, new_id(), message_id, now)._replace(effects=effects)
-        outcome = cast(WriteResult, (yield Commit(number, lease, write, token, now)))
+        try:
+            outcome = cast(WriteResult, (yield Commit(number, lease, write, token, now)))
+        except StateError:
+            # Refused (a full server) or unanswered: free the user now rather than when the
+            # lease lapses. A commit that did apply has freed them already, and this finds
+            # the lease gone.
+            with contextlib.suppress(StateError):
+                yield Release(number, lease)
+            raise
         if outcome.status is WriteStatus.LEASE_LOST:
             raise LeaseLost(
                 "this message's lease lapsed (its handler ran longer than lease_ttl) or the "

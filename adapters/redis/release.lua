@@ -1,8 +1,10 @@
-#!lua
+#!lua flags=allow-oom
 -- Free a user held by a message that ended without committing (its handler raised), or,
 -- with no lease given, forget the user's conversation (reset): the handled message ids and
 -- effect records stay, so a redelivery is still known, and a message in flight can no longer
 -- commit (its lease is gone). Either way the longest waiting message, if any, is woken.
+-- It runs on a server over maxmemory (allow-oom): it deletes, and the wake-up it may write
+-- lives a second; refused, the user would wait for a lease that lapses 35 s later.
 -- KEYS: lease, waiters, wake, user, session, form
 -- ARGV: 1 lease ('' to reset)
 -- Keys of the wrong type: see prelude.lua.

@@ -98,3 +98,42 @@ def test_writes_are_refused_whole_and_memory_stays_at_maxmemory(
         "handle_action_offer_credex"
     )
     close(container.redis_client())
+
+
+def _fill(admin: redis.Redis) -> None:
+    """Write filler until the server refuses, then set maxmemory below what it uses: it stays
+    over maxmemory whatever small allocations come and go."""
+    admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) + HEADROOM)
+    for n in range(10_000):
+        try:
+            admin.set(f"filler:{n}", b"x" * 10_000)
+        except redis.exceptions.OutOfMemoryError:
+            admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) - 50_000)
+            return
+    pytest.fail("the server never filled up")
+
+
+def test_a_message_refused_on_a_full_server_frees_its_user_and_a_reset_runs(
+    full_server: tuple[RedisProcess, redis.Redis],
+) -> None:
+    """A commit refused by a full server stored nothing: the message frees its user at once
+    (a release only deletes, and is allowed on a full server) instead of leaving the user's
+    next messages to wait out lease_ttl. A reset, which only deletes, frees memory."""
+    server, admin = full_server
+    container, state = _state(server)
+    held, reset = "+263779200001", "+263779200002"
+    admin.config_set("maxmemory", 0)  # room for the users and the first scripts
+    for phone in (held, reset):
+        state.set_profile(phone, MEMBER, ACCOUNTS)
+    full = pytest.raises(StateUnavailable, match="Redis is full")
+    with full, state.message(held, "wamid.1") as msg:
+        msg.conversation.context["kept"] = False
+        _fill(admin)
+    assert admin.exists("lease:{263779200001}") == 0
+
+    state.reset(reset)
+    assert admin.exists("user:{263779200002}:state", "session:{263779200002}:data") == 0
+    admin.config_set("maxmemory", 0)
+    with state.message(held, "wamid.1") as again:  # WhatsApp's redelivery, with room again
+        assert not again.duplicate and "kept" not in again.conversation.context
+    close(container.redis_client())
