@@ -54,8 +54,6 @@ class ConversationWrite(NamedTuple):
     extras: Mapping[str, Mapping[str, bytes]] = MappingProxyType({})
     # The JSON each part was read as (only for parts this write carries on, not replaced).
     documents: Mapping[str, bytes] = MappingProxyType({})
-    # A message's commit: whether the message recorded effects (they are forgotten with it).
-    effects: bool = False
 
 
 class TokenChange(NamedTuple):

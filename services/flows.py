@@ -518,11 +518,10 @@ class Flows:
         conversation: Conversation,
         stored: StoredConversation,
         token: TokenChange | None,
-        effects: bool = False,
     ) -> Flow[Conversation]:
         """Commit the message: every change against what ``begin`` loaded (``stored``)."""
         now = self.clock.now()
-        write = _write_of(conversation, stored, new_id(), message_id, now)._replace(effects=effects)
+        write = _write_of(conversation, stored, new_id(), message_id, now)
         try:
             outcome = cast(WriteResult, (yield Commit(number, lease, write, token, now)))
         except StateError:

@@ -58,7 +58,6 @@ class _MessageState:
         self._sealed: bytes | None = None
         self._token_change: TokenChange | None = None
         self._open = False
-        self._effects = False
         self.duplicate = False
         self._watch: Watch | None = None  # from entering to leaving
         self._holder: tuple[str, object] | None = None  # while the block runs
@@ -147,13 +146,11 @@ class _MessageState:
             self.conversation,
             self._stored,
             self._token_change,
-            self._effects,
         )
 
     def _effect_start(self, name: str) -> Flow[EffectRecord]:
         if not self._open:
             raise InvalidInput("effects run inside the message's `with` block, not after it")
-        self._effects = True
         return self._flows.effect_start(self._number, self._lease, self.message_id, name)
 
     def _effect_finish(self, name: str, result: object) -> Flow[None]:

@@ -61,7 +61,7 @@ class _User:
     # The message holding this user: its lease and when the lease lapses.
     lease: str | None = None
     lease_until: datetime = _NEVER
-    # Effects of messages not yet committed: message id -> (expiry, effect name -> result).
+    # Effects of messages, kept for dedupe_ttl: message id -> (expiry, name -> result).
     effects: dict[str, tuple[datetime, dict[str, bytes]]] = field(default_factory=dict)
     # Nothing here expires before this moment, so collect() has nothing to look at until then
     # (it runs twice per update). Deadlines only move later, except where expect() is told.
@@ -230,7 +230,9 @@ class MemoryConversationRepository:
         with self._lock:
             user = self._users.get(phone.digits)
             if user is not None:
-                kept = _User(messages=user.messages, effects=user.effects)
+                # Their deadlines come with them: a new _User's is "never", and expired ids
+                # would then be kept, and seen as handled, for good.
+                kept = _User(messages=user.messages, effects=user.effects, due=user.due)
                 kept.collect(self._clock.now())
                 if kept.empty:
                     del self._users[phone.digits]
@@ -357,7 +359,6 @@ class MemoryConversationRepository:
                 user.ops[write.op_id] = now + t.retry_window
             if write.message_id is not None:
                 user.messages[write.message_id] = now + t.dedupe
-                user.effects.pop(write.message_id, None)
             user.trim()
             user.expect(now + self._soonest)
             if form is not None:

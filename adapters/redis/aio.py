@@ -252,9 +252,7 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
         lease: str,
         token: TokenChange | None,
     ) -> WriteResult:
-        user = self._keys.for_user(phone)
-        digest = message_digest(write.message_id) if write.message_id is not None else b""
-        keys = user.save(user.effects(digest))
+        keys = self._keys.for_user(phone).save
         call = self._calls.save_args(write, now, lease, token)
         try:
             reply = await self._run(lambda: SAVE.call_async(self._client, keys, call.args))

@@ -37,7 +37,8 @@ class UserKeys:
             self.token,
         ]
 
-    def save(self, effects: str) -> list[str]:
+    @property
+    def save(self) -> list[str]:
         """The keys save.lua touches, in the order it expects."""
         return [
             self.user,
@@ -48,7 +49,6 @@ class UserKeys:
             self.waiters,
             self.wake,
             self.token,
-            effects,
         ]
 
     @property

@@ -413,7 +413,6 @@ class ConversationCalls:
                 MAX_HANDLED_IDS,
                 self._state_slack,
                 self._dedupe_slack if message else self._retry_slack,
-                int(write.effects),
             )
         )
         args = [

@@ -1,13 +1,13 @@
 #!lua
 -- Compare-and-set every part of one user's conversation, in one round trip. A message's commit
--- (with its lease) is applied once by its message id, writes the token, forgets the message's
--- effect records and frees the user; a one-call write (no lease) is applied once by its
--- operation id and waits while a message holds the user.
--- KEYS: user, session, form, handled, lease, waiters, wake, token, effects
+-- (with its lease) is applied once by its message id, writes the token and frees the user; a
+-- one-call write (no lease) is applied once by its operation id and waits while a message
+-- holds the user. A message's effect records outlive its commit (effect.lua sets their TTL).
+-- KEYS: user, session, form, handled, lease, waiters, wake, token
 -- ARGV: 1 the numbers, a MessagePack array: expected version, now (us), user px, session px,
 --       form px, op expiry (us), message expiry (us), handled px, token px, critical as
 --       stored (0/1), form as stored (0/1), most ids kept in the handled set, user px slack,
---       handled px slack, the message recorded effects (0/1);
+--       handled px slack;
 --       2 last-seen and the form's deadline (16 digits each), 3 op member,
 --       4 message member ('' for none), 5 critical JSON ('' when as stored),
 --       6 session value, 7 form JSON ('' deletes the form, or: as stored),
@@ -31,7 +31,7 @@ local n = cmsgpack.unpack(ARGV[1])
 local expected, now, user_px, session_px, form_px = n[1], n[2], n[3], n[4], n[5]
 local op_expiry, message_expiry, handled_px, token_px = n[6], n[7], n[8], n[9]
 local critical_as_stored, form_as_stored, limit = n[10] == 1, n[11] == 1, n[12]
-local user_slack, handled_slack, had_effects = n[13], n[14], n[15] == 1
+local user_slack, handled_slack = n[13], n[14]
 local op, message, lease, token = ARGV[3], ARGV[4], ARGV[8], ARGV[9]
 local leased = lease ~= ''
 local handled = KEYS[4]
@@ -128,7 +128,6 @@ if leased then
   elseif token ~= '' then
     redis.call('SET', KEYS[8], token, 'PX', token_px)
   end
-  if had_effects then redis.call('DEL', KEYS[9]) end
   redis.set_repl(redis.REPL_NONE)
   redis.call('DEL', KEYS[5])
   -- Wake the longest waiting message of this user, if any waits.

@@ -27,7 +27,7 @@ WHAT = {
     "handled": "handled operation and message ids (handled:{phone}:ids)",
     "token": "sealed auth tokens (token:{phone})",
     "lease": "messages being handled right now (lease:{phone})",
-    "effects": "effects of messages not committed yet (effects:{phone}:*)",
+    "effects": "messages' effect records, kept for dedupe_ttl (effects:{phone}:*)",
     "other": "keys outside the library's schema",
 }
 NO_SESSION = "(no live session)"

@@ -288,6 +288,54 @@ def test_a_reset_during_a_message_wins(state: StateService, phone: str) -> None:
         assert not msg.duplicate
 
 
+def test_an_effect_stays_at_most_once_for_dedupe_ttl_after_its_id_is_let_go(
+    state: StateService, phone: str, clock: FakeClock
+) -> None:
+    """The handled ids of a user are bounded (the newest MAX_HANDLED_IDS), so a message
+    redelivered after that many newer ones is no longer a duplicate. WhatsApp redelivers for
+    days when its 200 got lost: its payment must still not be made again."""
+    from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS
+
+    calls: list[str] = []
+
+    def pay() -> dict[str, str]:
+        calls.append("pay")
+        return {"credexID": "c-1"}
+
+    with state.message(phone, "wamid.pay") as msg:
+        assert msg.effect("create_credex", pay) == {"credexID": "c-1"}
+    for n in range(MAX_HANDLED_IDS + 2):
+        with state.message(phone, f"wamid.chat.{n}"):
+            clock.advance(0.001)
+    with state.message(phone, "wamid.pay") as again:  # hours later, inside dedupe_ttl
+        assert not again.duplicate  # let go: the documented bound
+        assert again.effect("create_credex", pay) == {"credexID": "c-1"}
+    assert calls == ["pay"]
+
+
+def test_after_a_reset_a_handled_id_is_still_let_go_at_dedupe_ttl(
+    state: StateService, phone: str, clock: FakeClock
+) -> None:
+    """Found by test_stateful.py: the memory backend kept the ids a reset leaves for good."""
+    assert state.handle_once(phone, "wamid.1", lambda c: None) is not None
+    state.reset(phone)
+    assert state.handle_once(phone, "wamid.1", lambda c: None) is None  # still known
+    clock.advance(days=1)
+    state.reset(phone)
+    assert state.handle_once(phone, "wamid.1", lambda c: None) is not None
+
+
+def test_an_effect_record_survives_a_reset(state: StateService, phone: str) -> None:
+    calls: list[str] = []
+    with pytest.raises(TimeoutError), state.message(phone, "wamid.paid") as msg:
+        msg.effect("create_credex", lambda: calls.append("pay") or {"credexID": "c-2"})
+        raise TimeoutError("the reply to WhatsApp never left")
+    state.reset(phone)
+    with state.message(phone, "wamid.paid") as again:
+        assert again.effect("create_credex", lambda: calls.append("again")) == {"credexID": "c-2"}
+    assert calls == ["pay"]
+
+
 def test_an_effect_that_completed_is_not_run_again_by_a_redelivery(
     state: StateService, phone: str
 ) -> None:
