@@ -287,6 +287,26 @@ def test_a_jwt_expires_at_its_exp_when_that_comes_before_token_ttl(
     assert state.token(phone) is None
 
 
+def test_a_jwt_saved_by_a_message_expires_at_its_exp_too(
+    container: Container, backend: str, state: StateService, phone: str, clock: FakeClock
+) -> None:
+    """msg.save_token seals the token for the message's commit (how BotState and the import
+    store the bot's token): the same deadline as the one-call save_token."""
+    exp = clock.now() + timedelta(minutes=10)
+    token = jwt({"sub": "mem-1", "exp": int(exp.timestamp())})
+    with state.message(phone, "wamid.login") as msg:
+        msg.save_token(token)
+    pttl = _token_pttl(container, backend, phone)
+    if pttl is not None:
+        assert 0 < pttl <= 10 * 60 * 1000 + 2000
+    clock.advance(minutes=9, seconds=59)
+    assert state.token(phone) == token
+    clock.advance(seconds=1)
+    assert state.token(phone) is None
+    with state.message(phone, "wamid.next") as msg:
+        assert msg.token() is None
+
+
 def test_a_jwt_whose_exp_is_after_token_ttl_lives_for_token_ttl(
     state: StateService, phone: str, clock: FakeClock
 ) -> None:

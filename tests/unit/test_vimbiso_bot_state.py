@@ -97,9 +97,14 @@ def test_an_auth_without_token_logs_the_member_out(message: object, state: State
 def test_the_token_expires_at_its_jwt_exp(
     message: object, state: StateService, clock: FakeClock
 ) -> None:
-    _log_in(message)
-    clock.advance(minutes=61)
-    state.start(PHONE, "hi")  # keep the profile alive past the session, as a member would
+    # An exp before token_ttl (30 minutes): the exp, not the TTL, must end it.
+    short = jwt({"sub": "mem-1", "exp": int((clock.now() + timedelta(minutes=10)).timestamp())})
+    with message() as bot:  # type: ignore[operator]
+        bot.update_state({"dashboard": DASHBOARD, "auth": {"token": short}})
+    clock.advance(minutes=9, seconds=59)
+    with message() as bot:  # type: ignore[operator]
+        assert bot.is_authenticated()
+    clock.advance(seconds=1)
     with message() as bot:  # type: ignore[operator]
         assert bot.get_state_value("dashboard") == DASHBOARD
         assert not bot.is_authenticated() and bot.get_member_id() is None
