@@ -1,15 +1,18 @@
-"""A dead or hung Redis gives StateUnavailable within a bounded time, never a hang."""
+"""A dead or hung Redis gives StateUnavailable within a bounded time, never a hang, to the
+sync and the asyncio service alike."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import fakes
 import pytest
 from fakes import TOKEN_KEY
 
+from vimbiso_state.services.async_state_service import AsyncStateService
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
 from vimbiso_state.services.exceptions import StateUnavailable
@@ -68,3 +71,54 @@ def test_no_thread_stays_blocked_on_a_hung_server(hung_server: str) -> None:
     assert not any(thread.is_alive() for thread in threads)
     assert len(outcomes) == 8 and all(isinstance(e, StateUnavailable) for e in outcomes)
     assert time.monotonic() - began < 2.5
+
+
+def _async_operations(state: AsyncStateService) -> dict[str, Callable[[], Awaitable[object]]]:
+    return {
+        "start": lambda: state.start("+263771234567"),
+        "update": lambda: state.update("+263771234567", lambda c: None),
+        "token": lambda: state.revoke_token("+263771234567"),
+    }
+
+
+async def _on_a_hung_server(
+    url: str, call: str, callers: int
+) -> tuple[list[tuple[BaseException | object, float]], set[asyncio.Task[object]]]:
+    """Each caller's outcome and seconds taken, and the tasks still pending once every call
+    has returned (before the clients are closed, which would cancel what a call left behind)."""
+    container = _redis_state(url)
+    operation = _async_operations(container.async_state_service())[call]
+
+    async def timed() -> tuple[BaseException | object, float]:
+        began = time.monotonic()
+        try:
+            outcome: BaseException | object = await operation()
+        except Exception as exc:
+            outcome = exc
+        return outcome, time.monotonic() - began
+
+    try:
+        # A hang fails the test here rather than stalling the suite.
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(timed() for _ in range(callers))), timeout=5
+        )
+        await asyncio.sleep(0)  # a task a call started but did not await gets its turn
+        pending = {task for task in asyncio.all_tasks() if task is not asyncio.current_task()}
+    finally:
+        await container.aclose()
+    return outcomes, pending
+
+
+@pytest.mark.parametrize("call", ["start", "update", "token"])
+def test_hung_server_fails_an_asyncio_call_within_two_seconds(hung_server: str, call: str) -> None:
+    ((outcome, seconds),), pending = asyncio.run(_on_a_hung_server(hung_server, call, 1))
+    assert isinstance(outcome, StateUnavailable), outcome
+    assert seconds < 2.0
+    assert not pending
+
+
+def test_no_task_stays_blocked_on_a_hung_server(hung_server: str) -> None:
+    outcomes, pending = asyncio.run(_on_a_hung_server(hung_server, "start", 8))
+    assert all(isinstance(outcome, StateUnavailable) for outcome, _ in outcomes), outcomes
+    assert max(seconds for _, seconds in outcomes) < 2.0, outcomes
+    assert not pending, pending
