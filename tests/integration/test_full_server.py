@@ -5,18 +5,24 @@ Redis skips its memory check for the rest of a script once the script has writte
 whose first command writes (save.lua used to start with ZREMRANGEBYSCORE) therefore ran whole
 on a full server. The scripts declare themselves with a ``#!lua`` shebang, so Redis 7 refuses
 any script that may write before it runs, while the server is over maxmemory.
+
+Each test runs with the sync and with the asyncio service, on one Redis and on a Redis
+Cluster; both are started for the test alone, as their memory settings are changed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 import pytest
 import redis
 from fakes import TOKEN_KEY
+from redis.cluster import RedisCluster
+from redis_cluster import LocalCluster
 from redis_servers import RedisProcess
+from service_kinds import KINDS, service_of
 
-from vimbiso_state.adapters.redis.connection import close
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
 from vimbiso_state.services.exceptions import StateUnavailable
@@ -27,113 +33,177 @@ ACCOUNTS = [
     {"accountID": f"acc-{n}", "accountName": f"Account {n}", "accountHandle": f"tendai_{n}"}
     for n in range(3)
 ]
-HEADROOM = 400_000  # bytes of maxmemory above what the empty server uses
+HEADROOM = 400_000  # bytes of maxmemory above what an empty server uses
 USERS = 2000
 
 
-@pytest.fixture
-def full_server(redis_server_bin: str) -> Iterator[tuple[RedisProcess, redis.Redis]]:
-    with RedisProcess(
-        extra_args=("--maxmemory-policy", "noeviction", "--appendonly", "no"),
-        executable=redis_server_bin,
-    ) as server:
-        admin = server.client()
-        used = int(admin.info("memory")["used_memory"])
-        admin.config_set("maxmemory", used + HEADROOM)
-        yield server, admin
-        admin.close()
+def _used(node: redis.Redis) -> int:
+    return int(node.info("memory")["used_memory"])
 
 
-def _state(server: RedisProcess) -> tuple[Container, StateService]:
-    container = Container.from_settings(
-        Settings(backend="redis", redis_url=server.url, token_keys=(TOKEN_KEY,))
-    )
-    return container, container.state_service()
+def _maxmemory(node: redis.Redis) -> int:
+    return int(node.config_get("maxmemory")["maxmemory"])
+
+
+class Deployment:
+    """A private Redis, or a private cluster's masters, under noeviction. Memory is a limit
+    of each server: on a cluster each master is limited, filled and checked on its own."""
+
+    def __init__(self, backend: str, url: str, nodes: list[redis.Redis]) -> None:
+        self.backend = backend
+        self.url = url
+        self.nodes = nodes
+        self.admin: redis.Redis | RedisCluster = (
+            RedisCluster.from_url(url) if backend == "redis-cluster" else nodes[0]
+        )
+        for node in nodes:
+            node.config_set("maxmemory-policy", "noeviction")
+            node.config_set("appendonly", "no")
+
+    def node_of(self, key: str) -> redis.Redis:
+        """The server that holds ``key``."""
+        if isinstance(self.admin, RedisCluster):
+            port = self.admin.get_node_from_key(key).port
+            return next(n for n in self.nodes if n.get_connection_kwargs()["port"] == port)
+        return self.nodes[0]
+
+    def limit(self, headroom: int = HEADROOM) -> None:
+        for node in self.nodes:
+            node.config_set("maxmemory", _used(node) + headroom)
+
+    def unlimit(self) -> None:
+        for node in self.nodes:
+            node.config_set("maxmemory", 0)
+
+    def state(self, kind: str) -> AbstractContextManager[StateService]:
+        container = Container.from_settings(
+            Settings(backend=self.backend, redis_url=self.url, token_keys=(TOKEN_KEY,))
+        )
+        return service_of(container, kind)
+
+    def close(self) -> None:
+        if isinstance(self.admin, RedisCluster):
+            self.admin.close()
+        for node in self.nodes:
+            node.close()
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(
+    params=["redis", pytest.param("redis-cluster", marks=[pytest.mark.redis, pytest.mark.cluster])]
+)
+def full(request: pytest.FixtureRequest, redis_server_bin: str) -> Iterator[Deployment]:
+    """A Redis or a cluster of three masters of this test's own: never the shared servers,
+    whose maxmemory must not be touched."""
+    if request.param == "redis":
+        server: RedisProcess = request.getfixturevalue("private_redis")
+        deployment = Deployment("redis", server.url, [server.client()])
+        yield deployment
+        deployment.close()
+        return
+    cli = request.getfixturevalue("redis_cli_bin")
+    with LocalCluster(masters=3, executable=redis_server_bin, cli=cli) as cluster:
+        deployment = Deployment(
+            "redis-cluster",
+            cluster.url,
+            [cluster.client(node, decode_responses=False) for node in cluster.nodes],
+        )
+        yield deployment
+        deployment.close()
 
 
 def test_writes_are_refused_whole_and_memory_stays_at_maxmemory(
-    full_server: tuple[RedisProcess, redis.Redis],
+    full: Deployment, kind: str
 ) -> None:
-    server, admin = full_server
-    container, state = _state(server)
-    maxmemory = int(admin.config_get("maxmemory")["maxmemory"])
+    full.limit()  # every server: the users spread over all of a cluster's masters
     written: list[str] = []
     refusals: list[str] = []
-    for n in range(USERS):
-        phone = f"+2637790{n:05d}"
-        try:
-            state.set_profile(phone, MEMBER, ACCOUNTS)
-        except StateUnavailable as exc:
-            refusals.append(str(exc))
+    with full.state(kind) as state:
+        for n in range(USERS):
+            phone = f"+2637790{n:05d}"
+            try:
+                state.set_profile(phone, MEMBER, ACCOUNTS)
+            except StateUnavailable as exc:
+                refusals.append(str(exc))
+            else:
+                written.append(phone)
+        assert written and refusals, (len(written), len(refusals))
+        assert all("Redis is full" in reason for reason in refusals), refusals[:3]
+        # Each accepted write may take a server a few KB past maxmemory, never further.
+        for node in full.nodes:
+            assert _used(node) <= _maxmemory(node) + 64 * 1024
+
+        # Nothing half-written: a user has all of its conversation or none of it.
+        for n in range(USERS):
+            digits = f"2637790{n:05d}"
+            parts = full.admin.exists(f"user:{{{digits}}}:state", f"session:{{{digits}}}:data")
+            assert parts in (0, 2), digits
+        assert sum(1 for node in full.nodes for _ in node.scan_iter("user:*")) == len(written)
+
+        # Every kind of write is refused cleanly: a message, a token, a one-call write.
+        with pytest.raises(StateUnavailable, match="Redis is full"):
+            state.save_token(written[0], "jwt")
+        with pytest.raises(StateUnavailable, match="Redis is full"):
+            state.navigate(written[0], "handle_action_offer_credex")
+        with (
+            pytest.raises(StateUnavailable, match="Redis is full"),
+            state.message(written[0], "wamid.full", "1"),
+        ):
+            pytest.fail("a message began on a full server")
+        # What was stored is still there, and reads still work.
+        assert state.token(written[0]) is None
+        assert full.admin.exists(f"user:{{{written[0][1:]}}}:state") == 1
+
+        # Memory freed: writes go through again.
+        full.unlimit()
+        assert state.navigate(written[0], "handle_action_offer_credex").stage == (
+            "handle_action_offer_credex"
+        )
+
+
+def _fill(full: Deployment, *digits: str) -> None:
+    """Write filler beside each of these users (in its hash slot) until the server holding
+    it refuses, then set that server's maxmemory below what it uses: it stays over maxmemory
+    whatever small allocations come and go."""
+    filled: list[redis.Redis] = []
+    for tag in digits:
+        node = full.node_of(f"filler:{{{tag}}}")
+        if node in filled:
+            continue
+        node.config_set("maxmemory", _used(node) + HEADROOM)
+        for n in range(10_000):
+            try:
+                node.set(f"filler:{{{tag}}}:{n}", b"x" * 10_000)
+            except redis.exceptions.OutOfMemoryError:
+                node.config_set("maxmemory", _used(node) - 50_000)
+                filled.append(node)
+                break
         else:
-            written.append(phone)
-    assert written and refusals, (len(written), len(refusals))
-    assert all("Redis is full" in reason for reason in refusals), refusals[:3]
-    # Each accepted write may take the server a few KB past maxmemory, never further.
-    assert int(admin.info("memory")["used_memory"]) <= maxmemory + 64 * 1024
-
-    # Nothing half-written: a user has all of its conversation or none of it.
-    for n in range(USERS):
-        digits = f"2637790{n:05d}"
-        parts = admin.exists(f"user:{{{digits}}}:state", f"session:{{{digits}}}:data")
-        assert parts in (0, 2), digits
-    assert sum(1 for _ in admin.scan_iter("user:*")) == len(written)
-
-    # Every kind of write is refused cleanly: a message, a token, a one-call write.
-    with pytest.raises(StateUnavailable, match="Redis is full"):
-        state.save_token(written[0], "jwt")
-    with pytest.raises(StateUnavailable, match="Redis is full"):
-        state.navigate(written[0], "handle_action_offer_credex")
-    with pytest.raises(StateUnavailable, match="Redis is full"), state.message(
-        written[0], "wamid.full", "1"
-    ):
-        pytest.fail("a message began on a full server")
-    # What was stored is still there, and reads still work.
-    assert state.token(written[0]) is None
-    assert admin.exists(f"user:{{{written[0][1:]}}}:state") == 1
-
-    # Memory freed: writes go through again.
-    admin.config_set("maxmemory", 0)
-    assert state.navigate(written[0], "handle_action_offer_credex").stage == (
-        "handle_action_offer_credex"
-    )
-    close(container.redis_client())
-
-
-def _fill(admin: redis.Redis) -> None:
-    """Write filler until the server refuses, then set maxmemory below what it uses: it stays
-    over maxmemory whatever small allocations come and go."""
-    admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) + HEADROOM)
-    for n in range(10_000):
-        try:
-            admin.set(f"filler:{n}", b"x" * 10_000)
-        except redis.exceptions.OutOfMemoryError:
-            admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) - 50_000)
-            return
-    pytest.fail("the server never filled up")
+            pytest.fail("the server never filled up")
 
 
 def test_a_message_refused_on_a_full_server_frees_its_user_and_a_reset_runs(
-    full_server: tuple[RedisProcess, redis.Redis],
+    full: Deployment, kind: str
 ) -> None:
     """A commit refused by a full server stored nothing: the message frees its user at once
     (a release only deletes, and is allowed on a full server) instead of leaving the user's
     next messages to wait out lease_ttl. A reset, which only deletes, frees memory."""
-    server, admin = full_server
-    container, state = _state(server)
     held, reset = "+263779200001", "+263779200002"
-    admin.config_set("maxmemory", 0)  # room for the users and the first scripts
-    for phone in (held, reset):
-        state.set_profile(phone, MEMBER, ACCOUNTS)
-    full = pytest.raises(StateUnavailable, match="Redis is full")
-    with full, state.message(held, "wamid.1") as msg:
-        msg.conversation.context["kept"] = False
-        _fill(admin)
-    assert admin.exists("lease:{263779200001}") == 0
+    with full.state(kind) as state:
+        for phone in (held, reset):
+            state.set_profile(phone, MEMBER, ACCOUNTS)
+        full_server = pytest.raises(StateUnavailable, match="Redis is full")
+        with full_server, state.message(held, "wamid.1") as msg:
+            msg.conversation.context["kept"] = False
+            _fill(full, held[1:], reset[1:])
+        assert full.admin.exists("lease:{263779200001}") == 0
 
-    state.reset(reset)
-    assert admin.exists("user:{263779200002}:state", "session:{263779200002}:data") == 0
-    admin.config_set("maxmemory", 0)
-    with state.message(held, "wamid.1") as again:  # WhatsApp's redelivery, with room again
-        assert not again.duplicate and "kept" not in again.conversation.context
-    close(container.redis_client())
+        state.reset(reset)
+        assert full.admin.exists("user:{263779200002}:state", "session:{263779200002}:data") == 0
+        full.unlimit()
+        with state.message(held, "wamid.1") as again:  # WhatsApp's redelivery, with room again
+            assert not again.duplicate and "kept" not in again.conversation.context

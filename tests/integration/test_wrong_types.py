@@ -1,15 +1,21 @@
 """Keys of the library's schema holding another Redis type (written by hand, or by another
 program sharing the server): the user's calls must not fail with WRONGTYPE for ever. The part
-reads as damaged (the user is told, ``state_lost``) and the next write replaces it."""
+reads as damaged (the user is told, ``state_lost``) and the next write replaces it.
+
+Each test runs on one Redis and on a cluster, with the sync and with the asyncio service: each
+pair has its own scripts' callers and its own handling of a reply that is an error."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 from fakes import TOKEN_KEY
+from redis.cluster import RedisCluster
+from service_kinds import KINDS, service_of
 
 from vimbiso_state.domain.conversation import Notice
 from vimbiso_state.services.config import Settings
@@ -19,18 +25,30 @@ from vimbiso_state.services.state_service import StateService
 OFFER = "handle_action_offer_credex"
 
 
+@pytest.fixture(
+    params=["redis", pytest.param("redis-cluster", marks=[pytest.mark.redis, pytest.mark.cluster])]
+)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def service(redis_url: str) -> Iterator[StateService]:
+def url(backend: str, request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("redis_url" if backend == "redis" else "cluster_url"))
+
+
+@pytest.fixture(params=KINDS)
+def service(backend: str, url: str, request: pytest.FixtureRequest) -> Iterator[StateService]:
     container = Container.from_settings(
-        Settings(backend="redis", redis_url=redis_url, token_keys=(TOKEN_KEY,))
+        Settings(backend=backend, redis_url=url, token_keys=(TOKEN_KEY,))
     )
-    yield container.state_service()
-    container.close()
+    with service_of(container, request.param) as service:
+        yield service
 
 
 @pytest.fixture
-def admin(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def admin(backend: str, url: str) -> Iterator[Any]:
+    client = redis.Redis.from_url(url) if backend == "redis" else RedisCluster.from_url(url)
     yield client
     client.close()
 
@@ -40,7 +58,7 @@ def digits() -> str:
     return f"2637{random.randrange(10**7, 10**8)}"
 
 
-Spoil = Callable[[redis.Redis, str], object]
+Spoil = Callable[[Any, str], object]
 SPOILED: dict[str, Spoil] = {
     "user key a list": lambda r, key: r.rpush(key, "x"),
     "session key a hash": lambda r, key: r.hset(key, "x", "y"),
@@ -59,7 +77,7 @@ KEYS = {
 
 @pytest.mark.parametrize("spoiled", list(SPOILED))
 def test_a_key_of_the_wrong_type_is_treated_as_damaged_then_replaced(
-    service: StateService, admin: redis.Redis, digits: str, spoiled: str
+    service: StateService, admin: Any, digits: str, spoiled: str
 ) -> None:
     service.set_profile(digits, {"memberID": "m-1"}, [{"accountID": "a-1"}])
     service.navigate(digits, OFFER)
@@ -83,7 +101,7 @@ def test_a_key_of_the_wrong_type_is_treated_as_damaged_then_replaced(
 
 
 def test_a_token_key_of_the_wrong_type_reads_as_no_token_and_is_replaced(
-    service: StateService, admin: redis.Redis, digits: str
+    service: StateService, admin: Any, digits: str
 ) -> None:
     key = f"token:{{{digits}}}"
     admin.rpush(key, "not a token")
