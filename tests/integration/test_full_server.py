@@ -207,3 +207,20 @@ def test_a_message_refused_on_a_full_server_frees_its_user_and_a_reset_runs(
         full.unlimit()
         with state.message(held, "wamid.1") as again:  # WhatsApp's redelivery, with room again
             assert not again.duplicate and "kept" not in again.conversation.context
+
+
+def test_a_script_is_refused_whole_though_its_first_write_is_allowed_on_a_full_server(
+    full: Deployment, kind: str
+) -> None:
+    """Without the ``#!lua`` shebang Redis checks memory only before a script's first write:
+    a DEL (allowed on a full server) then lets every write after it through. A damaged
+    handled-ids key makes save.lua's first write such a DEL."""
+    phone = "+263779300001"
+    digits = phone[1:]
+    with full.state(kind) as state:
+        full.admin.set(f"handled:{{{digits}}}:ids", "not a sorted set")
+        _fill(full, digits)
+        with pytest.raises(StateUnavailable, match="Redis is full"):
+            state.set_profile(phone, MEMBER, ACCOUNTS)
+        assert full.admin.exists(f"user:{{{digits}}}:state", f"session:{{{digits}}}:data") == 0
+        assert full.admin.type(f"handled:{{{digits}}}:ids") == b"string"  # not even the DEL
