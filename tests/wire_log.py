@@ -2,7 +2,9 @@
 trips and for the benchmark that reports them.
 
 Every packed command redis-py sends is one round trip (a pipeline is one send); the recorder
-wraps Connection.send_packed_command, so a health-check PING or a SCRIPT LOAD counts too.
+wraps Connection.send_packed_command, so a health-check PING or a SCRIPT LOAD counts too. The
+Redis Cluster clients, sync and asyncio, send through their nodes' connections of the same
+classes, so a cluster's round trips are counted as well (tests/cluster/test_round_trips_cluster.py).
 """
 
 from __future__ import annotations

@@ -184,6 +184,9 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
 
             async def on_cluster() -> Any:
                 if waited:
+                    # The waits client is a second cluster client, and _run discovered only
+                    # the first: first waits made at once would race its discovery.
+                    await discovered(self._waits)
                     await self._waits.blpop([user.wake], timeout=seconds)
                 return await LOAD.call_async(self._client, user.load, args)
 

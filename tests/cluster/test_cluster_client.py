@@ -205,6 +205,48 @@ def test_first_commands_made_at_once_all_succeed_after_one_discovery(cluster_url
         assert failed == 0
 
 
+def test_first_waits_made_at_once_all_succeed(
+    cluster_url: str, new_phones: Callable[[int], list[str]]
+) -> None:
+    """A message waits on a second asyncio cluster client (the waits client, with its long
+    socket timeout); it must be discovered once like the first, or a process's first waits
+    made at once fail as above (AttributeError from inside redis-py, seen on 8.1.0)."""
+
+    async def first_waits(phones: list[str]) -> list[str]:
+        container = Container.from_settings(
+            Settings(backend="redis-cluster", redis_url=cluster_url, token_keys=(fakes.TOKEN_KEY,))
+        )
+        state = container.async_state_service()
+
+        async def hold(phone: str, holding: asyncio.Event) -> None:
+            async with state.message(phone, "wamid.holder"):
+                holding.set()
+                await asyncio.sleep(0.2)
+
+        async def wait(phone: str) -> str:
+            try:
+                async with state.message(phone, "wamid.waiter") as msg:
+                    return "duplicate" if msg.duplicate else "handled"
+            except Exception as exc:
+                return repr(exc)
+
+        try:
+            held = [asyncio.Event() for _ in phones]
+            holders = [asyncio.create_task(hold(p, h)) for p, h in zip(phones, held, strict=True)]
+            await asyncio.wait_for(asyncio.gather(*(h.wait() for h in held)), 5)
+            outcomes = await asyncio.gather(*(wait(p) for p in phones))
+            await asyncio.gather(*holders)
+            for phone in phones:
+                await state.reset(phone)
+            return outcomes
+        finally:
+            await container.aclose()
+
+    for _ in range(3):
+        outcomes = asyncio.run(first_waits(new_phones(FIRST_CALLS // 2)))
+        assert outcomes == ["handled"] * len(outcomes)
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_a_node_that_stalls_on_first_contact_costs_a_retry_not_the_message(
     kind: str, cluster_url: str, new_phones: Callable[[int], list[str]]

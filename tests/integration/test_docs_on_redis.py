@@ -111,11 +111,15 @@ def test_a_busy_user_and_a_lost_lease_get_503(
 
 @pytest.mark.parametrize("found", [{"credexID": "cx-1"}, None], ids=["created", "not-created"])
 def test_an_effect_in_doubt_is_settled_by_asking_credex(
-    found: dict[str, str] | None, on_redis: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    framework: str,
+    found: dict[str, str] | None,
+    on_redis: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     on_redis()
     with (
-        serve_guide("flask", tmp_path, monkeypatch) as (bot, app, client),
+        serve_guide(framework, tmp_path, monkeypatch) as (bot, app, client),
         guide_fakes(monkeypatch, bot, app) as (credex, outbox),
     ):
         guide_effect_in_doubt(client, bot, credex, outbox, found)
