@@ -76,9 +76,10 @@ class ServerClock:
     only a process that never read the server's time fails.
 
     With ``aread`` the clock also serves asyncio: the asyncio service awaits ``refresh()``
-    before each operation, and ``now()`` called on a thread that runs an event loop never
-    blocks it on a read (a due read waits for the next ``refresh()``; the reading it carries
-    is at most a few seconds older than usual).
+    before each operation, and once it has, ``now()`` called on a thread that runs an event
+    loop never blocks it on a read (a due read waits for the next ``refresh()``; the reading
+    it carries is at most a few seconds older than usual). Until then, and on threads without
+    an event loop, a due read is made when ``now()`` is asked.
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class ServerClock:
         self._anchor: tuple[datetime, float] | None = None
         self._next_read = 0.0
         self._reading = False
+        self._awaited = False  # an asyncio service refreshes this clock
 
     def now(self) -> datetime:
         if self._due() and not (self._anchor is not None and self._on_event_loop()):
@@ -105,7 +107,10 @@ class ServerClock:
 
     async def refresh(self) -> None:
         """Read the server's time if a read is due, without blocking the event loop."""
-        if self._aread is None or not self._due():
+        if self._aread is None:
+            return
+        self._awaited = True
+        if not self._due():
             return
         if self._reading and self._anchor is not None:
             return  # another coroutine is reading it; carry on meanwhile
@@ -124,7 +129,8 @@ class ServerClock:
         return self._anchor is None or self._monotonic() >= self._next_read
 
     def _on_event_loop(self) -> bool:
-        if self._aread is None:
+        """Whether this runs on an event loop whose asyncio service refreshes the clock."""
+        if not self._awaited:
             return False
         try:
             asyncio.get_running_loop()

@@ -128,6 +128,22 @@ def test_on_an_event_loop_a_due_read_waits_for_the_awaited_refresh() -> None:
     assert (readings.reads, readings.areads) == (3, 2)
 
 
+def test_on_an_event_loop_no_asyncio_service_refreshes_a_due_read_is_made_at_once() -> None:
+    """A blocking service called on an event loop's thread: nothing would ever await the
+    refresh, so waiting for one would never follow the server again."""
+    readings = Readings()
+    clock = _asyncio_clock(readings)
+
+    async def blocking_service_on_the_loop() -> None:
+        clock.now()
+        readings.server += timedelta(minutes=5)  # an operator set the server's clock
+        readings.tick(61)
+        assert clock.now() == readings.server
+
+    asyncio.run(blocking_service_on_the_loop())
+    assert (readings.reads, readings.areads) == (2, 0)
+
+
 def test_coroutines_that_find_a_read_due_at_once_make_one_read() -> None:
     readings = Readings()
     clock = _asyncio_clock(readings)
