@@ -482,14 +482,10 @@ class Flows:
         wait = timedelta(0)
         while True:
             now = self.clock.now()
-            try:
-                begun = cast(Begun, (yield Begin(number, now, message_id, lease, wait)))
-            except StateError:
-                # The lease may be held by now (the state could not be read, or the reply was
-                # lost): give it back rather than keep the user waiting until it lapses.
-                with contextlib.suppress(StateError):
-                    yield Release(number, lease)
-                raise
+            # Failed, the lease may be held by now (the state could not be read, or the
+            # reply was lost).
+            begin = Begin(number, now, message_id, lease, wait)
+            begun = cast(Begun, (yield from _or_give_back(begin, number, lease)))
             if begun.duplicate or begun.stored is not None:
                 return begun
             self._check_not_held_here(number)
@@ -522,15 +518,10 @@ class Flows:
         """Commit the message: every change against what ``begin`` loaded (``stored``)."""
         now = self.clock.now()
         write = _write_of(conversation, stored, new_id(), message_id, now)
-        try:
-            outcome = cast(WriteResult, (yield Commit(number, lease, write, token, now)))
-        except StateError:
-            # Refused (a full server) or unanswered: free the user now rather than when the
-            # lease lapses. A commit that did apply has freed them already, and this finds
-            # the lease gone.
-            with contextlib.suppress(StateError):
-                yield Release(number, lease)
-            raise
+        # Failed (refused by a full server, or unanswered), it has stored nothing, or it
+        # applied and freed the user already, and giving back then finds the lease gone.
+        commit = Commit(number, lease, write, token, now)
+        outcome = cast(WriteResult, (yield from _or_give_back(commit, number, lease)))
         if outcome.status is WriteStatus.LEASE_LOST:
             raise LeaseLost(
                 "this message's lease lapsed (its handler ran longer than lease_ttl) or the "
@@ -693,6 +684,17 @@ def _conversation_of(conversation: Conversation, result: object) -> Conversation
 
 def _result_of(conversation: Conversation, result: T) -> T:
     return result
+
+
+def _or_give_back(request: Request, number: PhoneNumber, lease: str) -> Flow[object]:
+    """``request``'s answer; when it fails, the lease is given back (if this message holds
+    it) before the error goes on, rather than keeping the user waiting until it lapses."""
+    try:
+        return (yield request)
+    except StateError:
+        with contextlib.suppress(StateError):
+            yield Release(number, lease)
+        raise
 
 
 def _single(request: Request, value: T) -> Flow[T]:
