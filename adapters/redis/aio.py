@@ -193,23 +193,20 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
             return self._calls.begun(await self._run(on_cluster), now)
         args = self._calls.begin_args(now, message_id, lease, waited)
 
-        async def attempt(script: str) -> list[Any]:
+        async def attempt(by_source: bool) -> list[Any]:
             pipe = (self._waits if waited else self._client).pipeline(transaction=False)
             if waited:
                 pipe.blpop([user.wake], timeout=seconds)
-            if script == "evalsha":
-                pipe.evalsha(BEGIN.sha, len(user.begin), *user.begin, *args)
-            else:
-                pipe.eval(BEGIN.source, len(user.begin), *user.begin, *args)
+            BEGIN.queue(pipe, user.begin, args, by_source)
             pipe.mget(user.parts)
             replies: list[Any] = await pipe.execute()
             return replies[-2:]
 
         async def one_round_trip() -> list[Any]:
             try:
-                return await attempt("evalsha")
+                return await attempt(by_source=False)
             except NoScriptError:
-                return await attempt("eval")
+                return await attempt(by_source=True)
 
         reply, values = await self._run(one_round_trip)
         return self._calls.began(reply, values, now)

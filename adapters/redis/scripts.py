@@ -40,6 +40,16 @@ class LuaScript:
         except NoScriptError:
             return client.eval(self.source, len(keys), *keys, *args)
 
+    def queue(
+        self, pipe: Any, keys: Sequence[Any], args: Sequence[Any], by_source: bool = False
+    ) -> None:
+        """Queue a call on a pipeline, sync or asyncio: by SHA, or by source once the server
+        has answered NOSCRIPT (a pipeline cannot fall back within itself)."""
+        if by_source:
+            pipe.eval(self.source, len(keys), *keys, *args)
+        else:
+            pipe.evalsha(self.sha, len(keys), *keys, *args)
+
     async def call_async(self, client: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)

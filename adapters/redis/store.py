@@ -104,24 +104,21 @@ class RedisConversationRepository:
             return self._calls.begun(self._retry.call(on_cluster), now)
         args = self._calls.begin_args(now, message_id, lease, waited)
 
-        def attempt(script: str) -> list[Any]:
+        def attempt(by_source: bool) -> list[Any]:
             # One round trip: (the wait,) hold the user, read the parts.
             pipe = (self._waits if waited else self._client).pipeline(transaction=False)
             if waited:
                 pipe.blpop([user.wake], timeout=seconds)
-            if script == "evalsha":
-                pipe.evalsha(BEGIN.sha, len(user.begin), *user.begin, *args)
-            else:
-                pipe.eval(BEGIN.source, len(user.begin), *user.begin, *args)
+            BEGIN.queue(pipe, user.begin, args, by_source)
             pipe.mget(user.parts)
             replies: list[Any] = pipe.execute()
             return replies[-2:]
 
         def one_round_trip() -> list[Any]:
             try:
-                return attempt("evalsha")
+                return attempt(by_source=False)
             except NoScriptError:
-                return attempt("eval")
+                return attempt(by_source=True)
 
         reply, values = self._retry.call(one_round_trip)
         return self._calls.began(reply, values, now)
