@@ -149,9 +149,7 @@ class Container(containers.DeclarativeContainer):
         _redis_client, settings, opened, redis_retry, waits=True
     )
     async_redis_client = providers.Singleton(_async_redis_client, settings, opened)
-    async_redis_wait_client = providers.Singleton(
-        _async_redis_client, settings, opened, waits=True
-    )
+    async_redis_wait_client = providers.Singleton(_async_redis_client, settings, opened, waits=True)
     _wait_slice = providers.Callable(lambda s: s.lease_wait, settings)
 
     # The same repositories serve one Redis and a cluster; only the client differs.

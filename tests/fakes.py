@@ -114,3 +114,30 @@ def stalls_once(target: str) -> Iterator[str]:
 
     with _accepting(handle) as address:
         yield address
+
+
+@contextmanager
+def stops_reading(target: str, after: int = 65536) -> Iterator[str]:
+    """A front for the server at ``target`` (host:port) that relays both ways until a client
+    has sent ``after`` bytes, then stops reading from that client (a peer whose host froze):
+    what the client writes next piles up in its own buffers. Yields its address as host:port.
+    """
+    host, port = target.rsplit(":", 1)
+
+    def relay(source: socket.socket, sink: socket.socket, limit: int | None) -> None:
+        sent = 0
+        try:
+            while (limit is None or sent < limit) and (chunk := source.recv(4096)):
+                sink.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            pass  # closed at the end
+
+    def handle(client: socket.socket, held: list[socket.socket]) -> None:
+        server = socket.create_connection((host, int(port)))
+        held.append(server)
+        threading.Thread(target=relay, args=(client, server, after), daemon=True).start()
+        threading.Thread(target=relay, args=(server, client, None), daemon=True).start()
+
+    with _accepting(handle) as address:
+        yield address

@@ -285,9 +285,7 @@ class MemoryConversationRepository:
             user = self._user(phone, now)
             if user is None or user.lease != lease or now >= user.lease_until:
                 return EffectRecord(EffectStatus.LEASE_LOST)
-            until, records = user.effects.setdefault(
-                message_id, (now + self._timeouts.dedupe, {})
-            )
+            until, records = user.effects.setdefault(message_id, (now + self._timeouts.dedupe, {}))
             user.expect(until)
             if name not in records:
                 records[name] = _STARTED
@@ -302,9 +300,7 @@ class MemoryConversationRepository:
     ) -> None:
         with self._lock:
             user = self._users.setdefault(phone.digits, _User())
-            until, records = user.effects.setdefault(
-                message_id, (now + self._timeouts.dedupe, {})
-            )
+            until, records = user.effects.setdefault(message_id, (now + self._timeouts.dedupe, {}))
             user.expect(until)
             records[name] = bytes(result)
 

@@ -7,6 +7,7 @@ protocol.py, and the retry decisions from RetryPolicy.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -40,6 +41,8 @@ from vimbiso_state.domain.ports import (
 from vimbiso_state.domain.timeouts import Timeouts
 
 AsyncRedisClient = redis.asyncio.Redis | AsyncRedisCluster
+log = logging.getLogger(__name__)
+
 
 class _Discovery:
     def __init__(self) -> None:
@@ -47,19 +50,17 @@ class _Discovery:
         self.done = False
 
 
-_discoveries: weakref.WeakKeyDictionary[AsyncRedisCluster, _Discovery] = (
-    weakref.WeakKeyDictionary()
-)
+_discoveries: weakref.WeakKeyDictionary[AsyncRedisCluster, _Discovery] = weakref.WeakKeyDictionary()
 
 
 async def discovered(client: AsyncRedisClient) -> None:
     """Make sure an asyncio cluster client has read the cluster's slot map, once.
 
-    The stock client reads it on its first command; when many coroutines make that first
-    command at once, each discovery replaces the nodes whose connections the others are still
-    handshaking on, and they fail with ConnectionError or AttributeError (redis-py 8.1.0;
-    tests/cluster/test_cluster_client.py shows it on the stock client). One ``initialize()``
-    under a lock, before any command, avoids it.
+    The stock client reads it on its first command; when many coroutines made that first
+    command at once, each discovery replaced the nodes whose connections the others were
+    still handshaking on, and they failed with ConnectionError or AttributeError (seen on
+    redis-py 8.1.0, not on 8.2.0). One ``initialize()`` under a lock, before any command,
+    avoids it on every release and costs nothing after the first.
     """
     if not isinstance(client, AsyncRedisCluster):
         return
@@ -98,11 +99,19 @@ def connect_async(
 
 
 async def close_async(client: AsyncRedisClient) -> None:
-    """Close the client and its connections (see connection.close)."""
-    if isinstance(client, redis.asyncio.Redis):
-        await client.connection_pool.disconnect()
-    else:
-        await client.aclose()
+    """Close the client and its connections (see connection.close); never raises.
+
+    redis-py waits up to the connect timeout for each socket to close and then raises
+    TimeoutError, after closing the rest. A socket that will not close in time (a loaded
+    machine, a peer that stopped reading) is given up on: shutting down must not fail.
+    """
+    try:
+        if isinstance(client, redis.asyncio.Redis):
+            await client.connection_pool.disconnect()
+        else:
+            await client.aclose()
+    except (RedisError, RedisClusterException, OSError) as exc:
+        log.debug("gave up closing a Redis connection: %s", exc)
 
 
 T = TypeVar("T")

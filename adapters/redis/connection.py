@@ -83,9 +83,10 @@ def client_options(
 ) -> dict[str, object]:
     """What every client of this library gets, sync or asyncio, one server or a cluster:
     bounded timeouts, no retries inside redis-py (RetryPolicy is the only loop), a health
-    check after 30 s idle, a bounded pool, and RESP2 on every redis-py release (8.0 made
-    RESP3 the default, and with it skips the pool's check for a reply left unread on a
-    connection it hands out)."""
+    check after 30 s idle, a bounded pool, and RESP2 on every redis-py release. (8.0 made
+    RESP3 the default; on 8.1.0 its pool skipped the check for a reply left unread on a
+    connection it hands out, so a caller could read another's reply. 8.2.0 checks again.
+    RESP2 is what every supported release speaks the same way, so the pin stays.)"""
     return {
         "protocol": 2,
         "socket_timeout": socket_timeout,
@@ -120,10 +121,14 @@ def connect(
 
 def close(client: RedisClient) -> None:
     """Close the client and every connection of its pool (``Redis.close`` alone leaves a
-    pool it was given open, in every redis-py release from 5.0)."""
-    client.close()
-    if isinstance(client, redis.Redis):
-        client.connection_pool.disconnect()
+    pool it was given open, in every redis-py release from 5.0); never raises: a socket that
+    fails to close is given up on (logged at DEBUG), as aio.close_async does."""
+    try:
+        client.close()
+        if isinstance(client, redis.Redis):
+            client.connection_pool.disconnect()
+    except (redis.RedisError, RedisClusterException, OSError) as exc:
+        log.debug("gave up closing a Redis connection: %s", exc)
 
 
 def connect_cluster(

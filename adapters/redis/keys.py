@@ -111,7 +111,6 @@ class KeySchema:
     def for_user(self, phone: PhoneNumber) -> UserKeys:
         return _user_keys(phone.digits)
 
-
     # Every key this library writes matches one of these (used by SCAN-based tools and ACLs).
     patterns = (
         "user:{*}:state",

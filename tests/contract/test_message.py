@@ -95,9 +95,7 @@ def test_the_token_belongs_to_the_messages_commit(state: StateService, phone: st
     assert state.token(phone) is None
 
 
-def test_two_deliveries_of_one_message_run_its_effect_once(
-    state: StateService, phone: str
-) -> None:
+def test_two_deliveries_of_one_message_run_its_effect_once(state: StateService, phone: str) -> None:
     """The confirm tap delivered twice while Credex takes half a second to answer."""
     calls: list[int] = []
 

@@ -19,6 +19,8 @@ from vimbiso_state.services.exceptions import StateFromNewerRelease, StateUnavai
 from vimbiso_state.services.state_service import StateService
 
 OFFER = "handle_action_offer_credex"
+
+
 @pytest.mark.parametrize("part", ["user", "session", "form"])
 def test_a_document_of_a_newer_schema_is_left_alone_and_said_so(
     container: Container, backend: str, state: StateService, phone: str, part: str

@@ -1,7 +1,6 @@
 """The sync client ``connect`` builds (redis-py's stock BlockingConnectionPool) on a real
 server: bounded, blocking, fork-safe, and it never hands on a connection with someone else's
-reply on it or one the server closed; the stock pool on RESP3 does hand such a reply on,
-which is why ``connect`` speaks RESP2."""
+reply on it or one the server closed."""
 
 from __future__ import annotations
 
@@ -112,35 +111,6 @@ def test_a_connection_left_with_an_unread_reply_is_not_handed_on(redis_url: str)
     pool.release(connection)
     assert client.get("test:pool:mine") == b"mine"
     close(client)
-
-
-_REDIS_PY = tuple(int(part) for part in redis.__version__.split(".")[:2])
-
-
-@pytest.mark.skipif(
-    _REDIS_PY < (8, 0),
-    reason="seen on redis-py 8.1.0; 5.0.2 and 7.4.0 check the connection they hand out",
-)
-def test_the_stock_resp3_pool_hands_on_a_connection_with_someone_elses_reply(
-    redis_url: str,
-) -> None:
-    """The redis-py bug that client_options' ``"protocol": 2`` works around (seen on 8.1.0):
-    on RESP3, maintenance notifications are on by default and the pool then skips its check
-    for a reply left unread on a connection it hands out, so the next caller reads the reply
-    meant for the one before. If this test fails, the installed redis-py fixed it and the
-    RESP2 pin can go."""
-    pool = redis.BlockingConnectionPool.from_url(redis_url, protocol=3, max_connections=1)
-    client = redis.Redis(connection_pool=pool)
-    try:
-        client.set("test:pool:resp3:mine", b"mine")
-        connection = _checkout(pool)
-        connection.send_command("ECHO", "someone else's reply")
-        time.sleep(0.05)  # the reply is on the socket, unread
-        pool.release(connection)
-        got = client.get("test:pool:resp3:mine")
-        assert got == b"someone else's reply", f"redis-py {redis.__version__} returned {got!r}"
-    finally:
-        pool.disconnect()
 
 
 def test_a_forked_child_makes_its_own_connections_and_leaves_the_parents_alone(

@@ -313,7 +313,7 @@ def test_the_library_imports_and_runs_without_opentelemetry_installed() -> None:
         loaded = [name for name, module in sys.modules.items() if module is not None]
         assert not any(name.startswith("opentelemetry") for name in loaded)
         print("ran")
-        """
+        """,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ran\n"
@@ -331,7 +331,7 @@ def test_without_an_sdk_no_span_is_started_and_nothing_is_recorded() -> None:
         watch = telemetry.watch("update")
         assert watch.span is otel._NOTHING and watch.context is None
         print("ran")
-        """
+        """,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ran\n"
