@@ -30,7 +30,6 @@ Attributes = Mapping[str, AttributeValue]
 OPERATION = "vimbiso_state.operation"
 # Span attributes only (set when a span records).
 DUPLICATE = "vimbiso_state.duplicate"
-CONFLICT_COUNT = "vimbiso_state.conflicts"
 LEASE_WAITED = "vimbiso_state.lease.wait"
 NOTICES = "vimbiso_state.notices"
 MESSAGE_OUTCOME = "vimbiso_state.message.outcome"
@@ -137,16 +136,11 @@ DUPLICATES = _counter(
     "{delivery}",
     "Deliveries of a message id handled before (`state.message` or `handle_once`): not applied",
 )
-CONFLICTS = _counter(
-    "vimbiso_state.conflicts",
-    "{conflict}",
-    "Compare-and-set writes refused because the conversation changed since it was read; "
-    "each is retried",
-)
-CONFLICTS_EXHAUSTED = _counter(
-    "vimbiso_state.conflicts.exhausted",
+WRITES_LOST = _counter(
+    "vimbiso_state.writes.lost",
     "{operation}",
-    "Operations that gave up after max_retries conflicts (ConcurrencyConflict)",
+    "One-call writes whose hold on the user was taken (a reset or a failover) before they "
+    "committed: ConcurrencyConflict, nothing stored",
 )
 REDIS_RETRIES = _counter(
     "vimbiso_state.redis.retries",

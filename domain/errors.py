@@ -46,15 +46,18 @@ class LeaseLost(StateError):
 
 
 class EffectInDoubt(StateError):
-    """An earlier delivery of this message started this effect and its outcome is unknown
-    (the process died or the call failed midway): check with the other system (Credex)
-    before doing it again, then record what happened with ``msg.settle``."""
+    """An effect of this intent was started before and its outcome is unknown (the process
+    died, or the call failed or timed out midway): it does not run again. Find out what
+    happened (for a Credex offer, the member's dashboard) and record it with ``msg.settle``;
+    until then every message that reaches the effect gets this error."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, key: str | None = None) -> None:
         self.name = name
+        self.key = key
+        intent = "" if key is None else f" for {key!r}"
         super().__init__(
-            f"effect {name!r} was started by an earlier delivery of this message and its "
-            "outcome is unknown: check whether it happened before running it again"
+            f"effect {name!r}{intent} was started before and its outcome is unknown: find out "
+            "whether it happened, record it with msg.settle, and do not run it again until then"
         )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -65,9 +67,27 @@ class Form(DataClassJsonMixin):
     values: dict[str, str] = field(default_factory=dict)
     started_at: datetime = timestamp()
     expires_at: datetime = timestamp()
+    # The form's own id, new for every start: the intent an effect of this form is keyed
+    # by (``msg.effect("create_offer", ..., key=conv.form.id)``), across its messages.
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            # Stored before forms had ids: one derived from what it holds, the same on every
+            # read, so that its effects keep their key.
+            seed = f"{self.name}\0{self.started_at.isoformat()}".encode()
+            self.id = hashlib.sha256(seed).hexdigest()[:16]
 
     @classmethod
-    def start(cls, name: str, required: Iterable[str], now: datetime, ttl: timedelta) -> Form:
+    def start(
+        cls,
+        name: str,
+        required: Iterable[str],
+        now: datetime,
+        ttl: timedelta,
+        form_id: str | None = None,
+    ) -> Form:
+        """A new form; ``form_id`` (default: random) names it (see ``id``)."""
         # A str is iterable too: "amount" would require the fields a, m, o, u, n and t.
         if isinstance(required, str | bytes) or not isinstance(required, Iterable):
             raise InvalidInput(
@@ -82,6 +102,7 @@ class Form(DataClassJsonMixin):
             required=fields,
             started_at=now,
             expires_at=now + ttl,
+            id=form_id or secrets.token_hex(8),
         )
 
     def is_expired(self, now: datetime) -> bool:

@@ -58,6 +58,13 @@ def resume(
         version=stored.version,
     )
     conversation.account_selection = account_selection
+    if stored.guards_lost:
+        # The records that say which effects ran are gone (evicted): the navigation and the
+        # form that could lead to an effect again go with them, so that nothing is paid
+        # twice. The profile stays.
+        conversation.form = None
+        conversation.restart(now, Notice.STATE_LOST)
+        return conversation, True
     if stored.session is None or not session_alive(stored.session, now, timeouts):
         conversation.restart(now, Notice.SESSION_EXPIRED)
         changed = True

@@ -1,4 +1,9 @@
-"""The repository ports: the few operations the service needs from a storage backend."""
+"""The repository ports: the few operations the service needs from a storage backend.
+
+Every write is one unit of work on one user: ``begin`` holds the user under a lease and
+reads what is stored, ``commit`` writes every change at once while that lease still holds
+(or ``release`` gives it back), and effects are recorded on their own as they happen.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from types import MappingProxyType
 from typing import NamedTuple, Protocol
 
 from vimbiso_state.domain.conversation import CriticalData, Session
+from vimbiso_state.domain.effects import Effect, InDoubt
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.token import Token
@@ -22,10 +28,13 @@ class StoredConversation(NamedTuple):
     critical: CriticalData | None
     session: Session | None
     form: Form | None
+    # The version of the last commit (its fence); 0 when there is no critical data.
     version: int
-    message_seen: bool = False
     # A part could not be decoded (corrupt, or from an unknown schema) and was dropped.
     damaged: bool = False
+    # The records that guard this user's effects are gone while the critical data says they
+    # existed (evicted by allkeys-lru): what could trigger an effect again must go too.
+    guards_lost: bool = False
     # Fields a newer release added that this one does not know, per part ("critical",
     # "session", "form"), as stored JSON: a write puts them back, so that a worker of the
     # previous release, during a rolling deploy, never drops what a newer one stored.
@@ -35,144 +44,136 @@ class StoredConversation(NamedTuple):
 
 
 class ConversationWrite(NamedTuple):
-    """A versioned, all-or-nothing write of every part of one conversation.
+    """Every part of one conversation as a commit writes it, all or nothing."""
 
-    Applied only while the stored version is ``expected_version``. The backend then gives it
-    the next version, and a conversation created (again) a version above any it had before, so
-    no version repeats for a user, not even after a reset, and a writer that loaded before a
-    reset cannot pass the check. ``op_id`` makes the write idempotent: a retry after a lost
-    reply is recognised as already applied. ``message_id``, when given, is remembered as
-    handled in the same step.
-    """
-
-    expected_version: int
-    op_id: str
     critical: CriticalData
     session: Session
     form: Form | None
-    message_id: str | None = None
     extras: Mapping[str, Mapping[str, bytes]] = MappingProxyType({})
     # The JSON each part was read as (only for parts this write carries on, not replaced).
     documents: Mapping[str, bytes] = MappingProxyType({})
 
 
 class TokenChange(NamedTuple):
-    """The auth token as a message leaves it: a new sealed token, or none (``sealed`` None)."""
+    """The auth token as a commit leaves it: a new sealed token, or none (``sealed`` None)."""
 
     sealed: bytes | None
     ttl: timedelta
 
 
+class Begun(NamedTuple):
+    """What beginning a unit of work found: the id handled before, the user held by another
+    lease, or the stored conversation, now held by the caller's lease."""
+
+    stored: StoredConversation | None
+    token: bytes | None = None  # the sealed token, read with the conversation
+    duplicate: bool = False
+    busy_for: timedelta = timedelta(0)  # how long the other lease may still hold the user
+    # The holder's fence: a number above every version this user ever had. The commit
+    # writes it as the new version and records its id with it, so that only this holder's
+    # retry is told "applied".
+    fence: int = 0
+    # The epoch of the user's effect records as begun (0: none): an effect or commit that
+    # finds another epoch knows the records were lost meanwhile.
+    effects: int = 0
+    # The user's effects whose outcome is unknown, for every message to see (duplicates too).
+    in_doubt: tuple[InDoubt, ...] = ()
+
+
+class Holder(NamedTuple):
+    """Who holds the user: a unit of work's lease and the fence its begin was given."""
+
+    lease: str
+    fence: int
+    effects: int = 0  # Begun.effects
+
+
 class WriteStatus(Enum):
     APPLIED = "applied"
-    CONFLICT = "conflict"
-    DUPLICATE = "duplicate"
-    BUSY = "busy"  # another message of this user holds it (one-call writes wait)
-    LEASE_LOST = "lease_lost"  # a message's commit: its lease lapsed or was taken away
+    LEASE_LOST = "lease_lost"  # the lease lapsed or was taken away: nothing was written
 
 
 class WriteResult(NamedTuple):
     status: WriteStatus
-    # The version written; 0 when an earlier attempt of the same write applied it (a retry
-    # after a lost reply), whose version is not known here.
-    version: int
-    # BUSY: how long the message holding the user may still hold it.
-    busy_for: timedelta = timedelta(0)
-
-
-class Begun(NamedTuple):
-    """What beginning a message found: a duplicate, a user busy with another message, or the
-    stored conversation, now held by the caller's lease (with the sealed token, if any)."""
-
-    stored: StoredConversation | None
-    token: bytes | None = None
-    duplicate: bool = False
-    busy_for: timedelta = timedelta(0)
+    version: int  # the version written (the holder's fence) when applied
 
 
 class EffectStatus(Enum):
     RUN = "run"  # not started before: it is now marked started, run it
-    DONE = "done"  # an earlier delivery completed it: here is its recorded result
-    IN_DOUBT = "in_doubt"  # an earlier delivery started it; its outcome is unknown
-    LEASE_LOST = "lease_lost"
+    DONE = "done"  # it completed (or was settled): here is its recorded result
+    IN_DOUBT = "in_doubt"  # started before; its outcome is unknown until settled
+    LEASE_LOST = "lease_lost"  # this unit of work no longer holds the user
+    RECORDS_LOST = "records_lost"  # the user's effect records were evicted since begin
 
 
 class EffectRecord(NamedTuple):
     status: EffectStatus
-    result: bytes | None = None  # the JSON result, when DONE
+    result: bytes | None = None  # the recorded JSON, when DONE
 
 
 class MessageRepository(Protocol):
-    """One WhatsApp message as a unit of work: begin (hold the user and load), effects,
-    then commit or release. Implemented by the same backends as ConversationRepository."""
+    """The unit of work: begin (hold the user and load), effects, then commit or release.
+    Implemented by the same backends as ConversationRepository."""
 
     def begin(
         self,
         phone: PhoneNumber,
         now: datetime,
-        message_id: str,
+        message_id: str | None,
         lease: str,
         wait: timedelta,
     ) -> Begun:
-        """Hold the user under ``lease`` and load the conversation, sliding it like a touching
-        load; or find the message handled before, or the user held by another lease. With
-        ``wait``, first wait up to that long for the other lease to end (one round trip)."""
+        """Hold the user under ``lease`` and load the conversation and token; or find
+        ``message_id`` handled before, or the user held by another lease. With ``wait``,
+        first wait up to that long for the other lease to end (in the same round trip)."""
         ...
 
     def commit(
         self,
         phone: PhoneNumber,
-        lease: str,
-        write: ConversationWrite,
+        holder: Holder,
+        message_id: str | None,
+        write: ConversationWrite | None,
         token: TokenChange | None,
         now: datetime,
     ) -> WriteResult:
-        """Write every part, the message id and the token, and free the user, in one step;
-        only while ``lease`` still holds the user (else LEASE_LOST, nothing written)."""
+        """While ``holder`` still holds the user: write the conversation (unless None) and
+        the token, record ``message_id`` (or, without one, the lease) as handled with the
+        holder's fence, and free the user, in one step. Else LEASE_LOST, nothing written;
+        but a retry of a commit this holder already applied is APPLIED."""
         ...
 
     def release(self, phone: PhoneNumber, lease: str) -> None:
         """Free the user if ``lease`` still holds it; nothing else changes."""
         ...
 
+    def forget(self, phone: PhoneNumber) -> None:
+        """Delete the conversation and the token and free the user, in one step; handled ids
+        and effect records stay."""
+        ...
+
     def effect_start(
-        self, phone: PhoneNumber, lease: str, message_id: str, name: str, now: datetime
+        self, phone: PhoneNumber, holder: Holder, effect: Effect, now: datetime
     ) -> EffectRecord:
-        """Mark the effect started for this message, unless it was started before."""
+        """Mark the effect started, unless it was started before (by any unit of work of
+        this user)."""
         ...
 
     def effect_finish(
-        self, phone: PhoneNumber, message_id: str, name: str, result: bytes, now: datetime
-    ) -> None:
-        """Record the effect's result (whether or not the lease still holds: it happened)."""
+        self, phone: PhoneNumber, effect: Effect, result: bytes, now: datetime, settle: bool
+    ) -> EffectRecord:
+        """Record the effect's result whether or not a lease holds (it happened). With
+        ``settle``, a result recorded before is kept, and returned, instead."""
         ...
 
 
 class ConversationRepository(Protocol):
-    """Stores conversations under the key schema; atomic per user."""
+    """Reads conversations under the key schema (writes are units of work)."""
 
-    def load(
-        self,
-        phone: PhoneNumber,
-        now: datetime,
-        message_id: str | None = None,
-        touch: bool = True,
-    ) -> StoredConversation:
-        """Read every part in one step.
-
-        With ``touch``, critical data and a session still alive (last seen no longer than
-        their timeout ago) are moved to ``now`` in the same step: the sliding refresh. An
-        expired part is returned as it is, for the domain to expire. A load followed by a
-        save need not touch: the save moves last-seen anyway.
-        """
-        ...
-
-    def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:
-        """Apply ``write`` if the stored version is still ``expected_version``."""
-        ...
-
-    def delete(self, phone: PhoneNumber) -> None:
-        """Forget every part of this user's conversation (the token has its own port)."""
+    def load(self, phone: PhoneNumber, now: datetime) -> StoredConversation:
+        """Read every part in one step; critical data and a session still alive (last seen
+        no longer than their timeout ago) are moved to ``now`` in the same step: the sliding
+        refresh. An expired part is returned as it is, for the domain to expire."""
         ...
 
 
@@ -185,13 +186,10 @@ class ConversationReader(Protocol):
 
 
 class TokenRepository(Protocol):
-    """Stores sealed (encrypted) tokens; never sees a token in plain text."""
-
-    def put(self, phone: PhoneNumber, sealed: bytes, ttl: timedelta) -> None: ...
+    """Reads sealed (encrypted) tokens; never sees a token in plain text. (A token is
+    written by a commit.)"""
 
     def get(self, phone: PhoneNumber) -> bytes | None: ...
-
-    def delete(self, phone: PhoneNumber) -> bool: ...
 
 
 class TokenCipher(Protocol):
@@ -207,53 +205,45 @@ class TokenCipher(Protocol):
 class AsyncConversationRepository(Protocol):
     """ConversationRepository for asyncio: the same operations and guarantees, awaited."""
 
-    async def load(
-        self,
-        phone: PhoneNumber,
-        now: datetime,
-        message_id: str | None = None,
-        touch: bool = True,
-    ) -> StoredConversation: ...
-
-    async def save(
-        self, phone: PhoneNumber, write: ConversationWrite, now: datetime
-    ) -> WriteResult: ...
-
-    async def delete(self, phone: PhoneNumber) -> None: ...
+    async def load(self, phone: PhoneNumber, now: datetime) -> StoredConversation: ...
 
 
 class AsyncMessageRepository(Protocol):
     """MessageRepository for asyncio."""
 
     async def begin(
-        self, phone: PhoneNumber, now: datetime, message_id: str, lease: str, wait: timedelta
+        self,
+        phone: PhoneNumber,
+        now: datetime,
+        message_id: str | None,
+        lease: str,
+        wait: timedelta,
     ) -> Begun: ...
 
     async def commit(
         self,
         phone: PhoneNumber,
-        lease: str,
-        write: ConversationWrite,
+        holder: Holder,
+        message_id: str | None,
+        write: ConversationWrite | None,
         token: TokenChange | None,
         now: datetime,
     ) -> WriteResult: ...
 
     async def release(self, phone: PhoneNumber, lease: str) -> None: ...
 
+    async def forget(self, phone: PhoneNumber) -> None: ...
+
     async def effect_start(
-        self, phone: PhoneNumber, lease: str, message_id: str, name: str, now: datetime
+        self, phone: PhoneNumber, holder: Holder, effect: Effect, now: datetime
     ) -> EffectRecord: ...
 
     async def effect_finish(
-        self, phone: PhoneNumber, message_id: str, name: str, result: bytes, now: datetime
-    ) -> None: ...
+        self, phone: PhoneNumber, effect: Effect, result: bytes, now: datetime, settle: bool
+    ) -> EffectRecord: ...
 
 
 class AsyncTokenRepository(Protocol):
     """TokenRepository for asyncio."""
 
-    async def put(self, phone: PhoneNumber, sealed: bytes, ttl: timedelta) -> None: ...
-
     async def get(self, phone: PhoneNumber) -> bytes | None: ...
-
-    async def delete(self, phone: PhoneNumber) -> bool: ...

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -17,27 +16,10 @@ from vimbiso_state.domain.ports import (
 )
 from vimbiso_state.domain.profile import AccountSelection
 from vimbiso_state.domain.timeouts import Timeouts
-from vimbiso_state.services.flows import (
-    Begin,
-    Commit,
-    DropToken,
-    EffectFinish,
-    EffectStart,
-    Flow,
-    Flows,
-    Forget,
-    GetToken,
-    Load,
-    Noticed,
-    Pause,
-    PutToken,
-    Release,
-    Request,
-    Save,
-    Steps,
-)
+from vimbiso_state.services.drivers import AsyncDriver
+from vimbiso_state.services.flows import Flow, Flows
 from vimbiso_state.services.message import AsyncMessage
-from vimbiso_state.services.telemetry import WATCHED, Telemetry, Watch
+from vimbiso_state.services.telemetry import Telemetry
 
 T = TypeVar("T")
 
@@ -63,15 +45,15 @@ class AsyncStateService:
     ) -> None:
         self._conversations = conversations
         # The backends implement both ports on one object; a separate one may be given.
-        self._messages = messages or cast(AsyncMessageRepository, conversations)
-        self._tokens = tokens
-        # Metrics, spans and logs of every operation (no-ops without OpenTelemetry's SDK).
-        self._telemetry = telemetry or Telemetry()
-        self._flows = Flows(
-            clock, timeouts, cipher, max_retries, phone_region, AccountSelection(account_selection)
-        )
+        messages = messages or cast(AsyncMessageRepository, conversations)
         # The server's clock is read here, awaited, not inside now() on the event loop.
-        self._refresh_clock = clock.refresh if isinstance(clock, RefreshedClock) else None
+        refresh = clock.refresh if isinstance(clock, RefreshedClock) else None
+        self._driver = AsyncDriver(
+            conversations, messages, tokens, telemetry or Telemetry(), refresh
+        )
+        self._flows = Flows(
+            clock, timeouts, cipher, phone_region, AccountSelection(account_selection)
+        )
 
     def __repr__(self) -> str:
         return f"AsyncStateService({type(self._conversations).__name__})"
@@ -79,7 +61,7 @@ class AsyncStateService:
     def message(self, phone: str, message_id: str, text: str | None = None) -> AsyncMessage:
         """See StateService.message: ``async with state.message(...) as msg``, and
         ``await msg.effect(...)``."""
-        return AsyncMessage(self, self._flows, phone, message_id, text)
+        return AsyncMessage(self._driver, self._flows, phone, message_id, text)
 
     async def start(self, phone: str, message: str | None = None) -> Conversation:
         """See StateService.start."""
@@ -95,7 +77,7 @@ class AsyncStateService:
         return await self._run(self._flows.back(phone), "back")
 
     async def update(self, phone: str, change: Callable[[Conversation], object]) -> Conversation:
-        """See StateService.update: ``change`` is a plain function and may run more than once."""
+        """See StateService.update: ``change`` is a plain function, run once."""
         return await self._run(self._flows.update(phone, change), "update")
 
     async def handle_once(
@@ -138,70 +120,4 @@ class AsyncStateService:
         return await self._run(self._flows.revoke_token(phone), "revoke_token")
 
     async def _run(self, flow: Flow[T], operation: str) -> T:
-        watch = self._telemetry.watch(operation)
-        try:
-            result = await self._drive(flow, watch)
-        except BaseException as error:
-            watch.failed(error)
-            raise
-        watch.done()
-        return result
-
-    async def _drive(self, flow: Flow[T], watch: Watch) -> T:
-        """See StateService._drive."""
-        steps = Steps(flow)
-        token = None if watch.context is None else watch.enter()
-        try:
-            if self._refresh_clock is not None:
-                await self._refresh_clock()
-            for request in steps:
-                if watch.number is None:  # every request names the user (a Pause comes later)
-                    watch.number = getattr(request, "phone", None)
-                try:
-                    answer = await self._perform(request)
-                except Exception as error:
-                    steps.fail(error)
-                else:
-                    steps.answer(answer)
-                    if type(request) in WATCHED:
-                        watch.saw(request, answer)
-        finally:
-            if token is not None:
-                watch.leave(token)
-        return steps.result
-
-    async def _perform(self, request: Request) -> object:
-        kind = type(request)  # as StateService._perform: the two every message needs first
-        if kind is Load:
-            return await self._conversations.load(*request)
-        if kind is Save:
-            return await self._conversations.save(*request)
-        match request:
-            case GetToken(phone):
-                return await self._tokens.get(phone)
-            case PutToken(phone, sealed, ttl):
-                await self._tokens.put(phone, sealed, ttl)
-                return None
-            case DropToken(phone):
-                return await self._tokens.delete(phone)
-            case Forget(phone):
-                await self._conversations.delete(phone)
-                return await self._tokens.delete(phone)
-            case Begin(phone, now, message_id, lease, wait):
-                return await self._messages.begin(phone, now, message_id, lease, wait)
-            case Commit(phone, lease, write, token, now):
-                return await self._messages.commit(phone, lease, write, token, now)
-            case Release(phone, lease):
-                await self._messages.release(phone, lease)
-                return None
-            case EffectStart(phone, lease, message_id, name, now):
-                return await self._messages.effect_start(phone, lease, message_id, name, now)
-            case EffectFinish(phone, message_id, name, result, now):
-                await self._messages.effect_finish(phone, message_id, name, result, now)
-                return None
-            case Pause(seconds):
-                await asyncio.sleep(seconds)
-                return None
-            case Noticed():
-                return None  # not I/O: an event for the watch
-        raise TypeError(f"unknown request {request!r}")  # pragma: no cover
+        return await self._driver.run(flow, operation)

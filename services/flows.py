@@ -2,15 +2,14 @@
 
 Each operation is a generator that yields the I/O it needs (a Request) and receives the
 answer; it never touches a backend itself. StateService and AsyncStateService only differ
-in how they carry out a request, so the rules (validation, expiry, compare-and-set, bounded
-retries, handle-once) cannot drift apart between them.
+in how they carry out a request, so the rules (validation, expiry, the unit of work every
+write goes through, handle-once, effects) cannot drift apart between them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
+import logging
 import secrets
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from vimbiso_state.domain.clock import Clock
 from vimbiso_state.domain.conversation import Conversation, Notice, check_step, is_greeting
+from vimbiso_state.domain.effects import Effect
 from vimbiso_state.domain.errors import (
     CalledInsideOwnMessage,
     ConcurrencyConflict,
@@ -38,6 +38,7 @@ from vimbiso_state.domain.ports import (
     Begun,
     ConversationWrite,
     EffectRecord,
+    Holder,
     StoredConversation,
     TokenChange,
     TokenCipher,
@@ -50,64 +51,35 @@ from vimbiso_state.domain.token import token_deadline
 
 T = TypeVar("T")
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 MAX_MESSAGE_ID = 256
 MAX_TOKEN = 8192
 
 
 # Requests are NamedTuples: immutable like frozen dataclasses, and built in half the time
-# (two of them are made for every message).
+# (several of them are made for every message).
 class Load(NamedTuple):
+    """Read the conversation, sliding the deadlines of what is still alive."""
+
     phone: PhoneNumber
     now: datetime
-    message_id: str | None = None
-    touch: bool = True  # slide deadlines; a load followed by a save need not
-
-
-class Save(NamedTuple):
-    phone: PhoneNumber
-    write: ConversationWrite
-    now: datetime
-
-
-class Forget(NamedTuple):
-    """Delete the conversation and the token."""
-
-    phone: PhoneNumber
-
-
-class PutToken(NamedTuple):
-    phone: PhoneNumber
-    sealed: bytes
-    ttl: timedelta
-
-
-class GetToken(NamedTuple):
-    phone: PhoneNumber
-
-
-class DropToken(NamedTuple):
-    phone: PhoneNumber
-
-
-class Pause(NamedTuple):
-    """Back off before retrying a write: after a conflict, or while the user is busy."""
-
-    seconds: float
-    after: WriteStatus = WriteStatus.CONFLICT  # what the write met (the drivers count it)
 
 
 class Begin(NamedTuple):
+    """Hold the user and read (the first step of every write): see MessageRepository.begin."""
+
     phone: PhoneNumber
     now: datetime
-    message_id: str
+    message_id: str | None
     lease: str
     wait: timedelta
 
 
 class Commit(NamedTuple):
     phone: PhoneNumber
-    lease: str
-    write: ConversationWrite
+    holder: Holder
+    message_id: str | None
+    write: ConversationWrite | None
     token: TokenChange | None
     now: datetime
 
@@ -117,26 +89,35 @@ class Release(NamedTuple):
     lease: str
 
 
+class Forget(NamedTuple):
+    """Delete the conversation and the token, and free the user, in one step."""
+
+    phone: PhoneNumber
+
+
+class GetToken(NamedTuple):
+    phone: PhoneNumber
+
+
 class EffectStart(NamedTuple):
     phone: PhoneNumber
-    lease: str
-    message_id: str
-    name: str
+    holder: Holder
+    effect: Effect
     now: datetime
 
 
 class EffectFinish(NamedTuple):
     phone: PhoneNumber
-    message_id: str
-    name: str
+    effect: Effect
     result: bytes
     now: datetime
+    settle: bool
 
 
 class Noticed(NamedTuple):
     """No I/O: what an operation found, for the drivers' telemetry: what a stored outcome
-    meant for the user (a part expired, or was lost; yielded after the write was applied, so
-    that an attempt that lost a conflict is not counted), or a duplicate delivery."""
+    meant for the user (a part expired, or was lost; yielded after the commit, so that a
+    unit of work that stored nothing is not counted), or a duplicate delivery."""
 
     phone: PhoneNumber
     notices: tuple[Notice, ...] = ()
@@ -148,21 +129,7 @@ class Noticed(NamedTuple):
 OBSERVED = frozenset({Notice.SESSION_EXPIRED, Notice.FORM_EXPIRED, Notice.STATE_LOST})
 
 
-Request = (
-    Load
-    | Save
-    | Forget
-    | PutToken
-    | GetToken
-    | DropToken
-    | Pause
-    | Begin
-    | Commit
-    | Release
-    | EffectStart
-    | EffectFinish
-    | Noticed
-)
+Request = Load | Begin | Commit | Release | Forget | GetToken | EffectStart | EffectFinish | Noticed
 Flow = Generator[Request, Any, T]
 Change = Callable[[Conversation, datetime], T]
 
@@ -231,7 +198,6 @@ class Flows:
         clock: Clock,
         timeouts: Timeouts,
         cipher: TokenCipher | None,
-        max_retries: int,
         phone_region: str | None = None,
         account_selection: AccountSelection = AccountSelection.SINGLE,
         elapsed: Callable[[], float] = time.monotonic,
@@ -239,7 +205,6 @@ class Flows:
         self.clock = clock
         self.timeouts = timeouts
         self.cipher = cipher
-        self.max_retries = max_retries
         # How long a caller has waited for another message is real time, whatever the Clock
         # says (a test's clock stands still while threads wait).
         self._elapsed = elapsed
@@ -283,7 +248,7 @@ class Flows:
         if not changed:
             return conversation
         # First contact or an expiry: store the outcome so that concurrent deliveries agree.
-        return (yield from self._apply(number, _nothing, _conversation_of, first=stored))
+        return (yield from self._unit(number, _nothing, _conversation_of))
 
     def restart(self, phone: str) -> Flow[Conversation]:
         return self._conversation(self.phone(phone), lambda c, now: c.greet(now))
@@ -310,7 +275,7 @@ class Flows:
     ) -> Flow[Conversation | None]:
         try:
             return (
-                yield from self._apply(
+                yield from self._unit(
                     number, lambda c, now: change(c), _conversation_of, message_id
                 )
             )
@@ -339,25 +304,29 @@ class Flows:
         return self._reset_keeping(number, kept)
 
     def _reset_keeping(self, number: PhoneNumber, names: tuple[str, ...]) -> Flow[None]:
-        """Forget the user, then write the named context keys onto the fresh conversation.
-
-        Two steps, not one: the write goes through the one write path (versions never
-        repeat, a message in flight still loses its lease). A crash between them loses only
-        the kept keys, never more than a plain reset would.
-        """
-        now = self.clock.now()
-        stored = cast(StoredConversation, (yield Load(number, now, touch=False)))
+        """Forget the user but the named context keys, in one step once the user is held:
+        it waits for a unit of work in flight (a plain reset takes the user from it)."""
+        lease = new_id()
+        begun = yield from self.begin(number, None, lease)
+        assert begun.stored is not None
         # The context as the user would find it now: an expired session has none to keep.
-        current, _ = resume(number.digits, stored, now, self.timeouts, self.account_selection)
-        kept = {name: current.context[name] for name in names if name in current.context}
-        yield Forget(number)
-        if kept:
-            yield from self._apply(number, lambda c, now: c.context.update(kept), _none_of)
+        context = self.open(number, begun.stored, None).context
+        kept = {name: context[name] for name in names if name in context}
+        if not kept:
+            yield from _or_give_back(Forget(number), number, lease)  # frees the user too
+            return
+        fresh = Conversation.new(number.digits, self.clock.now())
+        fresh.session.context.update(kept)
+        revoke = TokenChange(None, self.timeouts.token)
+        holder = Holder(lease, begun.fence, begun.effects)
+        yield from self.commit(
+            number, holder, None, fresh, begun.stored, revoke, ConcurrencyConflict
+        )
 
     # Forms
     def form_start(self, phone: str, name: str, required: Sequence[str]) -> Flow[Form]:
         number = self.phone(phone)
-        # Validated before any I/O; its field list is what every attempt starts with.
+        # Validated before any I/O; its field list is what the unit of work starts with.
         fields = Form.start(name, required, self.clock.now(), self.timeouts.form).required
 
         return self._result(number, lambda c, now: self.start_form(c, name, fields, now))
@@ -371,9 +340,14 @@ class Flows:
     # What a form operation does to a conversation: the one-call operations above and a
     # message's msg.form_start/fill/complete apply the same rules through these.
     def start_form(
-        self, conversation: Conversation, name: str, required: Sequence[str], now: datetime
+        self,
+        conversation: Conversation,
+        name: str,
+        required: Sequence[str],
+        now: datetime,
+        form_id: str | None = None,
     ) -> Form:
-        conversation.form = Form.start(name, required, now, self.timeouts.form)
+        conversation.form = Form.start(name, required, now, self.timeouts.form, form_id)
         return conversation.form
 
     def fill_form(
@@ -386,16 +360,11 @@ class Flows:
     # Tokens
     def save_token(self, phone: str, value: str) -> Flow[None]:
         number = self.phone(phone)
-        _check_token(value)
-        cipher = self._cipher()
-        now = self.clock.now()
-        # A JWT expires at its own exp when that comes before token_ttl.
-        expires_at = token_deadline(value, now, self.timeouts.token)
-        if expires_at <= now:
-            # Already expired: it replaces the stored token with none.
-            return _answer(DropToken(number), _none)
-        sealed = cipher.seal(number, value, now, expires_at)
-        return _single(PutToken(number, sealed, expires_at - now), None)
+        sealed = self.seal(number, value)  # a bad token fails before any I/O
+        return self._saved(number, sealed)
+
+    def _saved(self, number: PhoneNumber, sealed: TokenChange) -> Flow[None]:
+        yield from self._token_unit(number, sealed)
 
     def token(self, phone: str) -> Flow[str | None]:
         return self._token(self.phone(phone))
@@ -407,76 +376,62 @@ class Flows:
         return value
 
     def revoke_token(self, phone: str) -> Flow[bool]:
-        return _answer(DropToken(self.phone(phone)), bool)
+        number = self.phone(phone)
+        return self._token_unit(number, TokenChange(None, self.timeouts.token))
 
-    # The one write path
+    # The one write path: hold the user, change, commit (or give the user back)
     def _conversation(self, number: PhoneNumber, change: Change[object]) -> Flow[Conversation]:
-        return self._apply(number, change, _conversation_of)
+        return self._unit(number, change, _conversation_of)
 
     def _result(self, number: PhoneNumber, change: Change[T]) -> Flow[T]:
-        return self._apply(number, change, _result_of)
+        return self._unit(number, change, _result_of)
 
-    def _apply(
+    def _unit(
         self,
         number: PhoneNumber,
         change: Change[T],
         pick: Callable[[Conversation, T], R],
         message_id: str | None = None,
-        first: StoredConversation | None = None,
+        token: TokenChange | None = None,
     ) -> Flow[R]:
-        """Load, apply ``change``, compare-and-set; retry on conflict, at most max_retries.
-
-        While a message holds the user, the write waits for it (up to ``lease_wait``, then
-        UserBusy): it would otherwise slip between that message's load and its commit.
-        """
-        op_id = new_id()  # the same id on every attempt: applied at most once
-        patience: float | None = None
-        attempt = 0
-        while attempt <= self.max_retries:
-            now = self.clock.now()
-            stored = first or cast(
-                StoredConversation, (yield Load(number, now, message_id, touch=False))
-            )
-            first = None
-            if stored.message_seen:
-                raise Duplicate
-            conversation, _ = resume(
-                number.digits, stored, now, self.timeouts, self.account_selection
-            )
-            result = change(conversation, now)  # an exception here stores nothing
-            write = _write_of(conversation, stored, op_id, message_id, now)
-            outcome = cast(WriteResult, (yield Save(number, write, now)))
-            if outcome.status is WriteStatus.APPLIED:
-                if outcome.version == 0:  # applied by an attempt whose reply was lost
-                    reread = cast(StoredConversation, (yield Load(number, now, touch=False)))
-                    conversation.version = reread.version
-                else:
-                    conversation.version = outcome.version
-                if conversation.notices:
-                    yield from _noticed(number, conversation)
-                return pick(conversation, result)
-            if outcome.status is WriteStatus.DUPLICATE:
-                raise Duplicate
-            if outcome.status is WriteStatus.BUSY:
-                self._check_not_held_here(number)
-                patience = patience or self._elapsed() + self.timeouts.lease_wait.total_seconds()
-                if self._elapsed() >= patience:
-                    raise UserBusy(_busy(self.timeouts.lease_wait))
-                yield Pause(min(0.05, outcome.busy_for.total_seconds()) or 0.001, WriteStatus.BUSY)
-                continue
-            # Jittered backoff so that colliding writers do not collide again in lockstep.
-            yield Pause(random.uniform(0, 0.002 * 2 ** min(attempt, 5)))
-            attempt += 1
-        raise ConcurrencyConflict(
-            f"the conversation kept changing; gave up after {self.max_retries + 1} attempts"
+        """One write: hold the user (waiting up to ``lease_wait`` for a message that holds
+        them), apply ``change`` once, and commit; an exception in ``change`` stores nothing.
+        With ``message_id``, a duplicate raises Duplicate before ``change`` runs."""
+        lease = new_id()
+        begun = yield from self.begin(number, message_id, lease)
+        if begun.duplicate:
+            raise Duplicate
+        assert begun.stored is not None
+        conversation = self.open(number, begun.stored, None)
+        try:
+            result = change(conversation, self.clock.now())
+        except BaseException:
+            yield from _give_back(number, lease)
+            raise
+        holder = Holder(lease, begun.fence, begun.effects)
+        yield from self.commit(
+            number, holder, message_id, conversation, begun.stored, token, ConcurrencyConflict
         )
+        return pick(conversation, result)
 
-    # A WhatsApp message as one unit of work (services.message drives these)
-    def message_begin(self, number: PhoneNumber, message_id: str, lease: str) -> Flow[Begun]:
-        """Hold the user and load; wait for the user's previous message if it holds them.
+    def _token_unit(self, number: PhoneNumber, token: TokenChange) -> Flow[bool]:
+        """A unit of work that changes the token alone; True when a token was there."""
+        lease = new_id()
+        begun = yield from self.begin(number, None, lease)
+        holder = Holder(lease, begun.fence, begun.effects)
+        commit = Commit(number, holder, None, None, token, self.clock.now())
+        outcome = cast(WriteResult, (yield from _or_give_back(commit, number, lease)))
+        if outcome.status is WriteStatus.LEASE_LOST:
+            raise ConcurrencyConflict(_TAKEN)
+        return begun.token is not None
+
+    # A unit of work's steps, for one-call writes and for a WhatsApp message alike
+    # (services.message drives them for ``state.message``)
+    def begin(self, number: PhoneNumber, message_id: str | None, lease: str) -> Flow[Begun]:
+        """Hold the user and read; wait for the user's previous unit of work if it holds them.
 
         Returns the stored conversation (``stored`` set), or a duplicate; raises UserBusy when
-        the previous message did not end within ``lease_wait``.
+        the previous one did not end within ``lease_wait``.
         """
         patience = self._elapsed() + self.timeouts.lease_wait.total_seconds()
         wait = timedelta(0)
@@ -493,70 +448,65 @@ class Flows:
             if left <= timedelta(0):
                 raise UserBusy(_busy(self.timeouts.lease_wait))
             # The next attempt first waits for the holder to end (woken when it does), at
-            # most until its lease lapses or this message's patience runs out.
+            # most until its lease lapses or this caller's patience runs out.
             wait = min(left, begun.busy_for + LEASE_SLACK)
 
-    def message_open(
+    def open(
         self, number: PhoneNumber, stored: StoredConversation, text: str | None
     ) -> Conversation:
-        """The conversation a begun message works on, resumed as ``start`` resumes it."""
+        """The conversation a unit of work changes, resumed as ``start`` resumes it; a
+        message's greeting restarts it at the menu."""
         now = self.clock.now()
         conversation, _ = resume(number.digits, stored, now, self.timeouts, self.account_selection)
         if text is not None and is_greeting(text):
             conversation.greet(now)
         return conversation
 
-    def message_commit(
+    def commit(
         self,
         number: PhoneNumber,
-        lease: str,
-        message_id: str,
+        holder: Holder,
+        message_id: str | None,
         conversation: Conversation,
         stored: StoredConversation,
         token: TokenChange | None,
+        lost: type[StateError] = LeaseLost,
     ) -> Flow[Conversation]:
-        """Commit the message: every change against what ``begin`` loaded (``stored``)."""
+        """Commit every change against what ``begin`` loaded (``stored``); ``lost`` is raised
+        when the lease no longer held (nothing was stored)."""
         now = self.clock.now()
-        write = _write_of(conversation, stored, new_id(), message_id, now)
+        write = _write_of(conversation, stored, now)
         # Failed (refused by a full server, or unanswered), it has stored nothing, or it
         # applied and freed the user already, and giving back then finds the lease gone.
-        commit = Commit(number, lease, write, token, now)
-        outcome = cast(WriteResult, (yield from _or_give_back(commit, number, lease)))
+        commit = Commit(number, holder, message_id, write, token, now)
+        outcome = cast(WriteResult, (yield from _or_give_back(commit, number, holder.lease)))
         if outcome.status is WriteStatus.LEASE_LOST:
-            raise LeaseLost(
-                "this message's lease lapsed (its handler ran longer than lease_ttl) or the "
-                "user was reset meanwhile: nothing it changed was stored"
-            )
-        if outcome.status is not WriteStatus.APPLIED:  # pragma: no cover - the lease excludes it
-            raise ConcurrencyConflict(f"the message's commit was refused: {outcome.status}")
-        if outcome.version == 0:
-            reread = cast(StoredConversation, (yield Load(number, now, touch=False)))
-            conversation.version = reread.version
-        else:
-            conversation.version = outcome.version
+            raise lost(_LEASE_LOST if lost is LeaseLost else _TAKEN)
+        conversation.version = outcome.version
         if conversation.notices:
             yield from _noticed(number, conversation)
         return conversation
 
-    def message_release(self, number: PhoneNumber, lease: str) -> Flow[None]:
+    def release(self, number: PhoneNumber, lease: str) -> Flow[None]:
         return _single(Release(number, lease), None)
 
     def effect_start(
-        self, number: PhoneNumber, lease: str, message_id: str, name: str
+        self, number: PhoneNumber, holder: Holder, effect: Effect
     ) -> Flow[EffectRecord]:
-        check_step("effect name", name)
-        return _answer(EffectStart(number, lease, message_id, name, self.clock.now()), _record)
+        return _answer(EffectStart(number, holder, effect, self.clock.now()), _record)
 
     def effect_finish(
-        self, number: PhoneNumber, message_id: str, name: str, result: bytes
-    ) -> Flow[None]:
-        return _single(EffectFinish(number, message_id, name, result, self.clock.now()), None)
+        self, number: PhoneNumber, effect: Effect, result: bytes, settle: bool = False
+    ) -> Flow[EffectRecord]:
+        request = EffectFinish(number, effect, result, self.clock.now(), settle)
+        return _answer(request, _record)
 
     def seal(self, number: PhoneNumber, value: str) -> TokenChange:
-        """A token as a message's commit will store it (none, if it has already expired)."""
+        """A token as a commit will store it (none, if it has already expired)."""
         _check_token(value)
         cipher = self._cipher()
         now = self.clock.now()
+        # A JWT expires at its own exp when that comes before token_ttl.
         expires_at = token_deadline(value, now, self.timeouts.token)
         if expires_at <= now:
             return TokenChange(None, self.timeouts.token)
@@ -585,13 +535,12 @@ class Flows:
 
 
 def new_id() -> str:
-    """An operation or lease id: random, so that it never repeats in any process, a forked
-    child included (a prefix drawn at import would be the same in every child of a
-    preloading server)."""
+    """A lease id: random, so that it never repeats in any process, a forked child included
+    (a prefix drawn at import would be the same in every child of a preloading server)."""
     return secrets.token_hex(10)
 
 
-# How long past the holder's lease a waiting message looks again (the lease lapses then).
+# How long past the holder's lease a waiting caller looks again (the lease lapses then).
 LEASE_SLACK = timedelta(milliseconds=50)
 
 
@@ -610,6 +559,14 @@ _BUSY_WITH_ITSELF = (
     "msg.form_start, msg.form_fill, msg.form_complete, msg.save_token and msg.revoke_token; "
     "the block stores them all when it ends"
 )
+_LEASE_LOST = (
+    "this message's lease lapsed (its handler ran longer than lease_ttl) or the user was reset "
+    "meanwhile: nothing it changed was stored"
+)
+_TAKEN = (
+    "the user was reset (or their hold lost in a failover) while this write ran: nothing it "
+    "changed was stored"
+)
 
 
 def _busy(wait: timedelta) -> str:
@@ -620,11 +577,7 @@ def _busy(wait: timedelta) -> str:
 
 
 def _write_of(
-    conversation: Conversation,
-    stored: StoredConversation,
-    op_id: str,
-    message_id: str | None,
-    now: datetime,
+    conversation: Conversation, stored: StoredConversation, now: datetime
 ) -> ConversationWrite:
     conversation.session.last_seen_at = now
     conversation.critical.last_seen_at = now
@@ -643,12 +596,9 @@ def _write_of(
         part: data for part, data in stored.documents.items() if kept[part] is now_held[part]
     }
     return ConversationWrite(
-        expected_version=stored.version,
-        op_id=op_id,
         critical=conversation.critical,
         session=conversation.session,
         form=form,
-        message_id=message_id,
         extras=extras,
         documents=documents,
     )
@@ -674,10 +624,6 @@ def _nothing(conversation: Conversation, now: datetime) -> None:
     return None
 
 
-def _none(answer: object) -> None:
-    return None
-
-
 def _conversation_of(conversation: Conversation, result: object) -> Conversation:
     return conversation
 
@@ -687,14 +633,22 @@ def _result_of(conversation: Conversation, result: T) -> T:
 
 
 def _or_give_back(request: Request, number: PhoneNumber, lease: str) -> Flow[object]:
-    """``request``'s answer; when it fails, the lease is given back (if this message holds
+    """``request``'s answer; when it fails, the lease is given back (if this caller holds
     it) before the error goes on, rather than keeping the user waiting until it lapses."""
     try:
         return (yield request)
     except StateError:
-        with contextlib.suppress(StateError):
-            yield Release(number, lease)
+        yield from _give_back(number, lease)
         raise
+
+
+def _give_back(number: PhoneNumber, lease: str) -> Flow[None]:
+    """Free the user after a failure; the caller's own error matters more than this one's
+    (the lease lapses on its own)."""
+    try:
+        yield Release(number, lease)
+    except StateError as failure:
+        log.warning("could not free the user after a failed write: %s", failure)
 
 
 def _single(request: Request, value: T) -> Flow[T]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -17,33 +16,17 @@ from vimbiso_state.domain.ports import (
 )
 from vimbiso_state.domain.profile import AccountSelection
 from vimbiso_state.domain.timeouts import Timeouts
-from vimbiso_state.services.flows import (
-    Begin,
-    Commit,
-    DropToken,
-    EffectFinish,
-    EffectStart,
-    Flow,
-    Flows,
-    Forget,
-    GetToken,
-    Load,
-    Noticed,
-    Pause,
-    PutToken,
-    Release,
-    Request,
-    Save,
-    Steps,
-)
+from vimbiso_state.services.drivers import Driver
+from vimbiso_state.services.flows import Flow, Flows
 from vimbiso_state.services.message import Message
-from vimbiso_state.services.telemetry import WATCHED, Telemetry, Watch
+from vimbiso_state.services.telemetry import Telemetry
 
 T = TypeVar("T")
 
 
 class StateService:
-    """Loads, moves on and stores one user's conversation; every write is atomic and versioned.
+    """Loads, moves on and stores one user's conversation; every write is one unit of work
+    on the user (held, changed once, committed all or nothing).
 
     The rules live in services.flows; this class carries out their I/O on blocking backends.
     """
@@ -61,14 +44,15 @@ class StateService:
         account_selection: AccountSelection = AccountSelection.SINGLE,
         telemetry: Telemetry | None = None,
     ) -> None:
+        # ``max_retries`` is accepted for 0.2's callers: writes no longer retry (they wait
+        # for the user's lease instead).
         self._conversations = conversations
         # The backends implement both ports on one object; a separate one may be given.
-        self._messages = messages or cast(MessageRepository, conversations)
-        self._tokens = tokens
+        messages = messages or cast(MessageRepository, conversations)
         # Metrics, spans and logs of every operation (no-ops without OpenTelemetry's SDK).
-        self._telemetry = telemetry or Telemetry()
+        self._driver = Driver(conversations, messages, tokens, telemetry or Telemetry())
         self._flows = Flows(
-            clock, timeouts, cipher, max_retries, phone_region, AccountSelection(account_selection)
+            clock, timeouts, cipher, phone_region, AccountSelection(account_selection)
         )
 
     def __repr__(self) -> str:
@@ -86,9 +70,10 @@ class StateService:
         No other message of this user runs until the block ends (UserBusy after
         ``lease_wait``). Leaving the block commits every change, the message id and the token
         in one step; an exception stores nothing and frees the user. Effects run at most once
-        per message id (EffectInDoubt when an earlier attempt's outcome is unknown).
+        per intent (``key=``, default the message id): EffectInDoubt, for every later message,
+        while an earlier attempt's outcome is unknown; ``msg.in_doubt`` lists them.
         """
-        return Message(self, self._flows, phone, message_id, text)
+        return Message(self._driver, self._flows, phone, message_id, text)
 
     # Conversation
     def start(self, phone: str, message: str | None = None) -> Conversation:
@@ -112,11 +97,11 @@ class StateService:
         return self._run(self._flows.back(phone), "back")
 
     def update(self, phone: str, change: Callable[[Conversation], object]) -> Conversation:
-        """Apply ``change`` (which mutates the conversation) atomically.
+        """Apply ``change`` (which mutates the conversation) once, atomically.
 
-        On a concurrent write the latest state is loaded and ``change`` runs again, so it must
-        only depend on the conversation it is given. An exception in ``change`` stores nothing
-        and propagates. Past ``max_retries`` conflicts, ConcurrencyConflict is raised.
+        The user is held while ``change`` runs (a message of theirs waits, and this call
+        waits for one in flight: UserBusy after ``lease_wait``). An exception in ``change``
+        stores nothing and propagates. ConcurrencyConflict: a reset took the user meanwhile.
         """
         return self._run(self._flows.update(phone, change), "update")
 
@@ -146,12 +131,15 @@ class StateService:
         return self._run(self._flows.set_profile(phone, member, accounts, selection), "set_profile")
 
     def reset(self, phone: str, *, keep_context: Sequence[str] = ()) -> None:
-        """Forget this user: profile, conversation, form and token. Handled message ids and
-        effect records stay, so a redelivered message is still a duplicate.
+        """Forget this user: profile, conversation, form and token, in one step. Handled
+        message ids and effect records stay, so a redelivered message is still a duplicate
+        and an effect is still not run twice. A message in flight loses its lease (it
+        stores nothing: LeaseLost).
 
         ``keep_context`` names keys of ``conv.context`` to carry over to the fresh
-        conversation (the bot keeps ``mock_testing``). That is a second write after the
-        forgetting: a crash between the two loses the kept keys, nothing else.
+        conversation (the bot keeps ``mock_testing``): then the reset is one unit of work
+        that waits for a message in flight instead, and stores the fresh conversation with
+        the kept keys in the same step.
         """
         self._run(self._flows.reset(phone, keep_context), "reset")
 
@@ -170,7 +158,8 @@ class StateService:
 
     # Tokens
     def save_token(self, phone: str, value: str) -> None:
-        """Store the member's auth token, encrypted and bound to this phone, for ``token_ttl``."""
+        """Store the member's auth token, encrypted and bound to this phone, for ``token_ttl``
+        (a JWT: never past its ``exp``)."""
         self._run(self._flows.save_token(phone, value), "save_token")
 
     def token(self, phone: str) -> str | None:
@@ -181,71 +170,5 @@ class StateService:
         """Delete the token; True when there was one."""
         return self._run(self._flows.revoke_token(phone), "revoke_token")
 
-    # I/O
     def _run(self, flow: Flow[T], operation: str) -> T:
-        watch = self._telemetry.watch(operation)
-        try:
-            result = self._drive(flow, watch)
-        except BaseException as error:
-            watch.failed(error)
-            raise
-        watch.done()
-        return result
-
-    def _drive(self, flow: Flow[T], watch: Watch) -> T:
-        """Carry out the flow's requests; ``watch`` sees each one and its answer."""
-        steps = Steps(flow)
-        token = None if watch.context is None else watch.enter()
-        try:
-            for request in steps:
-                if watch.number is None:  # every request names the user (a Pause comes later)
-                    watch.number = getattr(request, "phone", None)
-                try:
-                    answer = self._perform(request)
-                except Exception as error:
-                    steps.fail(error)
-                else:
-                    steps.answer(answer)
-                    if type(request) in WATCHED:
-                        watch.saw(request, answer)
-        finally:
-            if token is not None:
-                watch.leave(token)
-        return steps.result
-
-    def _perform(self, request: Request) -> object:
-        # Every message loads and most save: those two first, without pattern matching.
-        kind = type(request)
-        if kind is Load:
-            return self._conversations.load(*request)
-        if kind is Save:
-            return self._conversations.save(*request)
-        match request:
-            case GetToken(phone):
-                return self._tokens.get(phone)
-            case PutToken(phone, sealed, ttl):
-                self._tokens.put(phone, sealed, ttl)
-                return None
-            case DropToken(phone):
-                return self._tokens.delete(phone)
-            case Forget(phone):
-                self._conversations.delete(phone)
-                return self._tokens.delete(phone)
-            case Begin(phone, now, message_id, lease, wait):
-                return self._messages.begin(phone, now, message_id, lease, wait)
-            case Commit(phone, lease, write, token, now):
-                return self._messages.commit(phone, lease, write, token, now)
-            case Release(phone, lease):
-                self._messages.release(phone, lease)
-                return None
-            case EffectStart(phone, lease, message_id, name, now):
-                return self._messages.effect_start(phone, lease, message_id, name, now)
-            case EffectFinish(phone, message_id, name, result, now):
-                self._messages.effect_finish(phone, message_id, name, result, now)
-                return None
-            case Pause(seconds):
-                time.sleep(seconds)
-                return None
-            case Noticed():
-                return None  # not I/O: an event for the watch
-        raise TypeError(f"unknown request {request!r}")  # pragma: no cover
+        return self._driver.run(flow, operation)

@@ -20,12 +20,12 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
+from types import TracebackType
 
 from vimbiso_state.adapters.otel import (
-    CONFLICT_COUNT,
-    CONFLICTS,
-    CONFLICTS_EXHAUSTED,
     DUPLICATE,
     DUPLICATES,
     EFFECT_NAME,
@@ -47,6 +47,7 @@ from vimbiso_state.adapters.otel import (
     STATE_LOST,
     UNAVAILABLE,
     USER_BUSY,
+    WRITES_LOST,
     Attributes,
     Span,
     attach,
@@ -68,14 +69,12 @@ from vimbiso_state.domain.ports import (
     Begun,
     EffectRecord,
     EffectStatus,
-    WriteStatus,
 )
 from vimbiso_state.services.flows import (
     Begin,
     EffectFinish,
     EffectStart,
     Noticed,
-    Pause,
     Request,
 )
 
@@ -84,8 +83,8 @@ log = logging.getLogger(__name__)
 # A wait for the user's previous message this long (seconds) is worth an INFO line.
 SLOW_WAIT = 1.0
 # The requests whose answers say something the flows' results do not: the drivers hand
-# only these to Watch.saw (the common load and save pay nothing for telemetry).
-WATCHED = frozenset({Pause, Noticed, Begin, EffectStart, EffectFinish})
+# only these (and the Noticed events) to Watch.saw; the common commit pays nothing for it.
+WATCHED = frozenset({Begin, EffectStart, EffectFinish})
 
 
 def masked(digits: str) -> str:
@@ -151,6 +150,7 @@ _EFFECT_OUTCOMES = {
     EffectStatus.DONE: "replayed",
     EffectStatus.IN_DOUBT: "in_doubt",
     EffectStatus.LEASE_LOST: "lease_lost",
+    EffectStatus.RECORDS_LOST: "records_lost",
 }
 
 
@@ -200,7 +200,6 @@ class Watch:
         "_telemetry",
         "_token_expired",
         "_waiting_since",
-        "conflicts",
         "context",
         "duplicate",
         "number",
@@ -235,7 +234,30 @@ class Watch:
         self._token_expired = False
         self._ended = False
         self.duplicate = False
-        self.conflicts = 0
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        """The operation ends: ``done``, or ``failed`` with the error that ended it."""
+        if error is None:
+            self.done()
+        else:
+            self.failed(error)
+
+    @contextmanager
+    def entered(self) -> Iterator[None]:
+        """This operation's span is current within (the backend's own spans nest in it)."""
+        token = self.enter()
+        try:
+            yield
+        finally:
+            self.leave(token)
 
     def enter(self) -> object | None:
         """Make this operation's span current while its I/O runs; a token for ``leave``."""
@@ -247,15 +269,9 @@ class Watch:
 
     # What the flows show
     def saw(self, request: Request, answer: object) -> None:
-        """A request of a kind in WATCHED, and the backend's answer to it (the drivers hand
-        over only those: a plain load or save costs the watch nothing)."""
-        if isinstance(request, Pause):
-            if request.after is WriteStatus.BUSY:
-                self._busy()
-            else:
-                self.conflicts += 1
-                CONFLICTS.add(1, self._operation.attributes)
-        elif isinstance(request, Noticed):
+        """A request of a kind in WATCHED and the backend's answer to it, or a Noticed event
+        (the drivers hand over only those)."""
+        if isinstance(request, Noticed):
             self._noticed(request)
         elif isinstance(request, Begin):
             assert isinstance(answer, Begun)
@@ -268,9 +284,9 @@ class Watch:
                 self._waited()
         elif isinstance(request, EffectStart):
             assert isinstance(answer, EffectRecord)
-            self._effect(request.name, _EFFECT_OUTCOMES[answer.status])
-        elif isinstance(request, EffectFinish) and self._operation is _SETTLE:
-            self._effect(request.name, "settled")
+            self._effect(request.effect.name, _EFFECT_OUTCOMES[answer.status])
+        elif isinstance(request, EffectFinish) and request.settle:
+            self._effect(request.effect.name, "settled")
 
     def token_expired(self) -> None:
         """A message read its member's token past the token's deadline (counted once)."""
@@ -371,8 +387,8 @@ class Watch:
             UNAVAILABLE.add(1, operation.attributes)
             log.warning("%s for %s: Redis is unavailable: %s", operation.name, self._shown(), error)
         elif isinstance(error, ConcurrencyConflict):
-            CONFLICTS_EXHAUSTED.add(1, operation.attributes)
-            log.warning("%s for %s: retries exhausted: %s", operation.name, self._shown(), error)
+            WRITES_LOST.add(1, operation.attributes)
+            log.warning("%s for %s: %s", operation.name, self._shown(), error)
         elif isinstance(error, LeaseLost):
             log.warning("%s for %s: %s", operation.name, self._shown(), error)
         if operation is _MESSAGE:
@@ -401,8 +417,6 @@ class Watch:
                 span.set_attribute(PSEUDO_ID, self._telemetry.pseudonym(self.number.digits))
             if self.duplicate:
                 span.set_attribute(DUPLICATE, True)
-            if self.conflicts:
-                span.set_attribute(CONFLICT_COUNT, self.conflicts)
             if self._operation is _MESSAGE:
                 span.set_attribute(MESSAGE_OUTCOME, outcome)
             span.end()

@@ -7,17 +7,19 @@ import time
 from datetime import datetime, timedelta
 
 from vimbiso_state.adapters.memory.store import MemoryConversationRepository, MemoryTokenRepository
+from vimbiso_state.domain.effects import Effect
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.ports import (
     Begun,
     ConversationWrite,
     EffectRecord,
+    Holder,
     StoredConversation,
     TokenChange,
     WriteResult,
 )
 
-# How often a waiting message looks again: the store's own wait would block the event loop.
+# How often a waiting unit of work looks again: the store's own wait would block the loop.
 _POLL = 0.005
 
 
@@ -27,21 +29,16 @@ class AsyncMemoryConversationRepository:
     def __init__(self, store: MemoryConversationRepository) -> None:
         self._store = store
 
-    async def load(
-        self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
-    ) -> StoredConversation:
-        return self._store.load(phone, now, message_id, touch)
-
-    async def save(
-        self, phone: PhoneNumber, write: ConversationWrite, now: datetime
-    ) -> WriteResult:
-        return self._store.save(phone, write, now)
-
-    async def delete(self, phone: PhoneNumber) -> None:
-        self._store.delete(phone)
+    async def load(self, phone: PhoneNumber, now: datetime) -> StoredConversation:
+        return self._store.load(phone, now)
 
     async def begin(
-        self, phone: PhoneNumber, now: datetime, message_id: str, lease: str, wait: timedelta
+        self,
+        phone: PhoneNumber,
+        now: datetime,
+        message_id: str | None,
+        lease: str,
+        wait: timedelta,
     ) -> Begun:
         until = time.monotonic() + wait.total_seconds()
         while True:
@@ -53,36 +50,34 @@ class AsyncMemoryConversationRepository:
     async def commit(
         self,
         phone: PhoneNumber,
-        lease: str,
-        write: ConversationWrite,
+        holder: Holder,
+        message_id: str | None,
+        write: ConversationWrite | None,
         token: TokenChange | None,
         now: datetime,
     ) -> WriteResult:
-        return self._store.commit(phone, lease, write, token, now)
+        return self._store.commit(phone, holder, message_id, write, token, now)
 
     async def release(self, phone: PhoneNumber, lease: str) -> None:
         self._store.release(phone, lease)
 
+    async def forget(self, phone: PhoneNumber) -> None:
+        self._store.forget(phone)
+
     async def effect_start(
-        self, phone: PhoneNumber, lease: str, message_id: str, name: str, now: datetime
+        self, phone: PhoneNumber, holder: Holder, effect: Effect, now: datetime
     ) -> EffectRecord:
-        return self._store.effect_start(phone, lease, message_id, name, now)
+        return self._store.effect_start(phone, holder, effect, now)
 
     async def effect_finish(
-        self, phone: PhoneNumber, message_id: str, name: str, result: bytes, now: datetime
-    ) -> None:
-        self._store.effect_finish(phone, message_id, name, result, now)
+        self, phone: PhoneNumber, effect: Effect, result: bytes, now: datetime, settle: bool
+    ) -> EffectRecord:
+        return self._store.effect_finish(phone, effect, result, now, settle)
 
 
 class AsyncMemoryTokenRepository:
     def __init__(self, store: MemoryTokenRepository) -> None:
         self._store = store
 
-    async def put(self, phone: PhoneNumber, sealed: bytes, ttl: timedelta) -> None:
-        self._store.put(phone, sealed, ttl)
-
     async def get(self, phone: PhoneNumber) -> bytes | None:
         return self._store.get(phone)
-
-    async def delete(self, phone: PhoneNumber) -> bool:
-        return self._store.delete(phone)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from vimbiso_state.adapters import codec
 from vimbiso_state.domain.clock import Clock
 from vimbiso_state.domain.conversation import CriticalData, Session
+from vimbiso_state.domain.effects import Effect, InDoubt
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.ports import (
@@ -20,6 +21,7 @@ from vimbiso_state.domain.ports import (
     ConversationWrite,
     EffectRecord,
     EffectStatus,
+    Holder,
     StoredConversation,
     TokenChange,
     WriteResult,
@@ -31,7 +33,6 @@ from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS, Timeouts, slide_step
 # the domain (not the garbage collector) is what decides expiry.
 GRACE = timedelta(seconds=2)
 _NEVER = datetime.max.replace(tzinfo=UTC)
-_STARTED = b""  # an effect's record while its outcome is unknown
 
 
 @dataclass(slots=True)
@@ -45,104 +46,105 @@ def _data(part: _Part | None) -> bytes | None:
 
 
 @dataclass(slots=True)
+class _Record:
+    """An effect's record: in doubt (no result) or done (its JSON result)."""
+
+    at: datetime  # when it started, or when its result was recorded
+    result: bytes | None = None
+
+
+@dataclass(slots=True)
+class _Effects:
+    """A user's effect records; ``epoch`` names this set of records (see Begun.effects)."""
+
+    epoch: int
+    records: dict[Effect, _Record] = field(default_factory=dict)
+    expires_at: datetime = _NEVER
+
+    def in_doubt(self) -> tuple[InDoubt, ...]:
+        return tuple(
+            InDoubt(e.name, e.key, r.at) for e, r in self.records.items() if r.result is None
+        )
+
+
+@dataclass(slots=True)
 class _User:
     critical: _Part | None = None
     critical_seen: datetime | None = None
     # The critical data's form deadline, kept beside its document (see codec.encode_stored).
     critical_form: datetime | None = None
+    # The epoch of the effect records the critical data was written with (0: none).
+    critical_effects: int = 0
     version: int = 0
     session: _Part | None = None
     last_seen: datetime | None = None
     form: _Part | None = None
-    # Handled operation and message ids with their expiry, each in insertion order, which is
-    # expiry order (one window per kind): pruning only ever looks at the front.
-    ops: dict[str, datetime] = field(default_factory=dict)
-    messages: dict[str, datetime] = field(default_factory=dict)
-    # The message holding this user: its lease and when the lease lapses.
+    # Handled ids (a message id, or "~" and the lease of a one-call write), each with the
+    # fence of the commit that recorded it and when; insertion order is commit order.
+    handled: dict[str, tuple[int, datetime]] = field(default_factory=dict)
+    # The unit of work holding this user: its lease, its fence and when the lease lapses.
     lease: str | None = None
+    fence: int = 0
     lease_until: datetime = _NEVER
-    # Effects of messages, kept for dedupe_ttl: message id -> (expiry, name -> result).
-    effects: dict[str, tuple[datetime, dict[str, bytes]]] = field(default_factory=dict)
-    # Nothing here expires before this moment, so collect() has nothing to look at until then
-    # (it runs twice per update). Deadlines only move later, except where expect() is told.
-    due: datetime = _NEVER
+    effects: _Effects | None = None
 
-    def expect(self, deadline: datetime) -> None:
-        """Something added here expires at ``deadline``."""
-        if deadline < self.due:
-            self.due = deadline
-
-    def collect(self, now: datetime) -> None:
+    def collect(self, now: datetime, dedupe: timedelta) -> None:
         """Drop what has outlived its TTL, as Redis would."""
-        if now < self.due:
-            return
         if self.critical and now >= self.critical.expires_at:
             self.critical, self.critical_seen, self.version = None, None, 0
-            self.critical_form = None
+            self.critical_form, self.critical_effects = None, 0
         if self.session and now >= self.session.expires_at:
             self.session, self.last_seen = None, None
         if self.form and now >= self.form.expires_at:
             self.form = None
         if self.lease is not None and now >= self.lease_until:
             self.lease, self.lease_until = None, _NEVER
-        for message_id in [m for m, (until, _) in self.effects.items() if now >= until]:
-            del self.effects[message_id]
-        _prune(self.ops, now)
-        _prune(self.messages, now)
-        self.due = min(
-            [part.expires_at for part in (self.critical, self.session, self.form) if part]
-            + [next(iter(ids.values())) for ids in (self.ops, self.messages) if ids]
-            + [until for until, _ in self.effects.values()]
-            + [self.lease_until],
-            default=_NEVER,
-        )
-
-    def trim(self) -> None:
-        """Keep at most MAX_HANDLED_IDS ids, dropping those that expire first (as save.lua
-        does): operation ids, then the oldest message ids."""
-        excess = len(self.ops) + len(self.messages) - MAX_HANDLED_IDS
-        for ids in (self.ops, self.messages):
-            while excess > 0 and ids:
-                del ids[next(iter(ids))]
-                excess -= 1
+        if self.effects is not None and now >= self.effects.expires_at:
+            self.effects = None
+        handled = self.handled
+        while handled:  # insertion order is time order: only the front can have expired
+            oldest = next(iter(handled))
+            if now - handled[oldest][1] <= dedupe + GRACE:
+                break
+            del handled[oldest]
 
     def held_by_other(self, lease: str | None, now: datetime) -> bool:
         return self.lease is not None and self.lease != lease and now < self.lease_until
 
+    def handled_before(self, member: str, now: datetime, dedupe: timedelta) -> bool:
+        seen = self.handled.get(member)
+        return seen is not None and now - seen[1] < dedupe
+
+    def keep_effects(self, until: datetime) -> None:
+        """Effect records outlive the critical data that names them (as on Redis), unless
+        in doubt, when they never expire."""
+        effects = self.effects
+        if effects is not None and effects.expires_at != _NEVER:
+            effects.expires_at = max(effects.expires_at, until)
+
     @property
     def empty(self) -> bool:
         return not (
-            self.critical
-            or self.session
-            or self.form
-            or self.ops
-            or self.messages
-            or self.lease
-            or self.effects
+            self.critical or self.session or self.form or self.handled or self.lease or self.effects
         )
 
 
-def _prune(handled: dict[str, datetime], now: datetime) -> None:
-    """Drop expired ids; insertion order is expiry order, so only the front is looked at."""
-    while handled:
-        first = next(iter(handled))
-        if handled[first] > now:
-            return
-        del handled[first]
-
-
-def _stored(user: _User, message_seen: bool = False) -> StoredConversation:
+def _stored(user: _User) -> StoredConversation:
     parts = codec.StoredParts()
     critical = parts.read(CriticalData, _data(user.critical), user.critical_seen)
     if critical is not None:
         critical.form_expires_at = user.critical_form
+    effects = user.effects
+    guards_lost = bool(user.critical_effects) and (
+        effects is None or effects.epoch != user.critical_effects
+    )
     return StoredConversation(
         critical=critical,
         session=parts.read(Session, _data(user.session), user.last_seen),
         form=parts.read(Form, _data(user.form)),
         version=user.version,
-        message_seen=message_seen,
         damaged=parts.damaged,
+        guards_lost=guards_lost and critical is not None,
         extras=parts.extras,
         documents=parts.documents,
     )
@@ -152,8 +154,8 @@ class MemoryConversationRepository:
     """Conversations in a dict, one lock for atomicity, TTLs through the Clock.
 
     Times come from the caller's ``now`` (the service's Clock); the store's own Clock is only
-    for reads that carry no time (peek). Waiting for a user held by another message is a wait
-    on a condition, woken when any message ends.
+    for reads that carry no time (peek). Waiting for a user held by another unit of work is a
+    wait on a condition, woken when any one ends.
     """
 
     def __init__(
@@ -161,33 +163,33 @@ class MemoryConversationRepository:
     ) -> None:
         self._clock = clock
         self._timeouts = timeouts
-        # A message reads the token with its conversation and writes it with its commit.
-        self._tokens = tokens
+        # A unit of work reads the token with its conversation and writes it with its commit.
+        self._tokens = tokens or MemoryTokenRepository(clock)
         self._keep_critical = timeouts.state + GRACE
         self._keep_session = timeouts.session + GRACE
-        # The earliest deadline a save can set, bar the form's own.
-        self._soonest = min(
-            self._keep_critical, self._keep_session, timeouts.retry_window, timeouts.dedupe
-        )
         # As load.lua: a part slides when alive and at least a slide step old (so never
         # backwards); the bounds, computed once.
         self._state_slide = (slide_step(timeouts.state), timeouts.state)
         self._session_slide = (slide_step(timeouts.session), timeouts.session)
         self._users: dict[str, _User] = {}
-        # The highest version this store has given any conversation: a conversation created
-        # (again, after a reset or an expiry) starts above it, so no version ever repeats.
-        self._versions = 0
+        # The last fence given to any unit of work: every fence (and so every version) is
+        # above all before it, a user reset or expired included.
+        self._fences = 0
         self._lock = threading.Lock()
         self._ended = threading.Condition(self._lock)
 
     def _user(self, phone: PhoneNumber, now: datetime) -> _User | None:
         user = self._users.get(phone.digits)
         if user is not None:
-            user.collect(now)
+            user.collect(now, self._timeouts.dedupe)
             if user.empty:
                 del self._users[phone.digits]
                 return None
         return user
+
+    def _fence(self) -> int:
+        self._fences += 1
+        return self._fences
 
     def _slide(self, user: _User, now: datetime) -> None:
         """Slide only what is still alive, never backwards and a step at a time."""
@@ -197,22 +199,20 @@ class MemoryConversationRepository:
             if step <= now - user.critical_seen <= timeout:
                 user.critical_seen = now
                 critical.expires_at = now + self._keep_critical
+                user.keep_effects(critical.expires_at)
         if session and user.last_seen:
             step, timeout = self._session_slide
             if step <= now - user.last_seen <= timeout:
                 user.last_seen = now
                 session.expires_at = now + self._keep_session
 
-    def load(
-        self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
-    ) -> StoredConversation:
+    def load(self, phone: PhoneNumber, now: datetime) -> StoredConversation:
         with self._lock:
             user = self._user(phone, now)
             if user is None:
                 return StoredConversation(None, None, None, 0)
-            if touch:
-                self._slide(user, now)
-            return _stored(user, message_id is not None and message_id in user.messages)
+            self._slide(user, now)
+            return _stored(user)
 
     def peek(self, phone: PhoneNumber) -> StoredConversation:
         """Read every part without sliding a deadline (operators' tools)."""
@@ -220,56 +220,108 @@ class MemoryConversationRepository:
             user = self._user(phone, self._clock.now())
             return StoredConversation(None, None, None, 0) if user is None else _stored(user)
 
-    def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:
-        return self._write(phone, write, now, lease=None, token=None)
-
-    def delete(self, phone: PhoneNumber) -> None:
-        """Forget the conversation and free the user; handled message ids and effect records
-        stay, so a redelivery after a reset is still known (and a message in flight cannot
-        commit: its lease is gone)."""
-        with self._lock:
-            user = self._users.get(phone.digits)
-            if user is not None:
-                # Their deadlines come with them: a new _User's is "never", and expired ids
-                # would then be kept, and seen as handled, for good.
-                kept = _User(messages=user.messages, effects=user.effects, due=user.due)
-                kept.collect(self._clock.now())
-                if kept.empty:
-                    del self._users[phone.digits]
-                else:
-                    self._users[phone.digits] = kept
-            self._ended.notify_all()
-
-    # Messages
+    # The unit of work
     def begin(
-        self, phone: PhoneNumber, now: datetime, message_id: str, lease: str, wait: timedelta
+        self,
+        phone: PhoneNumber,
+        now: datetime,
+        message_id: str | None,
+        lease: str,
+        wait: timedelta,
     ) -> Begun:
         with self._lock:
             user = self._user(phone, now)
             if wait > timedelta(0) and user is not None and user.held_by_other(lease, now):
-                # Woken by any message's end; the caller asks again with the time left.
+                # Woken by any unit of work's end; the caller asks again with the time left.
                 self._ended.wait(wait.total_seconds())
                 user = self._user(phone, now)
-            if user is not None and message_id in user.messages:
-                return Begun(None, duplicate=True)
+            effects = user.effects if user is not None else None
+            epoch = effects.epoch if effects is not None else 0
+            in_doubt = effects.in_doubt() if effects is not None else ()
+            dedupe = self._timeouts.dedupe
+            if message_id is not None and user and user.handled_before(message_id, now, dedupe):
+                return Begun(None, duplicate=True, effects=epoch, in_doubt=in_doubt)
             if user is not None and user.held_by_other(lease, now):
                 return Begun(None, busy_for=user.lease_until - now)
             user = user or self._users.setdefault(phone.digits, _User())
-            user.lease, user.lease_until = lease, now + self._timeouts.lease
-            user.expect(user.lease_until)
-            # No slide: the message's commit writes last-seen (a failed message moves nothing).
-            token = self._tokens.get(phone) if self._tokens is not None else None
-            return Begun(_stored(user), token=token)
+            if user.lease != lease:  # not a retry of this begin
+                user.lease, user.fence = lease, self._fence()
+            user.lease_until = now + self._timeouts.lease
+            # No slide: the commit writes last-seen (a failed unit of work moves nothing).
+            return Begun(
+                _stored(user),
+                token=self._tokens.get(phone),
+                fence=user.fence,
+                effects=epoch,
+                in_doubt=in_doubt,
+            )
 
     def commit(
         self,
         phone: PhoneNumber,
-        lease: str,
-        write: ConversationWrite,
+        holder: Holder,
+        message_id: str | None,
+        write: ConversationWrite | None,
         token: TokenChange | None,
         now: datetime,
     ) -> WriteResult:
-        return self._write(phone, write, now, lease=lease, token=token)
+        # Encode before taking the lock: a too-large part fails here and stores nothing.
+        parts = None if write is None else self._encoded(write)
+        member = message_id if message_id is not None else "~" + holder.lease
+        with self._lock:
+            user = self._user(phone, now) or _User()
+            if user.lease != holder.lease or user.fence != holder.fence:
+                # Applied by an earlier attempt whose answer was lost: its fence is recorded.
+                applied = user.handled.get(member, (0,))[0] == holder.fence
+                status = WriteStatus.APPLIED if applied else WriteStatus.LEASE_LOST
+                return WriteResult(status, holder.fence if applied else 0)
+            if write is not None and parts is not None:
+                self._write(user, holder, write, parts, now)
+            if len(user.handled) >= MAX_HANDLED_IDS:  # make room first: this id is kept
+                for oldest in list(user.handled)[: len(user.handled) - MAX_HANDLED_IDS + 1]:
+                    del user.handled[oldest]
+            user.handled[member] = (holder.fence, now)
+            if token is not None:
+                self._tokens.change(phone, token)
+            user.lease, user.lease_until = None, _NEVER
+            self._users[phone.digits] = user
+            self._ended.notify_all()
+            return WriteResult(WriteStatus.APPLIED, holder.fence)
+
+    def _encoded(self, write: ConversationWrite) -> tuple[bytes, bytes, bytes | None]:
+        extras, documents = write.extras, write.documents
+        critical = codec.encode_stored(
+            write.critical, extras.get("critical"), documents.get("critical")
+        ).data
+        session = codec.encode_stored(write.session, extras.get("session")).data
+        form = None
+        if write.form is not None:
+            form_extras, form_stored = extras.get("form"), documents.get("form")
+            form = codec.encode_stored(write.form, form_extras, form_stored).data
+        return critical, session, form
+
+    def _write(
+        self,
+        user: _User,
+        holder: Holder,
+        write: ConversationWrite,
+        parts: tuple[bytes, bytes, bytes | None],
+        now: datetime,
+    ) -> None:
+        critical, session, form = parts
+        user.version = holder.fence
+        user.critical = _Part(critical, now + self._keep_critical)
+        user.critical_seen = write.critical.last_seen_at
+        user.critical_form = write.critical.form_expires_at
+        # The records as begun; ones the unit of work started itself when there were none.
+        current = user.effects.epoch if user.effects is not None else 0
+        user.critical_effects = holder.effects or current
+        user.keep_effects(user.critical.expires_at)
+        user.session = _Part(session, now + self._keep_session)
+        user.last_seen = write.session.last_seen_at
+        user.form = None
+        if form is not None and write.form is not None:
+            user.form = _Part(form, write.form.expires_at + GRACE)
 
     def release(self, phone: PhoneNumber, lease: str) -> None:
         with self._lock:
@@ -278,99 +330,73 @@ class MemoryConversationRepository:
                 user.lease, user.lease_until = None, _NEVER
             self._ended.notify_all()
 
+    def forget(self, phone: PhoneNumber) -> None:
+        """Forget the conversation and the token and free the user; handled ids and effect
+        records stay, so a redelivery after a reset is still known (and a unit of work in
+        flight cannot commit: its lease is gone)."""
+        with self._lock:
+            user = self._users.get(phone.digits)
+            if user is not None:
+                kept = _User(handled=user.handled, effects=user.effects)
+                self._users[phone.digits] = kept
+            self._tokens.delete(phone)
+            self._ended.notify_all()
+
     def effect_start(
-        self, phone: PhoneNumber, lease: str, message_id: str, name: str, now: datetime
+        self, phone: PhoneNumber, holder: Holder, effect: Effect, now: datetime
     ) -> EffectRecord:
         with self._lock:
             user = self._user(phone, now)
-            if user is None or user.lease != lease or now >= user.lease_until:
+            if user is None or user.lease != holder.lease or user.fence != holder.fence:
                 return EffectRecord(EffectStatus.LEASE_LOST)
-            until, records = user.effects.setdefault(message_id, (now + self._timeouts.dedupe, {}))
-            user.expect(until)
-            if name not in records:
-                records[name] = _STARTED
-                return EffectRecord(EffectStatus.RUN)
-            result = records[name]
-            if result == _STARTED:
-                return EffectRecord(EffectStatus.IN_DOUBT)
-            return EffectRecord(EffectStatus.DONE, result)
+            effects = user.effects
+            if holder.effects and (effects is None or effects.epoch != holder.effects):
+                return EffectRecord(EffectStatus.RECORDS_LOST)
+            if effects is not None:
+                self._prune(effects, now)
+                record = effects.records.get(effect)
+                if record is not None:
+                    if record.result is None:
+                        return EffectRecord(EffectStatus.IN_DOUBT)
+                    return EffectRecord(EffectStatus.DONE, record.result)
+            else:
+                effects = user.effects = _Effects(holder.fence)
+                if user.critical is not None:
+                    user.critical_effects = effects.epoch
+            effects.records[effect] = _Record(now)
+            effects.expires_at = _NEVER  # in doubt until settled
+            return EffectRecord(EffectStatus.RUN)
 
     def effect_finish(
-        self, phone: PhoneNumber, message_id: str, name: str, result: bytes, now: datetime
-    ) -> None:
+        self, phone: PhoneNumber, effect: Effect, result: bytes, now: datetime, settle: bool
+    ) -> EffectRecord:
         with self._lock:
-            user = self._users.setdefault(phone.digits, _User())
-            until, records = user.effects.setdefault(message_id, (now + self._timeouts.dedupe, {}))
-            user.expect(until)
-            records[name] = bytes(result)
+            user = self._user(phone, now) or self._users.setdefault(phone.digits, _User())
+            if user.effects is None:
+                # Lost (or never there): new records, which the critical data does not name.
+                user.effects = _Effects(self._fence())
+            effects = user.effects
+            record = effects.records.get(effect)
+            if settle and record is not None and record.result is not None:
+                return EffectRecord(EffectStatus.DONE, record.result)
+            effects.records[effect] = _Record(now, bytes(result))
+            if not effects.in_doubt():
+                until = now + self._timeouts.dedupe + GRACE
+                if user.critical is not None:
+                    until = max(until, user.critical.expires_at)
+                effects.expires_at = until
+            return EffectRecord(EffectStatus.DONE, bytes(result))
 
-    def _write(
-        self,
-        phone: PhoneNumber,
-        write: ConversationWrite,
-        now: datetime,
-        lease: str | None,
-        token: TokenChange | None,
-    ) -> WriteResult:
-        t = self._timeouts
-        # Encode before taking the lock: a too-large part fails here and stores nothing.
-        extras, documents = write.extras, write.documents
-        critical = codec.encode_stored(
-            write.critical, extras.get("critical"), documents.get("critical")
-        ).data
-        session = codec.encode_stored(write.session, extras.get("session")).data
-        form = (
-            None
-            if write.form is None
-            else _Part(
-                codec.encode_stored(write.form, extras.get("form"), documents.get("form")).data,
-                write.form.expires_at + GRACE,
-            )
-        )
-        with self._lock:
-            user = self._user(phone, now) or _User()
-            if lease is not None and write.message_id in user.messages:
-                # A commit is applied once by its message id (as save.lua does).
-                return WriteResult(WriteStatus.APPLIED, user.version)
-            if lease is None and write.op_id in user.ops:
-                # Applied by an earlier attempt; version 0: the caller reads it if it cares.
-                return WriteResult(WriteStatus.APPLIED, 0)
-            if lease is not None and (user.lease != lease or now >= user.lease_until):
-                return WriteResult(WriteStatus.LEASE_LOST, user.version)
-            if write.message_id is not None and write.message_id in user.messages:
-                return WriteResult(WriteStatus.DUPLICATE, user.version)
-            if lease is None and user.held_by_other(None, now):
-                return WriteResult(WriteStatus.BUSY, user.version, user.lease_until - now)
-            if user.version != write.expected_version:
-                return WriteResult(WriteStatus.CONFLICT, user.version)
-            user.version = user.version + 1 if user.version else self._versions + 1
-            self._versions = max(self._versions, user.version)
-            user.critical = _Part(critical, now + self._keep_critical)
-            user.critical_seen = write.critical.last_seen_at
-            user.critical_form = write.critical.form_expires_at
-            user.session = _Part(session, now + self._keep_session)
-            user.last_seen = write.session.last_seen_at
-            user.form = form
-            if lease is None:
-                user.ops[write.op_id] = now + t.retry_window
-            if write.message_id is not None:
-                user.messages[write.message_id] = now + t.dedupe
-            user.trim()
-            user.expect(now + self._soonest)
-            if form is not None:
-                user.expect(form.expires_at)
-            if lease is not None:
-                user.lease, user.lease_until = None, _NEVER
-                if token is not None and self._tokens is not None:
-                    self._tokens.change(phone, token)
-            self._users[phone.digits] = user
-            if lease is not None:
-                self._ended.notify_all()
-            return WriteResult(WriteStatus.APPLIED, user.version)
+    def _prune(self, effects: _Effects, now: datetime) -> None:
+        """Drop results older than dedupe_ttl (an effect in doubt stays until settled)."""
+        dedupe = self._timeouts.dedupe
+        for effect, record in list(effects.records.items()):
+            if record.result is not None and now - record.at > dedupe:
+                del effects.records[effect]
 
 
 class MemoryTokenRepository:
-    """Sealed tokens in a dict, expiring through the Clock."""
+    """Sealed tokens in a dict, expiring through the Clock; written by commits."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -396,7 +422,7 @@ class MemoryTokenRepository:
             return part is not None and self._clock.now() < part.expires_at
 
     def change(self, phone: PhoneNumber, change: TokenChange) -> None:
-        """A message's token change, applied with its commit."""
+        """A commit's token change."""
         if change.sealed is None:
             self.delete(phone)
         else:

@@ -26,14 +26,16 @@ from vimbiso_state.adapters.redis.connection import (
     is_wrong_type,
 )
 from vimbiso_state.adapters.redis.keys import KeySchema
-from vimbiso_state.adapters.redis.protocol import ConversationCalls, message_digest, px
-from vimbiso_state.adapters.redis.scripts import BEGIN, EFFECT, LOAD, RELEASE, SAVE
+from vimbiso_state.adapters.redis.protocol import ConversationCalls, legacy_digest
+from vimbiso_state.adapters.redis.scripts import BEGIN, COMMIT, EFFECT, FORGET, LOAD, RELEASE
+from vimbiso_state.domain.effects import Effect
 from vimbiso_state.domain.errors import StateUnavailable
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.ports import (
     Begun,
     ConversationWrite,
     EffectRecord,
+    Holder,
     StoredConversation,
     TokenChange,
     WriteResult,
@@ -153,43 +155,25 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
         self._waits = waits or client
         self._wait_slice = wait_slice
 
-    async def load(
-        self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
-    ) -> StoredConversation:
-        if self._calls.reads_plainly(message_id, touch):
-            recalled = self._calls.recalled(phone.digits, now)
-            if recalled is not None:
-                return recalled
-            documents = self._keys.for_user(phone).documents
-            values = await self._run(lambda: self._client.mget(documents))
-            return self._calls.read(values, now, remember=phone.digits)
-        keys = self._keys.for_user(phone).load
-        args = self._calls.load_args(now, message_id, touch)
+    async def load(self, phone: PhoneNumber, now: datetime) -> StoredConversation:
+        keys, args = self._keys.for_user(phone).load, self._calls.load_args(now, True)
         reply = await self._run(lambda: LOAD.call_async(self._client, keys, args))
-        return self._calls.loaded(reply, now, remember=phone.digits)
-
-    async def save(
-        self, phone: PhoneNumber, write: ConversationWrite, now: datetime
-    ) -> WriteResult:
-        return await self._save(phone, write, now, "", None)
-
-    async def delete(self, phone: PhoneNumber) -> None:
-        keys = self._keys.for_user(phone).release
-        try:
-            await self._run(lambda: RELEASE.call_async(self._client, keys, [""]))
-        finally:
-            self._calls.recent.forget(phone.digits)
+        return self._calls.loaded(reply, now)
 
     async def begin(
-        self, phone: PhoneNumber, now: datetime, message_id: str, lease: str, wait: timedelta
+        self,
+        phone: PhoneNumber,
+        now: datetime,
+        message_id: str | None,
+        lease: str,
+        wait: timedelta,
     ) -> Begun:
         """See RedisConversationRepository.begin."""
         user = self._keys.for_user(phone)
         waited = wait > timedelta(0)
         seconds = round(min(wait.total_seconds(), self._wait_slice), 3) or 0.001
-        self._calls.recent.forget(phone.digits)
         if isinstance(self._client, AsyncRedisCluster):
-            args = self._calls.load_args(now, message_id, False, lease, waited)
+            args = self._calls.begin_args(now, message_id, lease, waited, read_here=True)
 
             async def on_cluster() -> Any:
                 if waited:
@@ -197,9 +181,9 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
                     # the first: first waits made at once would race its discovery.
                     await discovered(self._waits)
                     await self._waits.blpop([user.wake], timeout=seconds)
-                return await LOAD.call_async(self._client, user.load, args)
+                return await BEGIN.call_async(self._client, user.begin, args)
 
-            return self._calls.begun(await self._run(on_cluster), now)
+            return self._calls.began(await self._run(on_cluster), None, now)
         args = self._calls.begin_args(now, message_id, lease, waited)
 
         async def attempt(by_source: bool) -> list[Any]:
@@ -223,60 +207,44 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
     async def commit(
         self,
         phone: PhoneNumber,
-        lease: str,
-        write: ConversationWrite,
+        holder: Holder,
+        message_id: str | None,
+        write: ConversationWrite | None,
         token: TokenChange | None,
         now: datetime,
     ) -> WriteResult:
-        return await self._save(phone, write, now, lease, token)
+        keys = self._keys.for_user(phone).commit
+        args = self._calls.commit_args(holder, message_id, write, token, now)
+        reply = await self._run(lambda: COMMIT.call_async(self._client, keys, args))
+        return self._calls.committed(reply)
 
     async def release(self, phone: PhoneNumber, lease: str) -> None:
         keys = self._keys.for_user(phone).release
         await self._run(lambda: RELEASE.call_async(self._client, keys, [lease]))
 
+    async def forget(self, phone: PhoneNumber) -> None:
+        keys = self._keys.for_user(phone).forget
+        await self._run(lambda: FORGET.call_async(self._client, keys, []))
+
     async def effect_start(
-        self, phone: PhoneNumber, lease: str, message_id: str, name: str, now: datetime
+        self, phone: PhoneNumber, holder: Holder, effect: Effect, now: datetime
     ) -> EffectRecord:
-        keys = self._effect_keys(phone, message_id)
-        args = self._calls.effect_args(lease, name, None)
+        keys = self._keys.for_user(phone).effect(legacy_digest(effect.key))
+        args = self._calls.effect_start_args(holder, effect, now)
         reply = await self._run(lambda: EFFECT.call_async(self._client, keys, args))
         return self._calls.effect_record(reply)
 
     async def effect_finish(
-        self, phone: PhoneNumber, message_id: str, name: str, result: bytes, now: datetime
-    ) -> None:
-        keys = self._effect_keys(phone, message_id)
-        args = self._calls.effect_args("", name, result)
-        await self._run(lambda: EFFECT.call_async(self._client, keys, args))
-
-    def _effect_keys(self, phone: PhoneNumber, message_id: str) -> list[str]:
-        user = self._keys.for_user(phone)
-        return [user.lease, user.effects(message_digest(message_id))]
-
-    async def _save(
-        self,
-        phone: PhoneNumber,
-        write: ConversationWrite,
-        now: datetime,
-        lease: str,
-        token: TokenChange | None,
-    ) -> WriteResult:
-        keys = self._keys.for_user(phone).save
-        call = self._calls.save_args(write, now, lease, token)
-        try:
-            reply = await self._run(lambda: SAVE.call_async(self._client, keys, call.args))
-        except BaseException:
-            self._calls.recent.forget(phone.digits)  # the outcome is unknown
-            raise
-        return self._calls.saved(reply, phone.digits, call)
+        self, phone: PhoneNumber, effect: Effect, result: bytes, now: datetime, settle: bool
+    ) -> EffectRecord:
+        keys = self._keys.for_user(phone).effect(None)
+        args = self._calls.effect_finish_args(effect, result, now, settle)
+        reply = await self._run(lambda: EFFECT.call_async(self._client, keys, args))
+        return self._calls.effect_record(reply)
 
 
 class AsyncRedisTokenRepository(_AsyncRedisRepository):
     """RedisTokenRepository for asyncio."""
-
-    async def put(self, phone: PhoneNumber, sealed: bytes, ttl: timedelta) -> None:
-        key = self._keys.for_user(phone).token
-        await self._run(lambda: self._client.set(key, sealed, px=px(ttl)))
 
     async def get(self, phone: PhoneNumber) -> bytes | None:
         key = self._keys.for_user(phone).token
@@ -292,7 +260,3 @@ class AsyncRedisTokenRepository(_AsyncRedisRepository):
 
         value = await self._run(get)
         return value.encode() if isinstance(value, str) else value
-
-    async def delete(self, phone: PhoneNumber) -> bool:
-        key = self._keys.for_user(phone).token
-        return bool(await self._run(lambda: self._client.delete(key)))

@@ -211,8 +211,9 @@ class RetryPolicy:
                 f"nothing): nothing was stored. Raise maxmemory or free memory. ({exc})"
             ) from exc
         if isinstance(exc, redis.exceptions.ResponseError):
-            if str(exc).startswith(_UNAVAILABLE_REPLIES):
-                raise StateUnavailable(f"Redis refused the command: {exc}") from exc
+            reply = _server_reply(exc)
+            if reply.startswith(_UNAVAILABLE_REPLIES):
+                raise StateUnavailable(f"Redis refused the command: {reply}") from exc
             raise StateError(f"Redis rejected the command: {exc}") from exc
         if isinstance(exc, redis.exceptions.RedisError):
             raise StateUnavailable(f"Redis failed: {exc}") from exc
@@ -221,6 +222,17 @@ class RetryPolicy:
             # refresh, or when a command cannot be routed.
             raise StateUnavailable(f"Redis Cluster failed: {exc}") from exc
         raise exc  # not a Redis failure: the caller's own error, unchanged
+
+
+def _server_reply(exc: Exception) -> str:
+    """The server's error reply; redis-py puts which command of a pipeline it answered in
+    front of it."""
+    text = str(exc)
+    if text.startswith("Command # "):
+        _, found, reply = text.partition(" of pipeline caused error: ")
+        if found:
+            return reply
+    return text
 
 
 _RETRIED: dict[type[Exception], dict[str, str]] = {}

@@ -16,30 +16,39 @@ class UserKeys:
     user: str
     session: str
     form: str
+    # The ids of the user's last units of work, each with the fence of its commit.
     handled: str
     token: str
-    # While a message is handled: its lease, how many messages wait for it, and the list a
-    # waiting message blocks on until the lease ends.
+    # The user's effect records (a hash): what guards a payment from running twice.
+    effects: str
+    # While a unit of work holds the user: its lease, how many wait for it, and the list a
+    # waiting one blocks on until the lease ends.
     lease: str
     waiters: str
     wake: str
 
     @property
-    def load(self) -> list[str]:
-        """The keys load.lua touches, in the order it expects."""
+    def begin(self) -> list[str]:
+        """The keys begin.lua touches, in the order it expects (the parts it may read last)."""
         return [
-            self.user,
-            self.session,
-            self.form,
             self.handled,
             self.lease,
             self.waiters,
+            self.effects,
+            self.user,
+            self.session,
+            self.form,
             self.token,
         ]
 
     @property
-    def save(self) -> list[str]:
-        """The keys save.lua touches, in the order it expects."""
+    def parts(self) -> list[str]:
+        """The documents and the token, as a begun unit of work reads them (MGET)."""
+        return [self.user, self.session, self.form, self.token]
+
+    @property
+    def commit(self) -> list[str]:
+        """The keys commit.lua touches, in the order it expects."""
         return [
             self.user,
             self.session,
@@ -49,31 +58,30 @@ class UserKeys:
             self.waiters,
             self.wake,
             self.token,
+            self.effects,
         ]
 
     @property
-    def begin(self) -> list[str]:
-        """The keys begin.lua touches, in the order it expects."""
-        return [self.handled, self.lease, self.waiters]
-
-    @property
-    def parts(self) -> list[str]:
-        """The documents and the token, as a begun message reads them (MGET)."""
-        return [self.user, self.session, self.form, self.token]
+    def load(self) -> list[str]:
+        """The keys load.lua touches, in the order it expects."""
+        return [self.user, self.session, self.form, self.effects]
 
     @property
     def release(self) -> list[str]:
         """The keys release.lua touches, in the order it expects."""
-        return [self.lease, self.waiters, self.wake, self.user, self.session, self.form]
+        return [self.lease, self.waiters, self.wake]
 
     @property
-    def documents(self) -> list[str]:
-        """The keys of the three stored documents, as a plain read (MGET) asks for them."""
-        return [self.user, self.session, self.form]
+    def forget(self) -> list[str]:
+        """The keys forget.lua touches, in the order it expects."""
+        return [self.lease, self.waiters, self.wake, self.user, self.session, self.form, self.token]
 
-    def effects(self, message: bytes) -> str:
-        """The hash of one message's effects (``message`` is its id's digest, protocol.py)."""
-        return f"effects:{self.lease.removeprefix('lease:')}:{message.hex()}"
+    def effect(self, legacy: bytes | None) -> list[str]:
+        """The keys effect.lua touches; ``legacy`` is a message's digest when its 0.2 records
+        (one hash per message) are to be consulted too."""
+        tag = self.lease.removeprefix("lease:")
+        old = self.effects if legacy is None else f"effects:{tag}:{legacy.hex()}"
+        return [self.effects, self.lease, self.user, old]
 
     @property
     def all(self) -> list[str]:
@@ -83,6 +91,7 @@ class UserKeys:
             self.form,
             self.handled,
             self.token,
+            self.effects,
             self.lease,
             self.waiters,
             self.wake,
@@ -97,8 +106,9 @@ def _user_keys(digits: str) -> UserKeys:
         user=f"user:{tag}:state",
         session=f"session:{tag}:data",
         form=f"form:{tag}:data",
-        handled=f"handled:{tag}:ids",
+        handled=f"handled:{tag}",
         token=f"token:{tag}",
+        effects=f"effects:{tag}",
         lease=f"lease:{tag}",
         waiters=f"lease:{tag}:waiters",
         wake=f"lease:{tag}:wake",
@@ -112,15 +122,20 @@ class KeySchema:
         return _user_keys(phone.digits)
 
     # Every key this library writes matches one of these (used by SCAN-based tools and ACLs).
+    # 0.2 wrote ``handled:{p}:ids`` and one ``effects:{p}:<digest>`` per message; 0.3 never
+    # writes them (it reads the latter for a message's own effects), and both expire within
+    # a day of the upgrade.
     patterns = (
         "user:{*}:state",
         "session:{*}:data",
         "form:{*}:data",
-        "handled:{*}:ids",
+        "handled:{*}",
         "token:{*}",
+        "effects:{*}",
         "lease:{*}",
         "lease:{*}:waiters",
         "lease:{*}:wake",
+        "handled:{*}:ids",
         "effects:{*}:*",
     )
 
@@ -133,24 +148,26 @@ class KeySchema:
         ("user", ":state"): "user",
         ("session", ":data"): "session",
         ("form", ":data"): "form",
+        ("handled", ""): "handled",
         ("handled", ":ids"): "handled",
         ("token", ""): "token",
+        ("effects", ""): "effects",
         ("lease", ""): "lease",
         ("lease", ":waiters"): "waiters",
         ("lease", ":wake"): "wake",
     }
-    _effects = re.compile(r":[0-9a-f]{32}")
+    _legacy_effects = re.compile(r":[0-9a-f]{32}")
 
     def parse(self, key: str | bytes) -> tuple[str, str] | None:
-        """The kind (a UserKeys field name, or ``effects``) and phone digits of a key of this
-        schema, or None."""
+        """The kind (a UserKeys field name) and phone digits of a key of this schema, or
+        None."""
         text = key.decode(errors="replace") if isinstance(key, bytes) else key
         match = self._parsed.fullmatch(text)
         if match is None:
             return None
         prefix, suffix = match["prefix"], match["suffix"]
-        if prefix == "effects":
-            kind = "effects" if self._effects.fullmatch(suffix) else None
+        if prefix == "effects" and self._legacy_effects.fullmatch(suffix):
+            kind: str | None = "effects"
         else:
             kind = self._kinds.get((prefix, suffix))
         return None if kind is None else (kind, match["digits"])

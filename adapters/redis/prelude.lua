@@ -8,3 +8,46 @@ local function wrong_type(reply)
   end
   return false
 end
+-- A string value, '!' for a key of the wrong type (the client reads it as damaged), or false.
+local function get(key)
+  local value = redis.pcall('GET', key)
+  if wrong_type(value) then return '!' end
+  return value
+end
+-- The version in a user value's header: last-seen (16 digits), then the version (16 digits;
+-- 0.1 wrote 12, the JSON right after them). 0 when there is none or it is damaged.
+local function version_of(key)
+  local head = redis.pcall('GETRANGE', key, 0, 31)
+  if wrong_type(head) then return 0 end
+  if string.sub(head, 29, 29) == '{' then return tonumber(string.sub(head, 17, 28)) or 0 end
+  return tonumber(string.sub(head, 17, 32)) or 0
+end
+-- Keep ``key`` for at least ``px`` ms; when extending, add ``slack`` (so that most writes move
+-- no TTL, and append nothing to the AOF for it).
+local function keep(key, px, slack)
+  if redis.call('PTTL', key) < px then
+    redis.call('PEXPIRE', key, px + slack)
+  end
+end
+-- The effect records' head: their epoch (16 digits) and how many are in doubt. A hash field
+-- of the wrong type is not a record of this library's: dropped, as an eviction would.
+local function effects_head(key)
+  local head = redis.pcall('HGET', key, '~')
+  if wrong_type(head) then
+    redis.call('DEL', key)
+    return false, 0, 0
+  end
+  if not head then return false, 0, 0 end
+  return head, tonumber(string.sub(head, 1, 16)) or 0, tonumber(string.sub(head, 17)) or 0
+end
+-- Wake the longest waiting unit of work of this user, if any waits. Neither the waiters nor
+-- the wake-up are persisted or replicated: a waiter lost in a restart looks again anyway.
+local function wake(waiters, list)
+  redis.set_repl(redis.REPL_NONE)
+  local waiting = redis.pcall('GET', waiters)
+  if not wrong_type(waiting) and (tonumber(waiting) or 0) > 0 then
+    redis.call('RPUSH', list, 1)
+    redis.call('PEXPIRE', list, 1000)
+  end
+  redis.set_repl(redis.REPL_ALL)
+end

@@ -4,22 +4,23 @@ Pure: no I/O. The sync, async and cluster repositories all build their calls and
 replies here, so the stored format has one definition.
 
 Layout (every key carries the phone's hash tag):
-- ``user:{p}:state``: last-seen (16 digits, microseconds) + version (16 digits) + JSON of the
-  critical data (0.1 wrote a 12-digit version; both are read);
+- ``user:{p}:state``: last-seen, version, the form's deadline and the effect records'
+  epoch (16 digits each), then the JSON of the critical data (0.1 wrote last-seen and a
+  12-digit version, 0.2 the first three numbers; both are read);
 - ``session:{p}:data``: last-seen (16 digits) + JSON of the session;
 - ``form:{p}:data``: JSON of the form;
-- ``handled:{p}:ids``: sorted set of operation and message ids, scored by their expiry;
-- ``lease:{p}`` (and ``:waiters``, ``:wake``): the message holding the user;
-- ``effects:{p}:<message digest>``: a hash of one message's effects.
-Plain strings, not hashes: a hash with a value over 64 bytes leaves the compact listpack
-encoding and costs twice the memory, and the fixed-width prefix lets a script slide the
-last-seen time with SETRANGE instead of rewriting the document.
+- ``handled:{p}``: sorted set of the ids of the user's last units of work (a digest of the
+  message id, or of a one-call write's lease), each scored by its commit's fence;
+- ``effects:{p}``: hash of the user's effect records (see effect.lua);
+- ``lease:{p}`` (and ``:waiters``, ``:wake``): the unit of work holding the user.
+Plain strings, not hashes, for the documents: a hash with a value over 64 bytes leaves the
+compact listpack encoding and costs twice the memory, and the fixed-width prefix lets a script
+slide the last-seen time with SETRANGE instead of rewriting the document.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -27,13 +28,14 @@ import msgspec
 
 from vimbiso_state.adapters import codec
 from vimbiso_state.domain.conversation import CriticalData, Session
+from vimbiso_state.domain.effects import Effect, InDoubt
 from vimbiso_state.domain.form import Form
-from vimbiso_state.domain.lifecycle import resume
 from vimbiso_state.domain.ports import (
     Begun,
     ConversationWrite,
     EffectRecord,
     EffectStatus,
+    Holder,
     StoredConversation,
     TokenChange,
     WriteResult,
@@ -44,25 +46,17 @@ from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS, Timeouts, slide_step
 # TTLs are set a little past the domain's deadline: Redis only collects garbage, the domain
 # decides what has expired.
 GRACE_MS = 2000
-SEEN = 16  # width of the last-seen prefix
-VERSION = 16  # width of the version after it, in the user value
-FORM_AT = 16  # width of the form's deadline after that (zeros: no form)
-HEADER = SEEN + VERSION + FORM_AT
+SEEN = 16  # width of the last-seen prefix, and of each number after it
+HEADER = 4 * SEEN  # last-seen, version, the form's deadline, the effect records' epoch
 _OLD_VERSION = 12  # 0.1 wrote last-seen and a 12-digit version, the form's deadline in JSON
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_STATUS = {
-    b"ok": WriteStatus.APPLIED,
-    b"applied": WriteStatus.APPLIED,
-    b"conflict": WriteStatus.CONFLICT,
-    b"duplicate": WriteStatus.DUPLICATE,
-    b"busy": WriteStatus.BUSY,
-    b"lease_lost": WriteStatus.LEASE_LOST,
-}
+_COMMITTED = {b"ok": WriteStatus.APPLIED, b"applied": WriteStatus.APPLIED}
 _EFFECTS = {
     b"run": EffectStatus.RUN,
     b"done": EffectStatus.DONE,
     b"in_doubt": EffectStatus.IN_DOUBT,
     b"lease_lost": EffectStatus.LEASE_LOST,
+    b"records_lost": EffectStatus.RECORDS_LOST,
 }
 
 
@@ -89,18 +83,24 @@ def _micros_or_zero(moment: datetime | None) -> int:
     return 0 if moment is None else micros(moment)
 
 
-def message_digest(message_id: str) -> bytes:
-    # WhatsApp ids are long and caller-supplied: a 16-byte digest keeps keys and the handled
-    # set small and inert.
-    return hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).digest()[:16]
+def _digest(text: str, size: int) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:size]
 
 
-def message_member(message_id: str) -> bytes:
-    return b"m" + message_digest(message_id)
+def handled_member(message_id: str | None, lease: str) -> bytes:
+    """A unit of work's id in the handled set: its message id, or a one-call write's lease.
+    8 bytes of digest: caller-supplied ids (WhatsApp's are 60 characters) stay small and
+    inert, and the set stays in Redis's compact encoding."""
+    return _digest("m" + message_id if message_id is not None else "l" + lease, 8)
 
 
-def op_member(op_id: str) -> bytes:
-    return b"o" + op_id.encode()
+def legacy_digest(message_id: str) -> bytes:
+    """The digest 0.2 named a message's effect records by."""
+    return _digest(message_id, 16)
+
+
+def effect_field(effect: Effect) -> str:
+    return f"{effect.name}:{_digest(effect.key, 12).hex()}"
 
 
 def _header(value: bytes, width: int) -> int | None:
@@ -113,93 +113,29 @@ class UserHeader(NamedTuple):
     seen: int
     version: int
     form_at: int | None  # the form's deadline (µs; None: in the JSON, as 0.1 wrote it)
-    start: int  # where the JSON starts
+    effects: int  # the epoch of the effect records that guard this conversation (0: none)
+    start: int  # where the JSON starts; HEADER in the current layout
 
 
 def _user_header(value: bytes) -> UserHeader | None:
-    """The header of a user value; None if damaged."""
+    """The header of a user value, in any layout a release wrote; None if damaged."""
     seen = _header(value, SEEN)
-    if value[SEEN + _OLD_VERSION : SEEN + _OLD_VERSION + 1] == b"{":
-        version = _header(value[SEEN:], _OLD_VERSION)
-        if seen is None or version is None:
-            return None
-        return UserHeader(seen, version, None, SEEN + _OLD_VERSION)
-    version = _header(value[SEEN:], VERSION)
-    form_at = _header(value[SEEN + VERSION :], FORM_AT)
-    if seen is None or version is None or form_at is None:
+    if seen is None:
         return None
-    return UserHeader(seen, version, form_at, HEADER)
-
-
-def user_value(seen_and_form: bytes, version: int, critical: bytes) -> bytes:
-    """A user value as save.lua writes it: last-seen, version, form's deadline, JSON."""
-    return b"%b%016d%b%b" % (seen_and_form[:SEEN], version, seen_and_form[SEEN:], critical)
-
-
-# How long what this process last read or wrote for a user is trusted by the next write.
-RECENT = timedelta(seconds=2)
-
-
-class RecentValues:
-    """The stored values of the conversations this process read or wrote a moment ago.
-
-    A write reads the conversation, changes it and compares-and-sets it. When this process
-    read or wrote that conversation a moment ago (``start`` then ``update`` in one webhook,
-    or several updates in a row), the values it holds are almost always still the stored
-    ones, and when they are not the version check fails and the write reads again, as on any
-    conflict. So such a write skips its read: a message costs one round trip less.
-    """
-
-    def __init__(
-        self, size: int = 4096, max_bytes: int = 16 * 1024 * 1024, max_age: timedelta = RECENT
-    ) -> None:
-        # Bounded in users and in bytes: documents may be up to 64 KB each.
-        self._size = size
-        self._max_bytes = max_bytes
-        self._max_age = max_age
-        self._values: dict[str, tuple[datetime, list[bytes | None], int]] = {}
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def remember(self, digits: str, values: list[bytes | None], at: datetime) -> None:
-        weight = sum(len(value) for value in values if value is not None)
-        with self._lock:
-            self._drop(digits)
-            self._values[digits] = (at, values, weight)
-            self._bytes += weight
-            while len(self._values) > self._size or self._bytes > self._max_bytes:
-                self._drop(next(iter(self._values)))  # the least recently stored
-
-    def recall(self, digits: str, now: datetime) -> list[bytes | None] | None:
-        entry = self._values.get(digits)
-        if entry is None:
-            return None
-        at, values, _ = entry
-        return values if timedelta(0) <= now - at <= self._max_age else None
-
-    def forget(self, digits: str) -> None:
-        with self._lock:
-            self._drop(digits)
-
-    @property
-    def held_bytes(self) -> int:
-        return self._bytes
-
-    def _drop(self, digits: str) -> None:
-        entry = self._values.pop(digits, None)
-        if entry is not None:
-            self._bytes -= entry[2]
+    if value[SEEN + _OLD_VERSION : SEEN + _OLD_VERSION + 1] == b"{":  # 0.1
+        version = _header(value[SEEN:], _OLD_VERSION)
+        return None if version is None else UserHeader(seen, version, None, 0, 28)
+    version = _header(value[SEEN:], SEEN)
+    form_at = _header(value[2 * SEEN :], SEEN)
+    if version is None or form_at is None:
+        return None
+    if value[3 * SEEN : 3 * SEEN + 1] == b"{":  # 0.2: no epoch yet
+        return UserHeader(seen, version, form_at, 0, 3 * SEEN)
+    effects = _header(value[3 * SEEN :], SEEN)
+    return None if effects is None else UserHeader(seen, version, form_at, effects, HEADER)
 
 
 _msgpack = msgspec.msgpack.Encoder()
-
-
-class SaveCall(NamedTuple):
-    args: list[Any]
-    now: datetime
-    # What the user, session and form keys hold once the call is applied (the user's
-    # header without its version, which the script chooses).
-    stored: tuple[bytes, bytes, bytes, bytes | None]
 
 
 class ConversationCalls:
@@ -207,7 +143,6 @@ class ConversationCalls:
 
     def __init__(self, timeouts: Timeouts) -> None:
         self._timeouts = timeouts
-        self.recent = RecentValues()
         self._load_constants = [
             micros_of(timeouts.state),
             micros_of(timeouts.session),
@@ -217,103 +152,145 @@ class ConversationCalls:
             px(timeouts.session),
         ]
         self.lease_px = max(1, micros_of(timeouts.lease) // 1000)
+        self._dedupe_us = micros_of(timeouts.dedupe)
         # How far past what a write needs a TTL is extended, so that most writes move none.
         self._state_slack = micros_of(slide_step(timeouts.state)) // 1000
         self._dedupe_slack = micros_of(slide_step(timeouts.dedupe)) // 1000
-        self._retry_slack = micros_of(slide_step(timeouts.retry_window)) // 1000
-        self.effects_px = px(timeouts.dedupe)
+        self._effects_px = px(timeouts.dedupe)
 
-    def load_args(
+    # Reads
+    def load_args(self, now: datetime, touch: bool) -> list[Any]:
+        return [b"%016d" % micros(now), b"1" if touch else b"0", *self._load_constants]
+
+    def peek_args(self) -> list[Any]:
+        return self.load_args(_EPOCH, False)
+
+    def loaded(self, reply: list[Any], now: datetime) -> StoredConversation:
+        """The conversation in load.lua's reply."""
+        user, session, form, touched, effects = reply
+        return self._parts(user, session, form, int(touched), now, int(effects))
+
+    def peeked(self, reply: list[Any]) -> StoredConversation:
+        """What load.lua found without touching, for operators: nothing was slid."""
+        # Nothing was touched (flags 0), so ``now`` is never used: last-seen comes from the
+        # stored prefixes.
+        return self.loaded(reply, _EPOCH)
+
+    # The unit of work
+    def begin_args(
         self,
         now: datetime,
         message_id: str | None,
-        touch: bool,
-        lease: str = "",
-        waited: bool = False,
+        lease: str,
+        waited: bool,
+        read_here: bool = False,
     ) -> list[Any]:
         return [
-            b"%016d" % micros(now),
-            b"1" if touch else b"0",
-            *self._load_constants,
-            message_member(message_id) if message_id is not None else b"",
+            micros(now),
+            b"" if message_id is None else handled_member(message_id, lease),
             lease,
             self.lease_px,
             b"1" if waited else b"0",
+            self._dedupe_us,
+            b"1" if read_here else b"0",
+        ]
+
+    def began(self, reply: list[Any], values: list[Any] | None, now: datetime) -> Begun:
+        """What begin.lua found, with the parts it read (``values`` None) or the MGET
+        pipelined after it read (user, session, form, token)."""
+        status, fence, effects, doubts = reply[:4]
+        in_doubt = tuple(_in_doubt(record) for record in doubts)
+        if status == b"duplicate":
+            return Begun(None, duplicate=True, effects=int(effects), in_doubt=in_doubt)
+        if status == b"busy":
+            return Begun(None, busy_for=timedelta(milliseconds=max(0, int(reply[4]))))
+        user, session, form, token = reply[4:8] if values is None else values
+        stored = self._parts(user, session, form, 0, now, int(effects))
+        return Begun(
+            stored,
+            token=None if token == b"!" else token,
+            fence=int(fence),
+            effects=int(effects),
+            in_doubt=in_doubt,
+        )
+
+    def commit_args(
+        self,
+        holder: Holder,
+        message_id: str | None,
+        write: ConversationWrite | None,
+        token: TokenChange | None,
+        now: datetime,
+    ) -> list[Any]:
+        """commit.lua's arguments."""
+        t = self._timeouts
+        sealed, token_px = b"", 0
+        if token is not None:
+            sealed = b"-" if token.sealed is None else token.sealed
+            token_px = px(token.ttl)
+        parts = _Parts.of(write, now) if write is not None else _NO_PARTS
+        numbers = _msgpack.encode(
+            (
+                holder.fence,
+                px(t.state),
+                px(t.session),
+                parts.form_px,
+                px(t.dedupe),
+                token_px,
+                int(write is not None),
+                int(parts.critical_as_stored),
+                int(parts.form_as_stored),
+                MAX_HANDLED_IDS,
+                self._state_slack,
+                self._dedupe_slack,
+                holder.effects,
+            )
+        )
+        return [
+            numbers,
+            parts.header,
+            handled_member(message_id, holder.lease),
+            parts.critical,
+            parts.session,
+            parts.form,
+            f"{holder.lease}:{holder.fence}",
+            sealed,
         ]
 
     @staticmethod
-    def reads_plainly(message_id: str | None, touch: bool) -> bool:
-        """Whether a load is a plain read of the three documents (MGET) instead of load.lua.
+    def committed(reply: list[Any]) -> WriteResult:
+        status = _COMMITTED.get(reply[0])
+        if status is None:
+            return WriteResult(WriteStatus.LEASE_LOST, 0)
+        return WriteResult(status, int(reply[1]))
 
-        A read before a write slides nothing (the write sets last-seen) and, without a
-        message id, has no duplicate to look up: the script would only read, at several
-        times MGET's cost on the server.
-        """
-        return not touch and message_id is None
-
-    def recalled(self, digits: str, now: datetime) -> StoredConversation | None:
-        """For a plain read (``reads_plainly``; never a slide, nor handle_once's read, which
-        must recognise a duplicate before its change runs): what this process read or wrote
-        for ``digits`` a moment ago, if that may stand in for the round trip, that is if the
-        domain would take it as it is (no part expired or went missing since)."""
-        values = self.recent.recall(digits, now)
-        if values is None:
-            return None
-        stored = self.read(values, now)
-        if resume(digits, stored, now, self._timeouts)[1]:
-            self.recent.forget(digits)
-            return None
-        return stored
-
-    def loaded(
-        self, reply: list[Any], now: datetime, remember: str | None = None
-    ) -> StoredConversation:
-        """The conversation in a load script's reply (status 'ok' or 'duplicate'); with
-        ``remember`` (the phone digits), its values are kept for the next write (see
-        RecentValues)."""
-        status, user, session, form, touched = reply[:5]
-        if remember is not None:
-            # A slid part now holds ``now`` in its last-seen prefix.
-            stamp = b"%016d" % micros(now)
-            self.recent.remember(
-                remember,
-                [
-                    stamp + user[SEEN:] if user is not None and touched & 1 else user,
-                    stamp + session[SEEN:] if session is not None and touched & 2 else session,
-                    form,
-                ],
-                now,
-            )
-        return self._parts(user, session, form, touched, now, status == b"duplicate")
-
-    def begin_args(self, now: datetime, message_id: str, lease: str, waited: bool) -> list[Any]:
+    # Effects
+    def effect_start_args(self, holder: Holder, effect: Effect, now: datetime) -> list[Any]:
+        # 0.2 kept a message's effects under its own key: an intent that is a message id may
+        # have been started there (effect.lua looks at KeySchema's legacy key).
         return [
+            b"start",
+            effect_field(effect),
+            f"{effect.name}\n{effect.key}",
             micros(now),
-            message_member(message_id),
-            lease,
-            self.lease_px,
-            b"1" if waited else b"0",
+            f"{holder.lease}:{holder.fence}",
+            holder.effects,
+            holder.fence,
+            self._effects_px,
+            self._dedupe_us,
+            effect.name,
         ]
 
-    def began(self, reply: list[Any], values: list[Any], now: datetime) -> Begun:
-        """What begin.lua and the MGET pipelined after it (user, session, form, token) found."""
-        status = reply[0]
-        if status == b"duplicate":
-            return Begun(None, duplicate=True)
-        if status == b"busy":
-            return Begun(None, busy_for=timedelta(milliseconds=max(0, int(reply[1]))))
-        user, session, form, token = values
-        return Begun(self._parts(user, session, form, 0, now, False), token=token)
+    def effect_finish_args(
+        self, effect: Effect, result: bytes, now: datetime, settle: bool
+    ) -> list[Any]:
+        kind = b"settle" if settle else b"finish"
+        field = effect_field(effect)
+        return [kind, field, result, micros(now), b"", 0, 0, self._effects_px, 0, b""]
 
-    def begun(self, reply: list[Any], now: datetime) -> Begun:
-        """What load.lua found for a message that asked for the lease."""
-        status = reply[0]
-        if status == b"duplicate":
-            return Begun(None, duplicate=True)
-        if status == b"busy":
-            return Begun(None, busy_for=timedelta(milliseconds=max(0, int(reply[6]))))
-        stored = self._parts(*reply[1:5], now, False)
-        return Begun(stored, token=reply[5])
+    @staticmethod
+    def effect_record(reply: list[Any]) -> EffectRecord:
+        return EffectRecord(_EFFECTS[reply[0]], reply[1] if len(reply) > 1 else None)
 
     def _parts(
         self,
@@ -322,56 +299,73 @@ class ConversationCalls:
         form: bytes | None,
         touched: int,
         now: datetime,
-        duplicate: bool,
+        effects: int,
     ) -> StoredConversation:
         parts = codec.StoredParts()
         critical = stored_session = None
         version = 0
+        guards_lost = False
         if user is not None:
-            header = _user_header(user)
+            header = None if user == b"!" else _user_header(user)
             if header is None:
                 parts.discard(CriticalData, user, "damaged last-seen and version header")
             else:
                 version = header.version
                 seen = now if touched & 1 else from_micros(header.seen)
                 critical = parts.read(CriticalData, memoryview(user)[header.start :], seen)
-                if header.form_at is None:
-                    # 0.1's layout: the next write rewrites it whole, never only its header.
+                if header.start != HEADER:
+                    # An older layout: the next write rewrites it whole, never its header only.
                     parts.documents.pop("critical", None)
-                elif critical is not None:
+                if critical is not None and header.form_at is not None:
                     # The header holds the form's deadline, so that a form answer (which
-                    # moves it) rewrites 48 bytes, not the profile.
+                    # moves it) rewrites 64 bytes, not the profile.
                     critical.form_expires_at = (
                         from_micros(header.form_at) if header.form_at else None
                     )
+                guards_lost = critical is not None and header.effects not in (0, effects)
         if session is not None:
-            header_seen = _header(session, SEEN)
+            header_seen = None if session == b"!" else _header(session, SEEN)
             if header_seen is None:
                 parts.discard(Session, session, "damaged last-seen header")
             else:
                 seen = now if touched & 2 else from_micros(header_seen)
                 stored_session = parts.read(Session, memoryview(session)[SEEN:], seen)
+        stored_form = None
+        if form == b"!":
+            parts.discard(Form, form, "a key of another type")
+        elif form is not None:
+            stored_form = parts.read(Form, form)
         return StoredConversation(
             critical=critical,
             session=stored_session,
-            form=parts.read(Form, form) if form is not None else None,
+            form=stored_form,
             version=version,
-            message_seen=duplicate,
             damaged=parts.damaged,
+            guards_lost=guards_lost,
             extras=parts.extras,
             documents=parts.documents,
         )
 
-    def save_args(
-        self,
-        write: ConversationWrite,
-        now: datetime,
-        lease: str = "",
-        token: TokenChange | None = None,
-    ) -> SaveCall:
-        """save.lua's arguments for ``write``, and what it stores when applied."""
-        t = self._timeouts
-        now_us = micros(now)
+
+def _in_doubt(record: bytes) -> InDoubt:
+    """An in-doubt record: '?', when it started (16 digits), its name and key, one a line."""
+    name, _, key = record[17:].decode().partition("\n")
+    return InDoubt(name, key, from_micros(int(record[1:17])))
+
+
+class _Parts(NamedTuple):
+    """A write's parts as commit.lua takes them."""
+
+    header: bytes
+    critical: bytes
+    critical_as_stored: bool
+    session: bytes
+    form: bytes
+    form_as_stored: bool
+    form_px: int
+
+    @classmethod
+    def of(cls, write: ConversationWrite, now: datetime) -> _Parts:
         extras, documents = write.extras, write.documents
         form = codec.Encoded(b"", False)
         form_px = 0
@@ -389,85 +383,17 @@ class ConversationCalls:
             micros(write.critical.last_seen_at),
             _micros_or_zero(write.critical.form_expires_at),
         )
-        sealed: bytes = b""
-        token_px = 0
-        if token is not None:
-            sealed = b"-" if token.sealed is None else token.sealed
-            token_px = px(token.ttl)
-        message = write.message_id is not None
-        # The numbers go as one MessagePack argument: redis-py packs, and Redis hands a
-        # script, each argument on its own.
-        numbers = _msgpack.encode(
-            (
-                write.expected_version,
-                now_us,
-                px(t.state),
-                px(t.session),
-                form_px,
-                now_us + micros_of(t.retry_window),
-                now_us + micros_of(t.dedupe),
-                px(t.dedupe if message else t.retry_window),
-                token_px,
-                int(critical.unchanged),
-                int(form.unchanged),
-                MAX_HANDLED_IDS,
-                self._state_slack,
-                self._dedupe_slack if message else self._retry_slack,
-            )
-        )
-        args = [
-            numbers,
+        # A part byte for byte as stored goes without its JSON: the script moves its header
+        # and TTL only.
+        return cls(
             header,
-            op_member(write.op_id),
-            message_member(write.message_id) if message else b"",
-            # A part byte for byte as stored goes without its JSON: the script moves its
-            # header and TTL only.
             b"" if critical.unchanged else critical.data,
+            critical.unchanged,
             session,
             b"" if form.unchanged else form.data,
-            lease,
-            sealed,
-        ]
-        stored_form = documents.get("form") if form.unchanged else form.data or None
-        stored_critical = documents.get("critical", b"") if critical.unchanged else critical.data
-        return SaveCall(args, now, (header, stored_critical, session, stored_form))
+            form.unchanged,
+            form_px,
+        )
 
-    def saved(
-        self, reply: list[Any], digits: str | None = None, call: SaveCall | None = None
-    ) -> WriteResult:
-        """The outcome in a save script's reply; given the phone digits and the call, what
-        an applied write stored is kept for the next write, and anything else forgotten
-        (see RecentValues)."""
-        status, version = reply[0], int(reply[1])
-        result = WriteResult(_STATUS[status], version)
-        if status == b"busy":
-            result = result._replace(busy_for=timedelta(milliseconds=max(0, int(reply[2]))))
-        if digits is not None:
-            if result.status is WriteStatus.APPLIED and version and call is not None:
-                header, critical, session, form = call.stored
-                user = user_value(header, version, critical)
-                self.recent.remember(digits, [user, session, form], call.now)
-            else:
-                self.recent.forget(digits)
-        return result
 
-    def effect_args(self, lease: str, name: str, result: bytes | None) -> list[Any]:
-        if result is None:
-            return [b"start", lease, name, b"", self.effects_px]
-        return [b"finish", b"", name, result, self.effects_px]
-
-    @staticmethod
-    def effect_record(reply: list[Any]) -> EffectRecord:
-        return EffectRecord(_EFFECTS[reply[0]], reply[1] if len(reply) > 1 else None)
-
-    def read(
-        self, values: list[Any], now: datetime, remember: str | None = None
-    ) -> StoredConversation:
-        """The conversation in a plain read's reply: user, session and form as stored."""
-        return self.loaded([b"ok", *values, 0], now, remember)
-
-    def peeked(self, values: list[Any]) -> StoredConversation:
-        """What a plain read found, for operators: nothing was slid."""
-        # Nothing was touched (flags 0), so ``now`` is never used: last-seen comes from the
-        # stored prefixes.
-        return self.read(values, _EPOCH)
+_NO_PARTS = _Parts(b"", b"", False, b"", b"", True, 0)  # a commit of the token alone

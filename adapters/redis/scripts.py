@@ -57,8 +57,9 @@ class LuaScript:
             return await client.eval(self.source, len(keys), *keys, *args)
 
 
-LOAD = LuaScript("load.lua")
-SAVE = LuaScript("save.lua")
-RELEASE = LuaScript("release.lua")
-EFFECT = LuaScript("effect.lua")
 BEGIN = LuaScript("begin.lua")
+COMMIT = LuaScript("commit.lua")
+RELEASE = LuaScript("release.lua")
+FORGET = LuaScript("forget.lua")
+EFFECT = LuaScript("effect.lua")
+LOAD = LuaScript("load.lua")

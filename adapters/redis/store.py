@@ -1,4 +1,5 @@
-"""Redis repositories: the key schema, TTLs, and one round trip per load and per save."""
+"""Redis repositories: the key schema, TTLs, and one round trip for each step of a unit of
+work (begin, each effect's start and finish, commit)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from vimbiso_state.adapters.redis.connection import RedisClient, RetryPolicy, is_wrong_type
 from vimbiso_state.adapters.redis.keys import KeySchema
-from vimbiso_state.adapters.redis.protocol import ConversationCalls, message_digest, px
-from vimbiso_state.adapters.redis.scripts import BEGIN, EFFECT, LOAD, RELEASE, SAVE
+from vimbiso_state.adapters.redis.protocol import ConversationCalls, legacy_digest
+from vimbiso_state.adapters.redis.scripts import BEGIN, COMMIT, EFFECT, FORGET, LOAD, RELEASE
+from vimbiso_state.domain.effects import Effect
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.ports import (
     Begun,
     ConversationWrite,
     EffectRecord,
+    Holder,
     StoredConversation,
     TokenChange,
     WriteResult,
@@ -26,11 +29,11 @@ from vimbiso_state.domain.timeouts import Timeouts
 
 class RedisConversationRepository:
     """Conversations under ``user:{phone}:state``, ``session:{phone}:data`` and
-    ``form:{phone}:data``, the handled operation and message ids, and the lease and effects of
-    the message being handled (see protocol.py).
+    ``form:{phone}:data``, with the handled ids, the effect records and the lease of the unit
+    of work that holds the user (see protocol.py).
 
-    ``waits`` is the client a message blocks on while it waits for the user's previous
-    message (its socket timeout must outlast ``wait_slice``, the longest single block); the
+    ``waits`` is the client a unit of work blocks on while it waits for the user's previous
+    one (its socket timeout must outlast ``wait_slice``, the longest single block); the
     container gives it one with a long enough timeout. Without it, the main client waits in
     short slices.
     """
@@ -51,57 +54,39 @@ class RedisConversationRepository:
         self._waits = waits or client
         self._wait_slice = wait_slice
 
-    def load(
-        self, phone: PhoneNumber, now: datetime, message_id: str | None = None, touch: bool = True
-    ) -> StoredConversation:
-        if self._calls.reads_plainly(message_id, touch):
-            recalled = self._calls.recalled(phone.digits, now)
-            if recalled is not None:
-                return recalled
-            documents = self._keys.for_user(phone).documents
-            values = self._retry.call(lambda: self._client.mget(documents))
-            return self._calls.read(values, now, remember=phone.digits)
-        keys = self._keys.for_user(phone).load
-        args = self._calls.load_args(now, message_id, touch)
-        reply = self._retry.call(lambda: LOAD(self._client, keys, args))
-        return self._calls.loaded(reply, now, remember=phone.digits)
+    def load(self, phone: PhoneNumber, now: datetime) -> StoredConversation:
+        keys, args = self._keys.for_user(phone).load, self._calls.load_args(now, True)
+        return self._calls.loaded(self._retry.call(lambda: LOAD(self._client, keys, args)), now)
 
     def peek(self, phone: PhoneNumber) -> StoredConversation:
         """Read every part without sliding a deadline or writing (operators' tools)."""
-        documents = self._keys.for_user(phone).documents
-        return self._calls.peeked(self._retry.call(lambda: self._client.mget(documents)))
+        keys, args = self._keys.for_user(phone).load, self._calls.peek_args()
+        return self._calls.peeked(self._retry.call(lambda: LOAD(self._client, keys, args)))
 
-    def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:
-        return self._save(phone, write, now, "", None)
-
-    def delete(self, phone: PhoneNumber) -> None:
-        """Forget the conversation and free the user (handled ids and effects stay)."""
-        keys = self._keys.for_user(phone).release
-        try:
-            self._retry.call(lambda: RELEASE(self._client, keys, [""]))
-        finally:
-            self._calls.recent.forget(phone.digits)
-
-    # Messages
+    # The unit of work
     def begin(
-        self, phone: PhoneNumber, now: datetime, message_id: str, lease: str, wait: timedelta
+        self,
+        phone: PhoneNumber,
+        now: datetime,
+        message_id: str | None,
+        lease: str,
+        wait: timedelta,
     ) -> Begun:
         user = self._keys.for_user(phone)
         waited = wait > timedelta(0)
         # A wait blocks until the holder ends (or the wait is up), then tries again.
         seconds = round(min(wait.total_seconds(), self._wait_slice), 3) or 0.001
-        self._calls.recent.forget(phone.digits)
         if isinstance(self._client, RedisCluster):
-            # The cluster client's pipelines refuse scripts: load.lua holds the user and
-            # reads the parts in one script, and a wait costs a round trip of its own.
-            args = self._calls.load_args(now, message_id, False, lease, waited)
+            # The cluster client's pipelines refuse scripts: begin.lua reads the parts itself,
+            # and a wait costs a round trip of its own.
+            args = self._calls.begin_args(now, message_id, lease, waited, read_here=True)
 
             def on_cluster() -> Any:
                 if waited:
                     self._waits.blpop([user.wake], timeout=seconds)
-                return LOAD(self._client, user.load, args)
+                return BEGIN(self._client, user.begin, args)
 
-            return self._calls.begun(self._retry.call(on_cluster), now)
+            return self._calls.began(self._retry.call(on_cluster), None, now)
         args = self._calls.begin_args(now, message_id, lease, waited)
 
         def attempt(by_source: bool) -> list[Any]:
@@ -126,55 +111,41 @@ class RedisConversationRepository:
     def commit(
         self,
         phone: PhoneNumber,
-        lease: str,
-        write: ConversationWrite,
+        holder: Holder,
+        message_id: str | None,
+        write: ConversationWrite | None,
         token: TokenChange | None,
         now: datetime,
     ) -> WriteResult:
-        return self._save(phone, write, now, lease, token)
+        keys = self._keys.for_user(phone).commit
+        args = self._calls.commit_args(holder, message_id, write, token, now)
+        return self._calls.committed(self._retry.call(lambda: COMMIT(self._client, keys, args)))
 
     def release(self, phone: PhoneNumber, lease: str) -> None:
         keys = self._keys.for_user(phone).release
         self._retry.call(lambda: RELEASE(self._client, keys, [lease]))
 
+    def forget(self, phone: PhoneNumber) -> None:
+        keys = self._keys.for_user(phone).forget
+        self._retry.call(lambda: FORGET(self._client, keys, []))
+
     def effect_start(
-        self, phone: PhoneNumber, lease: str, message_id: str, name: str, now: datetime
+        self, phone: PhoneNumber, holder: Holder, effect: Effect, now: datetime
     ) -> EffectRecord:
-        keys = self._effect_keys(phone, message_id)
-        args = self._calls.effect_args(lease, name, None)
+        keys = self._keys.for_user(phone).effect(legacy_digest(effect.key))
+        args = self._calls.effect_start_args(holder, effect, now)
         return self._calls.effect_record(self._retry.call(lambda: EFFECT(self._client, keys, args)))
 
     def effect_finish(
-        self, phone: PhoneNumber, message_id: str, name: str, result: bytes, now: datetime
-    ) -> None:
-        keys = self._effect_keys(phone, message_id)
-        args = self._calls.effect_args("", name, result)
-        self._retry.call(lambda: EFFECT(self._client, keys, args))
-
-    def _effect_keys(self, phone: PhoneNumber, message_id: str) -> list[str]:
-        user = self._keys.for_user(phone)
-        return [user.lease, user.effects(message_digest(message_id))]
-
-    def _save(
-        self,
-        phone: PhoneNumber,
-        write: ConversationWrite,
-        now: datetime,
-        lease: str,
-        token: TokenChange | None,
-    ) -> WriteResult:
-        keys = self._keys.for_user(phone).save
-        call = self._calls.save_args(write, now, lease, token)
-        try:
-            reply = self._retry.call(lambda: SAVE(self._client, keys, call.args))
-        except BaseException:
-            self._calls.recent.forget(phone.digits)  # the outcome is unknown
-            raise
-        return self._calls.saved(reply, phone.digits, call)
+        self, phone: PhoneNumber, effect: Effect, result: bytes, now: datetime, settle: bool
+    ) -> EffectRecord:
+        keys = self._keys.for_user(phone).effect(None)
+        args = self._calls.effect_finish_args(effect, result, now, settle)
+        return self._calls.effect_record(self._retry.call(lambda: EFFECT(self._client, keys, args)))
 
 
 class RedisTokenRepository:
-    """Sealed tokens under ``token:{phone}`` with the token TTL."""
+    """Sealed tokens under ``token:{phone}`` (written by commits, with the token TTL)."""
 
     def __init__(
         self, client: RedisClient, retry: RetryPolicy | None = None, keys: KeySchema | None = None
@@ -182,10 +153,6 @@ class RedisTokenRepository:
         self._client = client
         self._retry = retry or RetryPolicy()
         self._keys = keys or KeySchema()
-
-    def put(self, phone: PhoneNumber, sealed: bytes, ttl: timedelta) -> None:
-        key = self._keys.for_user(phone).token
-        self._retry.call(lambda: self._client.set(key, sealed, px=px(ttl)))
 
     def get(self, phone: PhoneNumber) -> bytes | None:
         key = self._keys.for_user(phone).token
@@ -202,7 +169,3 @@ class RedisTokenRepository:
         value = self._retry.call(get)
         # The client is built without decode_responses, so this is bytes or None.
         return value.encode() if isinstance(value, str) else value
-
-    def delete(self, phone: PhoneNumber) -> bool:
-        key = self._keys.for_user(phone).token
-        return bool(self._retry.call(lambda: self._client.delete(key)))

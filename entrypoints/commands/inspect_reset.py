@@ -198,8 +198,7 @@ def run_reset(config: Settings, phone: str, out: TextIO) -> int:
             keys = describe_user_keys(built.redis_client(), number, built.redis_retry())
             existing = sum(k.exists for k in keys if k.kind in FORGOTTEN)
         # What StateService.reset does, without the token key it needs to store tokens.
-        built.conversations().delete(number)
-        built.tokens().delete(number)
+        built.conversations().forget(number)
     finally:
         close(built)
     if existing is None:
@@ -208,7 +207,8 @@ def run_reset(config: Settings, phone: str, out: TextIO) -> int:
     elif existing:
         print(
             f"reset {number.e164}: deleted {existing} key(s): conversation, form and token "
-            "(handled message ids stay, so a redelivered message is still a duplicate)",
+            "(handled message ids and effect records stay, so a redelivered message is still "
+            "a duplicate and no payment runs twice)",
             file=out,
         )
     else:

@@ -76,6 +76,8 @@ def test_every_key_of_a_user_maps_to_one_slot(
         state.form_start(phone, "offer_credex", ["amount"])
         state.handle_once(phone, "wamid.1", lambda c: None)
         state.save_token(phone, "jwt")
+        with state.message(phone, "wamid.2") as msg:
+            msg.effect("create_credex", lambda: {"credexID": "c-1"})
         # (The lease keys exist only while a message is handled.)
         stored = [key for key in keys if not key.startswith("lease:")]
         assert [client.exists(key) for key in stored] == [1] * len(stored)

@@ -64,7 +64,7 @@ def test_update_is_versioned_and_returns_the_stored_state(state: StateService, p
         conv.direction = "IN"  # type: ignore[attr-defined]
 
     conv = state.update(phone, outgoing)
-    assert conv.version == v1 + 1
+    assert conv.version > v1
     assert state.start(phone).direction is Direction.IN
 
 
@@ -238,18 +238,21 @@ def test_tokens_are_saved_read_and_revoked(
 
 
 def test_token_copied_to_another_user_is_rejected(
-    container: Container, state: StateService, phone: str
+    container: Container, backend: str, state: StateService, phone: str
 ) -> None:
     from vimbiso_state.domain.phone import PhoneNumber
 
-    other = f"+{int(phone.lstrip('+')) + 500_000}"
+    other = PhoneNumber.parse(f"+{int(phone.lstrip('+')) + 500_000}")
     state.save_token(phone, "secret-jwt")
-    tokens = container.tokens()
-    sealed = tokens.get(PhoneNumber.parse(phone))
+    sealed = container.tokens().get(PhoneNumber.parse(phone))
     assert sealed is not None and b"secret-jwt" not in sealed
-    tokens.put(PhoneNumber.parse(other), sealed, container.timeouts().token)
+    # Copied by someone with access to the store, not by the library.
+    if backend == "memory":
+        container.memory_tokens().put(other, sealed, container.timeouts().token)
+    else:
+        container.redis_client().set(f"token:{{{other.digits}}}", sealed, px=600_000)
     with pytest.raises(TokenError) as error:
-        state.token(other)
+        state.token(other.e164)
     assert "secret-jwt" not in str(error.value)
 
 

@@ -133,7 +133,8 @@ def test_doctor_as_a_restricted_acl_user_says_what_it_cannot_read(
             "user:{*}:state",
             "session:{*}:data",
             "form:{*}:data",
-            "handled:{*}:ids",
+            "handled:{*}",
+            "effects:{*}",
             "token:{*}",
         ],
         commands=["+@all", "-config", "-info"],
@@ -198,7 +199,7 @@ def test_chat_from_piped_stdin_then_inspect_what_it_stored(private_redis: RedisP
         "user:{263771002000}:state",
         "session:{263771002000}:data",
         "form:{263771002000}:data",
-        "handled:{263771002000}:ids",
+        "handled:{263771002000}",
         "token:{263771002000}",
     ):
         assert any(line.strip().startswith(key) and " ttl " in line for line in out.splitlines())
@@ -225,8 +226,8 @@ def test_inspect_reads_without_sliding_or_writing(
     assert f"({len(TOKEN)} characters), expires in 29m" in out
     assert TOKEN not in out
     assert "next message     resumes as stored" in out
-    # One operation id per write, kept for the retry window: five writes, five ids.
-    assert "(5 handled id(s))" in out
+    # Every unit of work's id is kept (for dedupe_ttl, the newest 128): six writes, six ids.
+    assert "(6 handled id(s))" in out
 
 
 def test_inspect_without_token_keys_still_reports_the_token(
@@ -255,7 +256,7 @@ def test_inspect_of_an_unknown_number_and_reset(
     assert "reset +263773005000: deleted 4 key(s)" in out
     admin = private_redis.client()
     # The handled ids stay (a redelivered message is still a duplicate after a reset).
-    assert list(admin.scan_iter(match="*263773005000*")) == [b"handled:{263773005000}:ids"]
+    assert list(admin.scan_iter(match="*263773005000*")) == [b"handled:{263773005000}"]
     admin.close()
     assert main(["reset", "+263773005000", "--redis", private_redis.url]) == 0
     assert "reset +263773005000: nothing was stored" in capsys.readouterr().out

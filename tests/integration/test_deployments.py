@@ -152,8 +152,8 @@ def _server_now(admin: Any) -> datetime:
 def test_hosts_with_skewed_clocks_write_every_deadline_by_the_servers_clock(
     containers: Callable[..., Container], admin: Any, phone: str, skew: timedelta
 ) -> None:
-    """No session, form, token, dedupe or op-id deadline moves by more than a second, whichever
-    host writes it."""
+    """No session, form, token or dedupe deadline, and no version, moves by more than a
+    second, whichever host writes it."""
     slow, fast = _host(containers, -skew), _host(containers, skew)
     digits = PhoneNumber.parse(phone).digits
     for host in (slow, fast):
@@ -175,12 +175,12 @@ def test_hosts_with_skewed_clocks_write_every_deadline_by_the_servers_clock(
             PhoneNumber.parse(phone), admin.get(f"token:{{{digits}}}") or b""
         )
         assert abs(token.expires_at - (now + timedelta(minutes=30))) < timedelta(seconds=1)
-        windows = {
-            member[:1]: datetime.fromtimestamp(score / 1e6, UTC) - now
-            for member, score in admin.zrange(f"handled:{{{digits}}}:ids", 0, -1, withscores=True)
-        }
-        assert abs(windows[b"m"] - timedelta(days=1)) < timedelta(seconds=1)
-        assert abs(windows[b"o"] - timedelta(seconds=60)) < timedelta(seconds=1)
+        # Each handled id is scored by its commit's fence (the version it wrote): the time
+        # the unit of work began, on the server's clock; the dedupe window counts from it.
+        newest = admin.zrange(f"handled:{{{digits}}}", -1, -1, withscores=True)[0][1]
+        assert abs(datetime.fromtimestamp(newest / 1e6, UTC) - now) < timedelta(seconds=1)
+        version = int(user[16:32])
+        assert abs(datetime.fromtimestamp(version / 1e6, UTC) - now) < timedelta(seconds=1)
 
 
 def test_an_asyncio_host_keeps_the_servers_time_with_no_blocking_client(
@@ -208,18 +208,20 @@ def test_an_asyncio_host_keeps_the_servers_time_with_no_blocking_client(
     assert abs(seen - now) < timedelta(seconds=1)
 
 
-def test_a_fast_host_does_not_prune_a_slow_hosts_operation_ids(
+def test_a_slow_hosts_commit_is_recorded_in_order_after_a_fast_hosts(
     containers: Callable[..., Container], admin: Any, phone: str
 ) -> None:
-    """A host two minutes fast pruned the handled ids by its own clock and removed another
-    host's op id inside its 60 s window; that host's retried write then applied twice."""
+    """Fences come from the server's clock: a host two minutes slow, writing after a host two
+    minutes fast, gets the higher version, and both commits stay recorded (a host's own
+    clock once pruned another's ids, whose retried write then applied twice)."""
     slow = _host(containers, -timedelta(minutes=2))
     fast = _host(containers, timedelta(minutes=2))
     digits = PhoneNumber.parse(phone).digits
-    slow.update(phone, _append("A"))
-    fast.update(phone, _append("B"))
-    ops = [m for m in admin.zrange(f"handled:{{{digits}}}:ids", 0, -1) if m.startswith(b"o")]
-    assert len(ops) == 2  # the slow host's id is still there for its retries
+    first = fast.update(phone, _append("A")).version
+    second = slow.update(phone, _append("B")).version
+    assert second > first
+    fences = [score for _, score in admin.zrange(f"handled:{{{digits}}}", 0, -1, withscores=True)]
+    assert fences == [first, second]
 
 
 # A reset racing a stale writer ------------------------------------------------------------

@@ -2,7 +2,7 @@
 caller gets StateUnavailable saying the server is full, and memory stays at maxmemory.
 
 Redis skips its memory check for the rest of a script once the script has written; a script
-whose first command writes (save.lua used to start with ZREMRANGEBYSCORE) therefore ran whole
+whose first command writes (0.1's save script started with ZREMRANGEBYSCORE) therefore ran whole
 on a full server. The scripts declare themselves with a ``#!lua`` shebang, so Redis 7 refuses
 any script that may write before it runs, while the server is over maxmemory.
 
@@ -214,13 +214,13 @@ def test_a_script_is_refused_whole_though_its_first_write_is_allowed_on_a_full_s
 ) -> None:
     """Without the ``#!lua`` shebang Redis checks memory only before a script's first write:
     a DEL (allowed on a full server) then lets every write after it through. A damaged
-    handled-ids key makes save.lua's first write such a DEL."""
+    lease key makes begin.lua's first write such a DEL."""
     phone = "+263779300001"
     digits = phone[1:]
     with full.state(kind) as state:
-        full.admin.set(f"handled:{{{digits}}}:ids", "not a sorted set")
+        full.admin.rpush(f"lease:{{{digits}}}", "not a lease")
         _fill(full, digits)
         with pytest.raises(StateUnavailable, match="Redis is full"):
             state.set_profile(phone, MEMBER, ACCOUNTS)
         assert full.admin.exists(f"user:{{{digits}}}:state", f"session:{{{digits}}}:data") == 0
-        assert full.admin.type(f"handled:{{{digits}}}:ids") == b"string"  # not even the DEL
+        assert full.admin.type(f"lease:{{{digits}}}") == b"list"  # not even the DEL

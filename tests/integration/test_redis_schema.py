@@ -51,7 +51,7 @@ def test_keys_follow_the_schema_with_the_phone_as_hash_tag(
     keys = sorted(k.decode() for k in client.scan_iter(match=f"*{digits}*"))
     assert keys == [
         f"form:{{{digits}}}:data",
-        f"handled:{{{digits}}}:ids",
+        f"handled:{{{digits}}}",
         f"session:{{{digits}}}:data",
         f"token:{{{digits}}}",
         f"user:{{{digits}}}:state",
@@ -61,7 +61,7 @@ def test_keys_follow_the_schema_with_the_phone_as_hash_tag(
     state.reset(digits)
     # The handled ids outlive a reset (a redelivered message stays a duplicate) and expire
     # on their own.
-    assert list(client.scan_iter(match=f"*{digits}*")) == [f"handled:{{{digits}}}:ids".encode()]
+    assert list(client.scan_iter(match=f"*{digits}*")) == [f"handled:{{{digits}}}".encode()]
 
 
 def test_every_key_has_the_configured_ttl(redis_url: str, client: redis.Redis, digits: str) -> None:
@@ -77,7 +77,8 @@ def test_every_key_has_the_configured_ttl(redis_url: str, client: redis.Redis, d
     # The critical data's TTL is extended with a slide step of slack (3600 s / 300), so that
     # most writes move no TTL.
     assert 3600 <= ttl["user"] <= 3600 + 12 + 3
-    assert 60 <= ttl["handled"] <= 63  # operation ids: the 60 s retry window
+    # Every unit of work's id, kept for dedupe_ttl (with a slide step of slack: 86400 / 300).
+    assert 86400 <= ttl["handled"] <= 86400 + 288 + 3
     state.reset(digits)
 
 
@@ -175,7 +176,7 @@ def test_undecodable_critical_data_starts_over_with_a_notice(
     _, state = _service(redis_url)
     state.start(digits)
     key = f"user:{{{digits}}}:state"
-    header = (client.get(key) or b"")[:48]
+    header = (client.get(key) or b"")[:64]
     for damaged in (header + b"{broken", b"12345"):
         client.set(key, damaged)
         conv = state.start(digits)
@@ -203,7 +204,7 @@ def _legacy(client: redis.Redis, digits: str, **fields: object) -> None:
     """Replace the stored critical data with an older release's document."""
     key = f"user:{{{digits}}}:state"
     value = client.get(key) or b""
-    header, current = value[:48], json.loads(value[48:])
+    header, current = value[:64], json.loads(value[64:])
     legacy = {
         k: v for k, v in current.items() if k not in ("member", "accounts", "current_account_id")
     }
@@ -221,22 +222,27 @@ def test_a_version_1_document_is_migrated(redis_url: str, client: redis.Redis, d
     state.reset(digits)
 
 
-def test_a_user_value_written_by_release_0_1_is_read_and_rewritten_in_the_new_layout(
-    redis_url: str, client: redis.Redis, digits: str
+@pytest.mark.parametrize("release", ["0.1", "0.2"])
+def test_a_user_value_written_by_an_earlier_release_is_read_and_rewritten_in_the_new_layout(
+    redis_url: str, client: redis.Redis, digits: str, release: str
 ) -> None:
-    """0.1 wrote a 12-digit version after the last-seen time; a stored conversation survives
-    the upgrade, and its next write moves it to the 48-byte header with a higher version."""
+    """0.1 wrote a 12-digit version after the last-seen time, 0.2 a 16-digit one and the
+    form's deadline; a stored conversation survives the upgrade, and its next write moves it
+    to the 64-byte header with a higher version."""
     _, state = _service(redis_url)
     state.set_profile(digits, {"memberID": "m-1"}, [{"accountID": "a-1"}])
     key = f"user:{{{digits}}}:state"
     value = client.get(key) or b""
-    client.set(key, value[:16] + b"%012d" % 7 + value[48:])
+    old_header = b"%012d" % 7 if release == "0.1" else b"%016d" % 7 + b"0" * 16
+    client.set(key, value[:16] + old_header + value[64:])
     conv = state.start(digits)
     assert conv.notices == [] and conv.version == 7
     assert conv.profile is not None and conv.profile.member.member_id == "m-1"
-    assert state.navigate(digits, "handle_action_offer_credex").version == 8
+    version = state.navigate(digits, "handle_action_offer_credex").version
+    assert version > 7
     value = client.get(key) or b""
-    assert int(value[16:32]) == 8 and value[48:49] == b"{"
+    assert int(value[16:32]) == version and value[64:65] == b"{"
+    assert state.start(digits).profile is not None
     state.reset(digits)
 
 
@@ -265,7 +271,7 @@ def test_a_version_2_document_is_migrated_to_the_credex_dicts(
     assert conv.current_account is not None and conv.current_account.handle == "dube_farm"
     # The next write stores the current schema, which reads back the same.
     state.navigate(digits, "AmountInput")
-    stored = json.loads((client.get(f"user:{{{digits}}}:state") or b"")[48:])
+    stored = json.loads((client.get(f"user:{{{digits}}}:state") or b"")[64:])
     assert stored["schema_version"] == SCHEMA_VERSION and "profile" not in stored
     assert stored["member"] == conv.profile.member.data
     state.reset(digits)
@@ -276,11 +282,12 @@ def test_values_are_strings_with_a_last_seen_and_version_header(
 ) -> None:
     _, state = _service(redis_url)
     first = state.start(digits).version
-    state.navigate(digits, "handle_action_offer_credex")
+    second = state.navigate(digits, "handle_action_offer_credex").version
     user = client.get(f"user:{{{digits}}}:state") or b""
     session = client.get(f"session:{{{digits}}}:data") or b""
-    assert user[:16].isdigit() and int(user[16:32]) == first + 1
-    assert json.loads(user[48:])["schema_version"] == SCHEMA_VERSION
+    assert user[:16].isdigit() and int(user[16:32]) == second > first
+    assert user[32:64].isdigit()  # the form's deadline and the effect records' epoch
+    assert json.loads(user[64:])["schema_version"] == SCHEMA_VERSION
     assert session[:16].isdigit()
     assert json.loads(session[16:])["stage"] == "handle_action_offer_credex"
     # Strings stay compact: no hashtable encoding for kilobyte-sized documents.

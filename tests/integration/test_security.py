@@ -59,7 +59,7 @@ OFFER = "handle_action_offer_credex"
 E164 = re.compile(r"[1-9][0-9]{6,14}")
 TAG = r"\{[1-9][0-9]{6,14}\}"
 SCHEMA_KEY = re.compile(
-    rf"^(user:{TAG}:state|session:{TAG}:data|form:{TAG}:data|handled:{TAG}:ids|token:{TAG})$"
+    rf"^(user:{TAG}:state|session:{TAG}:data|form:{TAG}:data|handled:{TAG}|token:{TAG})$"
 )
 
 
@@ -588,7 +588,7 @@ def test_a_rediss_url_works_end_to_end(tls_redis: TLSRedisProcess) -> None:
 LIBRARY_COMMANDS = (
     "evalsha", "eval", "mget", "get", "set", "del", "getrange", "setrange", "pexpire", "pttl",
     "zadd", "zscore", "zcard", "zremrangebyrank", "ping", "time", "blpop", "rpush",
-    "incr", "decr", "hget", "hset",
+    "incr", "decr", "hget", "hset", "hgetall", "hdel", "persist",
 )  # fmt: skip
 DANGEROUS = ("flushall", "flushdb", "config", "keys", "debug", "shutdown")
 ACL_USER, ACL_PASSWORD = "vimbiso", "acl-" + secrets.token_hex(8)
@@ -610,6 +610,9 @@ def _grant(admin: redis.Redis, commands: tuple[str, ...]) -> None:
 # A short session in the ACL tests so that a resume slides last-seen after a brief wait.
 SESSION_TTL = 30
 SLIDE_STEP = SESSION_TTL / 300
+# A short dedupe window, so that an effect's result ages out (and is pruned) within the test.
+DEDUPE_TTL = 1
+ACL_SETTINGS: dict[str, Any] = {"session_ttl": SESSION_TTL, "dedupe_ttl": DEDUPE_TTL}
 
 
 def _acl_url(server: RedisProcess) -> str:
@@ -647,7 +650,9 @@ def _realistic_flow(state: StateService, phone: str, elsewhere: StateService) ->
 
 
 def _messages(state: StateService, phone: str, elsewhere: StateService) -> None:
-    """A message with an effect and a token, while another (on ``elsewhere``) waits for it."""
+    """A message with an effect and a token, while another (on ``elsewhere``) waits for it;
+    then an effect left in doubt, seen and settled by the next message, and one more effect
+    once the first one's result has aged out of the dedupe window."""
     waited: list[BaseException | bool] = []
 
     def second() -> None:
@@ -669,6 +674,18 @@ def _messages(state: StateService, phone: str, elsewhere: StateService) -> None:
         raise waited[0]
     assert waited == [True]
     assert state.token(phone) == "jwt-message"
+    with state.message(phone, "wamid.m3") as msg, contextlib.suppress(TimeoutError):
+        msg.effect("create_credex", _times_out, key="offer-2")
+    with state.message(phone, "wamid.m4") as msg:
+        assert [doubt.key for doubt in msg.in_doubt] == ["offer-2"]
+        msg.settle("create_credex", {"credex": "c-2"}, key="offer-2")
+    time.sleep(DEDUPE_TTL + 0.1)
+    with state.message(phone, "wamid.m5") as msg:
+        assert msg.effect("create_credex", lambda: {"credex": "c-3"}, key="offer-3")
+
+
+def _times_out() -> None:
+    raise TimeoutError("Credex did not answer")
 
 
 def test_the_library_runs_as_an_acl_user_limited_to_its_keys(
@@ -678,8 +695,8 @@ def test_the_library_runs_as_an_acl_user_limited_to_its_keys(
     admin = private_redis.client(decode_responses=True)
     _grant(admin, LIBRARY_COMMANDS)
     admin.acl_log_reset()
-    container, state = _service(_acl_url(private_redis), session_ttl=SESSION_TTL)
-    other, elsewhere = _service(_acl_url(private_redis), session_ttl=SESSION_TTL)
+    container, state = _service(_acl_url(private_redis), **ACL_SETTINGS)
+    other, elsewhere = _service(_acl_url(private_redis), **ACL_SETTINGS)
     for index in range(3):
         _realistic_flow(state, f"+26377111003{index}", elsewhere)
     assert admin.acl_log() == [], "the library sent a command or key its ACL user may not use"
@@ -709,8 +726,8 @@ def test_every_granted_command_is_needed(private_redis: RedisProcess) -> None:
         _grant(admin, tuple(c for c in LIBRARY_COMMANDS if c != command))
         admin.script_flush()  # so that the EVAL fallback (NOSCRIPT) is exercised every time
         # New processes each time: the clock reads the server's TIME when first used.
-        container, state = _service(_acl_url(private_redis), session_ttl=SESSION_TTL)
-        other, elsewhere = _service(_acl_url(private_redis), session_ttl=SESSION_TTL)
+        container, state = _service(_acl_url(private_redis), **ACL_SETTINGS)
+        other, elsewhere = _service(_acl_url(private_redis), **ACL_SETTINGS)
         with pytest.raises(StateError, match=r"permission|can't run"):
             _realistic_flow(state, f"+2637711104{index:02d}", elsewhere)
             pytest.fail(f"the flow did not need {command}")

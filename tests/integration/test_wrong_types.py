@@ -70,7 +70,7 @@ KEYS = {
     "user key a list": "user:{%s}:state",
     "session key a hash": "session:{%s}:data",
     "form key a set": "form:{%s}:data",
-    "handled ids a string": "handled:{%s}:ids",
+    "handled ids a string": "handled:{%s}",
     "lease a list": "lease:{%s}",
 }
 
@@ -87,8 +87,13 @@ def test_a_key_of_the_wrong_type_is_treated_as_damaged_then_replaced(
     SPOILED[spoiled](admin, key)
 
     conv = service.start(digits)
-    if spoiled in ("user key a list", "session key a hash", "form key a set"):
+    if spoiled in ("user key a list", "form key a set"):
         assert Notice.STATE_LOST in conv.notices
+    elif spoiled == "session key a hash":
+        # It is read as damaged; the unit of work that stores the outcome reads the parts with
+        # MGET, which answers nil for a key of another type: a session gone, as expired.
+        assert conv.notices[0] in (Notice.STATE_LOST, Notice.SESSION_EXPIRED)
+        assert conv.stage == "handle_action_menu"
     # Every kind of call works again, and the spoiled key is replaced.
     service.update(digits, lambda c: c.context.update(after=True))
     assert service.handle_once(digits, "wamid.after", lambda c: None) is not None

@@ -98,7 +98,7 @@ def test_the_wheel_holds_the_library_and_nothing_else(dists: Dists) -> None:
     # README or benchmark inside the package.
     inside = {name for name in names if name.startswith(f"{PACKAGE}/")}
     assert inside == library_files()
-    assert {f"{PACKAGE}/py.typed", f"{PACKAGE}/adapters/redis/save.lua"} <= inside
+    assert {f"{PACKAGE}/py.typed", f"{PACKAGE}/adapters/redis/commit.lua"} <= inside
     assert f"{dist_info}/licenses/LICENSE" in names
 
 

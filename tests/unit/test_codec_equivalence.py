@@ -97,6 +97,7 @@ forms = _builds(
     values=st.dictionaries(texts, st.text(max_size=40), max_size=4),
     started_at=utc_datetimes,
     expires_at=utc_datetimes,
+    id=texts,
 )
 sessions = _builds(
     Session,

@@ -21,14 +21,14 @@ class _Raising:
     def load(self, *args: Any, **kwargs: Any) -> Any:
         raise self._error
 
-    save = delete = load
+    begin = commit = release = forget = effect_start = effect_finish = load
 
 
 class _AsyncRaising(_Raising):
     async def load(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         raise self._error
 
-    save = delete = load  # type: ignore[assignment]
+    begin = commit = release = forget = effect_start = effect_finish = load  # type: ignore[assignment]
 
 
 def _start(container: Container, kind: str, error: Exception) -> Any:

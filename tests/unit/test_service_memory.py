@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,15 +11,8 @@ from cryptography.fernet import Fernet
 from dependency_injector import providers
 from fakes import DIGITS, OTHER_PHONE, PHONE, FakeClock
 
-import vimbiso_state.services.state_service as state_service_module
 from vimbiso_state.domain.conversation import DEFAULT_STAGE, Conversation, Notice
 from vimbiso_state.domain.phone import PhoneNumber
-from vimbiso_state.domain.ports import (
-    ConversationWrite,
-    StoredConversation,
-    WriteResult,
-    WriteStatus,
-)
 from vimbiso_state.services.container import Container
 from vimbiso_state.services.exceptions import (
     ConcurrencyConflict,
@@ -44,35 +36,6 @@ ACCOUNTS = [
 ]
 
 
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record the retry backoff instead of sleeping it."""
-    recorded: list[float] = []
-    monkeypatch.setattr(state_service_module, "time", SimpleNamespace(sleep=recorded.append))
-    return recorded
-
-
-class ConflictingRepository:
-    """Wraps the memory repository; the first ``conflicts`` saves (all if None) conflict."""
-
-    def __init__(self, inner: Any, conflicts: int | None = None) -> None:
-        self.inner = inner
-        self.conflicts = conflicts
-        self.saves = 0
-
-    def load(self, *args: Any, **kwargs: Any) -> StoredConversation:
-        return self.inner.load(*args, **kwargs)
-
-    def save(self, phone: PhoneNumber, write: ConversationWrite, now: Any) -> WriteResult:
-        self.saves += 1
-        if self.conflicts is None or self.saves <= self.conflicts:
-            return WriteResult(WriteStatus.CONFLICT, write.expected_version + 1)
-        return self.inner.save(phone, write, now)
-
-    def delete(self, phone: PhoneNumber) -> None:
-        self.inner.delete(phone)
-
-
 class Untouchable:
     """A repository that fails the test if it is used at all."""
 
@@ -81,12 +44,6 @@ class Untouchable:
             raise AssertionError(f"storage was used ({name}) before the input was validated")
 
         return used
-
-
-def _with_conflicts(container: Container, conflicts: int | None) -> ConflictingRepository:
-    wrapper = ConflictingRepository(container.conversations(), conflicts)
-    container.conversations.override(providers.Object(wrapper))
-    return wrapper
 
 
 # start, navigate, back
@@ -688,72 +645,6 @@ def test_handle_once_that_raises_does_not_mark_the_message_handled(state: StateS
 def test_handle_once_rejects_a_bad_message_id(state: StateService, message_id: object) -> None:
     with pytest.raises(InvalidInput):
         state.handle_once(PHONE, message_id, lambda c: None)  # type: ignore[arg-type]
-
-
-# concurrency
-def test_update_gives_up_with_concurrency_conflict_after_max_retries(
-    container: Container, sleeps: list[float]
-) -> None:
-    inner = container.conversations()
-    wrapper = _with_conflicts(container, conflicts=None)
-    state = container.state_service()
-    calls: list[int] = []
-
-    def change(conversation: Conversation) -> None:
-        calls.append(1)
-        conversation.navigate(OFFER)
-
-    with pytest.raises(ConcurrencyConflict, match="9 attempts"):
-        state.update(PHONE, change)
-    assert wrapper.saves == 9  # max_retries (8) + 1
-    assert len(calls) == 9
-    assert len(sleeps) == 9
-    assert inner.load(PhoneNumber.parse(PHONE), container.clock().now()).version == 0
-
-
-def test_max_retries_comes_from_configuration(container: Container, sleeps: list[float]) -> None:
-    container.config.from_dict({"max_retries": 2})
-    wrapper = _with_conflicts(container, conflicts=None)
-    with pytest.raises(ConcurrencyConflict):
-        container.state_service().navigate(PHONE, OFFER)
-    assert wrapper.saves == 3
-
-
-def test_update_retries_a_conflict_and_applies_the_change_once(
-    container: Container, sleeps: list[float]
-) -> None:
-    wrapper = _with_conflicts(container, conflicts=2)
-    state = container.state_service()
-    calls: list[int] = []
-
-    def change(conversation: Conversation) -> None:
-        calls.append(1)
-        conversation.navigate(OFFER)
-
-    conversation = state.update(PHONE, change)
-    assert wrapper.saves == 3 and len(calls) == 3
-    assert conversation.version == 1
-    assert state.start(PHONE).menu == [DEFAULT_STAGE]
-
-
-def test_an_update_on_a_stale_copy_conflicts_rather_than_overwrites(
-    state: StateService, container: Container
-) -> None:
-    state.start(PHONE)
-    repository = container.conversations()
-    number = PhoneNumber.parse(PHONE)
-    now = container.clock().now()
-    stale = repository.load(number, now)
-    state.navigate(PHONE, OFFER)
-    write = ConversationWrite(
-        expected_version=stale.version,
-        op_id="stale-writer",
-        critical=stale.critical,
-        session=stale.session,
-        form=None,
-    )
-    assert repository.save(number, write, now).status is WriteStatus.CONFLICT
-    assert state.start(PHONE).stage == OFFER
 
 
 # configuration

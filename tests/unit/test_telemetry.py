@@ -10,8 +10,6 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
-from typing import Any
 
 import pytest
 import redis
@@ -20,19 +18,10 @@ from otel_sdk import Figures, clear_spans, spans
 
 from vimbiso_state.adapters.otel import ERROR_TYPE, OPERATION, PSEUDO_ID
 from vimbiso_state.adapters.redis.connection import RetryPolicy
-from vimbiso_state.domain.conversation import Conversation, Notice
+from vimbiso_state.domain.conversation import Notice
 from vimbiso_state.domain.errors import ConcurrencyConflict, StateUnavailable
-from vimbiso_state.domain.phone import PhoneNumber
-from vimbiso_state.domain.ports import (
-    ConversationWrite,
-    StoredConversation,
-    WriteResult,
-    WriteStatus,
-)
-from vimbiso_state.domain.timeouts import Timeouts
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
-from vimbiso_state.services.flows import Flows, Load, Noticed, Pause, Save
 from vimbiso_state.services.state_service import StateService
 from vimbiso_state.services.telemetry import Telemetry, masked
 
@@ -47,51 +36,23 @@ def figures() -> Iterator[None]:
     yield
 
 
-class _Conflicting:
-    """The memory repository, but its next ``conflicts`` saves are refused as conflicts."""
-
-    def __init__(self, inner: Any, conflicts: int) -> None:
-        self._inner = inner
-        self.conflicts = conflicts
-
-    def save(self, phone: PhoneNumber, write: ConversationWrite, now: datetime) -> WriteResult:
-        if self.conflicts:
-            self.conflicts -= 1
-            return WriteResult(WriteStatus.CONFLICT, write.expected_version + 1)
-        return self._inner.save(phone, write, now)  # type: ignore[no-any-return]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def _conflicting(container: Container, conflicts: int) -> StateService:
-    container.conversations.override(_Conflicting(container.memory_conversations(), conflicts))
-    return container.state_service()
-
-
 # Metrics
-def test_conflicts_are_counted_and_giving_up_is_a_warning(
-    container: Container, figures: None, caplog: pytest.LogCaptureFixture
+def test_a_write_whose_user_was_reset_meanwhile_is_counted_and_warned(
+    state: StateService, figures: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    container.config.from_dict({"backend": "memory", "max_retries": 2})
-    state = _conflicting(container, conflicts=2)
-    state.update(PHONE, lambda c: c.context.update(n=1))  # two conflicts, then applied
+    state.update(PHONE, lambda c: c.context.update(n=1))
     assert caplog.records == []
-    container.conversations().conflicts = 5
     with pytest.raises(ConcurrencyConflict):
-        state.update(PHONE, lambda c: c.context.update(n=2))
+        state.update(PHONE, lambda c: state.reset(PHONE))  # takes the user from the write
     got = Figures.take()
-    assert got.total("vimbiso_state.conflicts", {OPERATION: "update"}) == 2 + 3
-    assert got.total("vimbiso_state.conflicts.exhausted", {OPERATION: "update"}) == 1
+    assert got.total("vimbiso_state.writes.lost", {OPERATION: "update"}) == 1
     failed = {OPERATION: "update", ERROR_TYPE: "ConcurrencyConflict"}
     assert got.count("vimbiso_state.operation.duration", failed) == 1
     [warning] = caplog.records
     assert warning.levelno == logging.WARNING
     assert warning.name == "vimbiso_state.services.telemetry"
-    assert "retries exhausted" in warning.getMessage() and MASKED in warning.getMessage()
-    [span] = [s for s in spans() if s.attributes and s.attributes.get(ERROR_TYPE)]
-    assert span.attributes is not None and span.attributes["vimbiso_state.conflicts"] == 3
+    assert "reset" in warning.getMessage() and MASKED in warning.getMessage()
 
 
 def test_a_duplicate_handle_once_is_counted(state: StateService, figures: None) -> None:
@@ -136,24 +97,6 @@ def test_redis_retries_are_counted_by_error_type(figures: None) -> None:
         "ConnectionError": 1,
         "TimeoutError": 1,
     }
-
-
-def test_an_expiry_is_yielded_once_by_the_write_that_stored_it() -> None:
-    """The flows stay free of I/O: what a stored outcome meant comes as a Noticed event, after
-    the write was applied (an attempt that lost a conflict tells nothing)."""
-    flows = Flows(FakeClock(T0), Timeouts(), cipher=None, max_retries=2)
-    old = Conversation.new(DIGITS, T0 - Timeouts().session * 2)
-    stored = StoredConversation(old.critical, old.session, None, version=3)
-    flow = flows.update(PHONE, lambda c: None)
-    assert isinstance(flow.send(None), Load)
-    assert isinstance(flow.send(stored), Save)
-    assert isinstance(flow.send(WriteResult(WriteStatus.CONFLICT, 4)), Pause)
-    assert isinstance(flow.send(None), Load)  # the second attempt
-    assert isinstance(flow.send(stored._replace(version=4)), Save)
-    event = flow.send(WriteResult(WriteStatus.APPLIED, 5))
-    assert event == Noticed(PhoneNumber(DIGITS), (Notice.SESSION_EXPIRED,))
-    with pytest.raises(StopIteration):
-        flow.send(None)
 
 
 # Logs
