@@ -110,11 +110,11 @@ class BlockingMessage:
     def __exit__(self, *exc: Any) -> None:
         self._wait(self._message.__aexit__(*exc))
 
-    def effect(self, name: str, run: Callable[[], T]) -> T:
-        return self._wait(self._message.effect(name, lambda: asyncio.to_thread(run)))
+    def effect(self, name: str, run: Callable[[], T], *, key: str | None = None) -> T:
+        return self._wait(self._message.effect(name, lambda: asyncio.to_thread(run), key=key))
 
-    def settle(self, name: str, result: object) -> None:
-        self._wait(self._message.settle(name, result))
+    def settle(self, name: str, result: object, *, key: str | None = None) -> Any:
+        return self._wait(self._message.settle(name, result, key=key))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._message, name)
