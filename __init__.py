@@ -6,6 +6,7 @@ the names re-exported here.
 """
 
 from vimbiso_state.domain.conversation import Conversation, Direction, Notice
+from vimbiso_state.domain.effects import InDoubt
 from vimbiso_state.domain.errors import (
     CalledInsideOwnMessage,
     ConcurrencyConflict,
@@ -44,6 +45,7 @@ __all__ = [
     "Form",
     "FormIncomplete",
     "FormValidationError",
+    "InDoubt",
     "InvalidInput",
     "InvalidPhoneNumber",
     "LeaseLost",

@@ -18,8 +18,16 @@ def slide_step(timeout: timedelta) -> timedelta:
     return timeout / 300
 
 
-# The most operation and message ids remembered per user. A message id is remembered for
-# ``Timeouts.dedupe`` or until this many newer ids of the same user were handled, whichever
+def token_step(token_ttl: timedelta) -> timedelta:
+    """How far a token's deadline must be able to move before a message re-seals it: a tenth
+    of its TTL. Re-sealing writes the whole sealed token; a member active for an hour costs
+    about 20 such writes, and a token still lives at least 90% of token_ttl past its last use.
+    """
+    return token_ttl / 10
+
+
+# The most units of work remembered per user. A message id is remembered for
+# ``Timeouts.dedupe`` or until this many newer units of work of the user committed, whichever
 # comes first: a burst of messages on one user then keeps a small set (Redis's compact
 # encoding holds up to 128 entries), and WhatsApp redelivers within minutes, not 128
 # messages later.
@@ -38,9 +46,6 @@ class Timeouts:
     state: timedelta = timedelta(days=1)
     # How long a handled WhatsApp message id is remembered (WhatsApp retries for hours).
     dedupe: timedelta = timedelta(days=1)
-    # How long a write's operation id is remembered: longer than any retry of that write
-    # (RetryPolicy gives up within a few seconds), short enough to keep the set tiny.
-    retry_window: timedelta = timedelta(seconds=60)
     # How long a message's handler may hold its user before its lease lapses: a little more
     # than a gunicorn sync worker's 30 s timeout, so a live handler never loses it and a
     # killed one frees the user soon after.
@@ -49,7 +54,7 @@ class Timeouts:
     lease_wait: timedelta = timedelta(seconds=5)
 
     def __post_init__(self) -> None:
-        for name in ("session", "token", "form", "state", "dedupe", "retry_window", "lease"):
+        for name in ("session", "token", "form", "state", "dedupe", "lease"):
             if getattr(self, name) <= timedelta(0):
                 raise ConfigurationError(f"timeout {name} must be positive")
         if self.lease_wait < timedelta(0):

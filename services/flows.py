@@ -46,8 +46,8 @@ from vimbiso_state.domain.ports import (
     WriteStatus,
 )
 from vimbiso_state.domain.profile import AccountSelection, Profile, account_selection
-from vimbiso_state.domain.timeouts import Timeouts
-from vimbiso_state.domain.token import token_deadline
+from vimbiso_state.domain.timeouts import Timeouts, token_step
+from vimbiso_state.domain.token import Token, token_deadline
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -518,12 +518,28 @@ class Flows:
 
     def read_token(self, number: PhoneNumber, sealed: bytes | None) -> tuple[str | None, bool]:
         """The token's value (as ``unseal``), and whether a stored token was past its deadline."""
+        token, expired = self.open_token(number, sealed)
+        return (None if token is None else token.value), expired
+
+    def open_token(self, number: PhoneNumber, sealed: bytes | None) -> tuple[Token | None, bool]:
+        """The live token (None when there is none or it has expired), and whether a stored
+        token was past its deadline."""
         if sealed is None:
             return None, False
         token = self._cipher().open(number, sealed)
         if token.is_expired(self.clock.now()):
             return None, True
-        return token.value, False
+        return token, False
+
+    def slid(self, number: PhoneNumber, token: Token) -> TokenChange | None:
+        """The token a message that used it stores: live ``token_ttl`` from now, never past
+        its JWT's ``exp``; None while its deadline would move by less than a step."""
+        now = self.clock.now()
+        deadline = token_deadline(token.value, now, self.timeouts.token)
+        if deadline - token.expires_at < token_step(self.timeouts.token):
+            return None
+        sealed = self._cipher().seal(number, token.value, token.issued_at, deadline)
+        return TokenChange(sealed, deadline - now)
 
     def _cipher(self) -> TokenCipher:
         if self.cipher is None:

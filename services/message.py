@@ -79,13 +79,21 @@ class _MessageState:
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def token(self) -> str | None:
-        """The member's auth token as this message sees it (read with the conversation)."""
+        """The member's auth token as this message sees it (read with the conversation).
+
+        Using it keeps it: the commit stores it live ``token_ttl`` from now (never past the
+        JWT's ``exp``), so that an active member is not logged out mid-offer.
+        """
         if self._token_change is not None:
             return self._flows.unseal(self._number, self._token_change.sealed)
-        value, expired = self._flows.read_token(self._number, self._begun.token)
+        token, expired = self._flows.open_token(self._number, self._begun.token)
         if expired and self._watch is not None:
             self._watch.token_expired()
-        return value
+        if token is None:
+            return None
+        if self._open:
+            self._token_change = self._flows.slid(self._number, token)
+        return token.value
 
     def save_token(self, value: str) -> None:
         """Store the member's token with this message's commit."""

@@ -4,10 +4,13 @@ async: one user at a time, one commit with the message id, effects at most once.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -399,3 +402,42 @@ def test_a_bad_message_id_is_refused_before_anything(
 ) -> None:
     with pytest.raises(InvalidInput):
         state.message(phone, message_id)
+
+
+def _jwt(exp: datetime) -> str:
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'HS256'})}.{part({'exp': exp.timestamp()})}.sig"
+
+
+def test_a_token_messages_keep_using_lives_token_ttl_from_its_last_use_never_past_exp(
+    state: StateService, phone: str, clock: FakeClock
+) -> None:
+    """An active member is not bounced to the login mid-offer: each message that uses the
+    token keeps it token_ttl (30 min) from then; the JWT's own exp still ends it."""
+    exp = clock.now() + timedelta(minutes=100)
+    token = _jwt(exp)
+    with state.message(phone, "wamid.login") as msg:
+        msg.save_token(token)
+    for n in range(1, 4):  # a message every 25 minutes: 75 minutes after the login
+        clock.advance(minutes=25)
+        with state.message(phone, f"wamid.{n}") as msg:
+            assert msg.token() == token, f"bounced after {25 * n} minutes"
+    clock.advance(minutes=29)  # 104 minutes: used 29 minutes ago, but past the JWT's exp
+    with state.message(phone, "wamid.late") as msg:
+        assert msg.token() is None
+
+
+def test_a_token_nobody_uses_expires_token_ttl_after_it_was_saved(
+    state: StateService, phone: str, clock: FakeClock
+) -> None:
+    with state.message(phone, "wamid.login") as msg:
+        msg.save_token(_jwt(clock.now() + timedelta(days=1)))
+    for n in range(3):  # messages that never read the token do not keep it
+        clock.advance(minutes=10)
+        with state.message(phone, f"wamid.{n}") as msg:
+            msg.conversation.context["n"] = n
+    clock.advance(seconds=1)
+    with state.message(phone, "wamid.late") as msg:
+        assert msg.token() is None

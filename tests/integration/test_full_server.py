@@ -224,3 +224,26 @@ def test_a_script_is_refused_whole_though_its_first_write_is_allowed_on_a_full_s
             state.set_profile(phone, MEMBER, ACCOUNTS)
         assert full.admin.exists(f"user:{{{digits}}}:state", f"session:{{{digits}}}:data") == 0
         assert full.admin.type(f"lease:{{{digits}}}") == b"list"  # not even the DEL
+
+
+def test_an_effect_refused_on_a_full_server_does_not_run_and_is_not_in_doubt(
+    full: Deployment, kind: str
+) -> None:
+    """Marking an effect started is a write: refused on a full server, before the call to
+    Credex. Nothing is recorded, so the redelivery runs it, once, when there is room again."""
+    phone = "+263779400001"
+    calls: list[int] = []
+    with full.state(kind) as state:
+        state.set_profile(phone, MEMBER, ACCOUNTS)
+        with (
+            pytest.raises(StateUnavailable, match="Redis is full"),
+            state.message(phone, "wamid.pay") as msg,
+        ):
+            _fill(full, phone[1:])
+            msg.effect("create_credex", lambda: calls.append(1), key="offer-1")
+        assert calls == []
+        full.unlimit()
+        with state.message(phone, "wamid.pay") as again:
+            assert again.in_doubt == ()
+            again.effect("create_credex", lambda: calls.append(1) or {"ok": True}, key="offer-1")
+        assert calls == [1]

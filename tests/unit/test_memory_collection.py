@@ -47,9 +47,8 @@ def test_each_part_is_collected_after_its_own_deadline_and_then_the_user() -> No
 
 
 def test_a_part_written_later_is_collected_at_its_new_deadline_not_before() -> None:
-    # The op ids outlive the session here, so the session's deadline is the first to come.
     clock = FakeClock(T0)
-    timeouts = Timeouts(retry_window=timedelta(hours=1))
+    timeouts = Timeouts()
     repo, state = _store(clock, timeouts)
     state.start(PHONE)
     clock.advance(minutes=3)
@@ -60,9 +59,9 @@ def test_a_part_written_later_is_collected_at_its_new_deadline_not_before() -> N
     assert repo.peek(NUMBER).session is None
 
 
-def test_a_message_id_is_forgotten_after_dedupe_even_when_op_ids_live_longer() -> None:
+def test_a_message_id_is_forgotten_after_dedupe() -> None:
     clock = FakeClock(T0)
-    timeouts = Timeouts(dedupe=timedelta(seconds=30), retry_window=timedelta(seconds=60))
+    timeouts = Timeouts(dedupe=timedelta(seconds=30))
     _, state = _store(clock, timeouts)
     assert state.handle_once(PHONE, "wamid.1", lambda c: None) is not None
     assert state.handle_once(PHONE, "wamid.1", lambda c: None) is None  # a duplicate
