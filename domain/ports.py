@@ -16,6 +16,7 @@ from typing import NamedTuple, Protocol
 from vimbiso_state.domain.conversation import CriticalData, Session
 from vimbiso_state.domain.effects import Effect, InDoubt
 from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.health import StoreHealth
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.token import Token
 
@@ -247,3 +248,18 @@ class AsyncTokenRepository(Protocol):
     """TokenRepository for asyncio."""
 
     async def get(self, phone: PhoneNumber) -> bytes | None: ...
+
+
+class HealthProbe(Protocol):
+    """Tells whether the store can serve, with facts about it (``state.health()``)."""
+
+    def health(self) -> StoreHealth:
+        """Facts about the live store, or StateUnavailable within HEALTH_DEADLINE when it
+        cannot serve (down, hung, refusing writes, full, a read-only replica)."""
+        ...
+
+
+class AsyncHealthProbe(Protocol):
+    """HealthProbe for asyncio."""
+
+    async def health(self) -> StoreHealth: ...

@@ -7,9 +7,12 @@ from typing import Any, TypeVar, cast
 
 from vimbiso_state.domain.clock import Clock, RefreshedClock
 from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.domain.errors import ConfigurationError
 from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.health import StoreHealth
 from vimbiso_state.domain.ports import (
     AsyncConversationRepository,
+    AsyncHealthProbe,
     AsyncMessageRepository,
     AsyncTokenRepository,
     TokenCipher,
@@ -42,8 +45,10 @@ class AsyncStateService:
         phone_region: str | None = None,
         account_selection: AccountSelection = AccountSelection.SINGLE,
         telemetry: Telemetry | None = None,
+        health: AsyncHealthProbe | None = None,
     ) -> None:
         self._conversations = conversations
+        self._health = health
         # The backends implement both ports on one object; a separate one may be given.
         messages = messages or cast(AsyncMessageRepository, conversations)
         # The server's clock is read here, awaited, not inside now() on the event loop.
@@ -57,6 +62,14 @@ class AsyncStateService:
 
     def __repr__(self) -> str:
         return f"AsyncStateService({type(self._conversations).__name__})"
+
+    async def health(self) -> StoreHealth:
+        """See StateService.health: facts, or StateUnavailable within 2 s."""
+        if self._health is None:
+            raise ConfigurationError(
+                "this service was built without a health probe: build it with Container"
+            )
+        return await self._health.health()
 
     def message(self, phone: str, message_id: str, text: str | None = None) -> AsyncMessage:
         """See StateService.message: ``async with state.message(...) as msg``, and

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -16,6 +18,7 @@ from vimbiso_state.domain.profile import AccountSelection, account_selection
 from vimbiso_state.domain.timeouts import Timeouts
 
 BACKENDS = ("memory", "redis", "redis-cluster")
+log = logging.getLogger(__name__)
 
 # Environment variable for each setting. REDIS_STATE_URL is deliberately not REDIS_URL: the
 # state Redis is its own instance, separate from the cache's.
@@ -141,12 +144,19 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> Settings:
-        """Build from a dict such as ``container.config``; unknown keys are an error."""
+        """Build from a dict such as ``container.config``; unknown keys are an error.
+
+        Without a ``backend``, a ``redis_url`` means redis; with neither, memory (logged as a
+        WARNING once per process: every worker would keep its own state)."""
         known = {f.name: f for f in fields(cls)}
         given = {k: v for k, v in (values or {}).items() if v is not None}
         unknown = sorted(set(given) - set(known))
         if unknown:
             raise ConfigurationError(f"unknown setting(s): {', '.join(unknown)}")
+        if "backend" not in given:
+            given["backend"] = "redis" if "redis_url" in given else "memory"
+            if given["backend"] == "memory":
+                _warn_implicit_memory()
         converted: dict[str, Any] = {}
         for name, value in given.items():
             converted[name] = _convert(name, known[name].type, value)
@@ -160,6 +170,25 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+IMPLICIT_MEMORY_WARNING = (
+    "no state backend chosen (STATE_BACKEND and REDIS_STATE_URL unset): conversation state "
+    "is kept in this process's memory, lost on restart and not shared between workers. Set "
+    "REDIS_STATE_URL (or STATE_BACKEND=redis), or STATE_BACKEND=memory to mean it"
+)
+# The process that logged the warning: a forked child has its own pid and warns again.
+_implicit_memory_warned: int | None = None
+_implicit_memory_lock = threading.Lock()
+
+
+def _warn_implicit_memory() -> None:
+    global _implicit_memory_warned
+    with _implicit_memory_lock:
+        if _implicit_memory_warned == os.getpid():
+            return
+        _implicit_memory_warned = os.getpid()
+    log.warning(IMPLICIT_MEMORY_WARNING)
 
 
 def _check_cluster_url(url: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ from vimbiso_state.adapters.memory import (
     MemoryConversationRepository,
     MemoryTokenRepository,
 )
+from vimbiso_state.adapters.memory.health import AsyncMemoryHealthProbe, MemoryHealthProbe
 from vimbiso_state.adapters.redis import (
     RedisClient,
     RedisConversationRepository,
@@ -31,6 +33,7 @@ from vimbiso_state.adapters.redis.aio import (
 )
 from vimbiso_state.adapters.redis.clock import ServerClock, async_server_time, server_time
 from vimbiso_state.adapters.redis.connection import close
+from vimbiso_state.adapters.redis.health import AsyncRedisHealthProbe, RedisHealthProbe
 from vimbiso_state.adapters.token_cipher import FernetTokenCipher
 from vimbiso_state.domain.errors import ConfigurationError
 from vimbiso_state.domain.ports import TokenCipher
@@ -124,6 +127,26 @@ def _wait_timeout(settings: Settings) -> float:
     return settings.lease_wait + settings.socket_timeout
 
 
+# health() answers within HEALTH_DEADLINE whatever the configured timeouts: its own clients
+# give up sooner, so that a failed attempt (a connection the server reset) can be retried.
+HEALTH_SOCKET_TIMEOUT = 0.5
+HEALTH_CONNECT_TIMEOUT = 0.25
+
+
+def _health_client_settings(settings: Settings) -> Settings:
+    return dataclasses.replace(
+        settings,
+        socket_timeout=min(settings.socket_timeout, HEALTH_SOCKET_TIMEOUT),
+        connect_timeout=min(settings.connect_timeout, HEALTH_CONNECT_TIMEOUT),
+    )
+
+
+def _health_attempt_bound(settings: Settings) -> float:
+    """The longest one attempt of health() may wait: a connect, then one unanswered call."""
+    health = _health_client_settings(settings)
+    return health.connect_timeout + health.socket_timeout
+
+
 class _Configuration(providers.Configuration):
     """The configuration provider; what it returns hides token keys and passwords in a repr."""
 
@@ -134,7 +157,9 @@ class _Configuration(providers.Configuration):
 class Container(containers.DeclarativeContainer):
     """Wires a StateService from configuration (``backend``: memory, redis or redis-cluster)."""
 
-    config = _Configuration(default=Settings().as_dict())
+    # No backend and no URL unless given: Settings.from_mapping then picks redis when a URL
+    # is given, memory (with a warning) when neither is.
+    config = _Configuration(default={**Settings().as_dict(), "backend": None, "redis_url": None})
 
     settings = providers.Singleton(Settings.from_mapping, config)
     timeouts = providers.Callable(lambda s: s.timeouts, settings)
@@ -169,6 +194,15 @@ class Container(containers.DeclarativeContainer):
             aread=providers.Callable(async_server_time, async_redis_client.provider, redis_retry),
         ),
     )
+
+    # Clients of their own for health(), with short timeouts, and a cluster's found anew.
+    _health_settings = providers.Singleton(_health_client_settings, settings)
+    health_client = providers.Singleton(
+        _redis_client, _health_settings, opened, providers.Object(RetryPolicy(retries=0))
+    )
+    async_health_client = providers.Singleton(_async_redis_client, _health_settings, opened)
+    _health_attempt = providers.Callable(_health_attempt_bound, settings)
+    _backend = providers.Callable(lambda s: s.backend, settings)
 
     memory_tokens = providers.Singleton(MemoryTokenRepository, clock)
     memory_conversations = providers.Singleton(
@@ -211,6 +245,21 @@ class Container(containers.DeclarativeContainer):
         memory=providers.Singleton(AsyncMemoryTokenRepository, memory_tokens),
         redis=providers.Singleton(AsyncRedisTokenRepository, async_redis_client, redis_retry),
     )
+    # What state.health() asks: the container chooses it as it chooses the repositories.
+    health = providers.Selector(
+        _storage,
+        memory=providers.Singleton(MemoryHealthProbe, memory_conversations),
+        redis=providers.Singleton(
+            RedisHealthProbe, health_client.provider, _backend, _health_attempt
+        ),
+    )
+    async_health = providers.Selector(
+        _storage,
+        memory=providers.Singleton(AsyncMemoryHealthProbe, memory_conversations),
+        redis=providers.Singleton(
+            AsyncRedisHealthProbe, async_health_client.provider, _backend, _health_attempt
+        ),
+    )
     cipher = providers.Singleton(_cipher, settings)
     _required_cipher = providers.Callable(_service_cipher, settings, cipher)
 
@@ -230,6 +279,7 @@ class Container(containers.DeclarativeContainer):
         phone_region=_phone_region,
         account_selection=_account_selection,
         telemetry=telemetry,
+        health=health,
     )
     async_state_service = providers.Singleton(
         AsyncStateService,
@@ -242,6 +292,7 @@ class Container(containers.DeclarativeContainer):
         phone_region=_phone_region,
         account_selection=_account_selection,
         telemetry=telemetry,
+        health=async_health,
     )
 
     @classmethod

@@ -7,9 +7,12 @@ from typing import Any, TypeVar, cast
 
 from vimbiso_state.domain.clock import Clock
 from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.domain.errors import ConfigurationError
 from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.health import StoreHealth
 from vimbiso_state.domain.ports import (
     ConversationRepository,
+    HealthProbe,
     MessageRepository,
     TokenCipher,
     TokenRepository,
@@ -43,10 +46,12 @@ class StateService:
         phone_region: str | None = None,
         account_selection: AccountSelection = AccountSelection.SINGLE,
         telemetry: Telemetry | None = None,
+        health: HealthProbe | None = None,
     ) -> None:
         # ``max_retries`` is accepted for 0.2's callers: writes no longer retry (they wait
         # for the user's lease instead).
         self._conversations = conversations
+        self._health = health
         # The backends implement both ports on one object; a separate one may be given.
         messages = messages or cast(MessageRepository, conversations)
         # Metrics, spans and logs of every operation (no-ops without OpenTelemetry's SDK).
@@ -57,6 +62,15 @@ class StateService:
 
     def __repr__(self) -> str:
         return f"StateService({type(self._conversations).__name__})"
+
+    def health(self) -> StoreHealth:
+        """Facts about the store (backend; on Redis its version, memory policy and use,
+        latency), or StateUnavailable within 2 s when it cannot serve."""
+        if self._health is None:
+            raise ConfigurationError(
+                "this service was built without a health probe: build it with Container"
+            )
+        return self._health.health()
 
     def message(self, phone: str, message_id: str, text: str | None = None) -> Message:
         """One inbound WhatsApp message as a unit of work::

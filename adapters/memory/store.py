@@ -6,6 +6,8 @@ saved (an aliasing bug) sees the same thing it would see on Redis: nothing chang
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +30,8 @@ from vimbiso_state.domain.ports import (
     WriteStatus,
 )
 from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS, Timeouts, slide_step
+
+log = logging.getLogger(__name__)
 
 # Storage keeps a part a little longer than its domain deadline, as the Redis TTLs do, so that
 # the domain (not the garbage collector) is what decides expiry.
@@ -177,6 +181,20 @@ class MemoryConversationRepository:
         self._fences = 0
         self._lock = threading.Lock()
         self._ended = threading.Condition(self._lock)
+        self._pid = os.getpid()
+
+    def _check_process(self) -> None:
+        """Warn once in a forked child (gunicorn --preload, Celery prefork): its copy of the
+        store is its own, so workers no longer see each other's conversations."""
+        if os.getpid() != self._pid:
+            parent, self._pid = self._pid, os.getpid()
+            log.warning(
+                "the memory backend was built in process %d and is used in its forked child "
+                "%d: state is not shared between workers (each has its own copy). Use Redis "
+                "(REDIS_STATE_URL) when more than one process handles messages",
+                parent,
+                self._pid,
+            )
 
     def _user(self, phone: PhoneNumber, now: datetime) -> _User | None:
         user = self._users.get(phone.digits)
@@ -207,6 +225,7 @@ class MemoryConversationRepository:
                 session.expires_at = now + self._keep_session
 
     def load(self, phone: PhoneNumber, now: datetime) -> StoredConversation:
+        self._check_process()
         with self._lock:
             user = self._user(phone, now)
             if user is None:
@@ -216,6 +235,7 @@ class MemoryConversationRepository:
 
     def peek(self, phone: PhoneNumber) -> StoredConversation:
         """Read every part without sliding a deadline (operators' tools)."""
+        self._check_process()
         with self._lock:
             user = self._user(phone, self._clock.now())
             return StoredConversation(None, None, None, 0) if user is None else _stored(user)
@@ -229,6 +249,7 @@ class MemoryConversationRepository:
         lease: str,
         wait: timedelta,
     ) -> Begun:
+        self._check_process()
         with self._lock:
             user = self._user(phone, now)
             if wait > timedelta(0) and user is not None and user.held_by_other(lease, now):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import subprocess
+import sys
 
 from package_layout import PACKAGE, ROOT, library_folders, pyproject
 
@@ -131,3 +133,19 @@ def test_compose_publishes_redis_on_the_loopback_interface_only() -> None:
     assert len(published) >= 2, "no ports found: the pattern is wrong"
     assert [p for p in published if not re.fullmatch(r"127\.0\.0\.1:\d+:\d+", p)] == []
     assert "network_mode: host" not in compose
+
+
+def test_django_is_an_extra_that_the_library_never_needs() -> None:
+    """The Django app needs the `django` extra; the library, its services and CLI do not."""
+    extras = pyproject()["project"]["optional-dependencies"]
+    assert any(re.match(r"django\b", r) for r in extras["django"])
+    assert not any(re.match(r"django\b", r) for r in pyproject()["project"]["dependencies"])
+    code = (
+        "import sys\n"
+        "import vimbiso_state\n"
+        "from vimbiso_state import Container\n"
+        "from vimbiso_state.entrypoints import cli\n"
+        "Container.from_env({'STATE_BACKEND': 'memory'}).state_service().health()\n"
+        "assert not any(name.split('.')[0] == 'django' for name in sys.modules), 'django'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
