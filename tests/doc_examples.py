@@ -19,9 +19,10 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -236,39 +237,67 @@ def wamid() -> str:
 # Fakes of the network calls the docs show
 @dataclass
 class FakeCredex:
-    """Stands in for the examples' credex_* functions; records every call."""
+    """Stands in for the examples' credex_* functions: Credex's side, with the offers it
+    holds, and every call the bot made."""
 
     logins: list[str] = field(default_factory=list)
-    created: list[tuple[Any, ...]] = field(default_factory=list)
-    lookups: list[str] = field(default_factory=list)
-    failure: Exception | None = None  # raised by the next calls that create something
+    created: list[tuple[Any, ...]] = field(default_factory=list)  # createCredex calls
+    offers: list[dict[str, Any]] = field(default_factory=list)  # the offers Credex holds
+    dashboards: int = 0  # reads of the member's dashboard
+    failure: BaseException | None = None  # raised by the next calls that create something
+    fail_after_creating: bool = False  # ... once Credex has acted (its answer is lost)
     delay: float = 0.0
-    found: dict[str, Any] | None = None
+    waiting_in: list[str] = field(default_factory=lambda: ["cx-a", "cx-b"])  # offers to accept
+    accepted: list[str] = field(default_factory=list)
+    acceptances: int = 0
+    accept_at_most: int | None = None  # an acceptance that fails after accepting this many
 
     def login(self, phone: str) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
         self.logins.append(phone)
         return dict(MEMBER), [dict(a) for a in ACCOUNTS], f"jwt-{len(self.logins)}"
 
-    def create(self, *args: Any) -> dict[str, Any]:
-        self.created.append(args)
+    def create(self, token: str, request: dict[str, Any]) -> dict[str, Any]:
+        """createCredex: the request becomes an offer pending out of the member's account."""
+        self.created.append((token, request))
         time.sleep(self.delay)
+        if self.failure is not None and not self.fail_after_creating:
+            raise self.failure
+        offer = {
+            "credexID": f"cx-{len(self.offers) + 1}",
+            "formattedInitialAmount": f"-{request['InitialAmount']:.2f} {request['Denomination']}",
+            "counterpartyAccountName": request["receiverAccountHandle"],
+        }
+        self.offers.append(offer)
         if self.failure is not None:
             raise self.failure
-        return {"credexID": f"cx-{len(self.created)}"}
+        return {"credexID": offer["credexID"]}
 
-    def find(self, *args: Any) -> dict[str, Any] | None:
-        self.lookups.append(args[-1])
-        return self.found
+    def pending_out(self, phone: str, token: str, account_id: str) -> list[dict[str, Any]]:
+        """The member's dashboard: the offers pending out of the account."""
+        assert account_id == ACCOUNTS[0]["accountID"]
+        self.dashboards += 1
+        return [dict(offer) for offer in self.offers]
 
-    async def create_async(self, *args: Any) -> dict[str, Any]:
-        self.created.append(args)
-        if self.failure is not None:
-            raise self.failure
-        return {"credexIDs": ["cx-a", "cx-b"]}
+    async def waiting_async(self, phone: str) -> list[str]:
+        self.dashboards += 1
+        return list(self.waiting_in)
 
-    async def find_async(self, *args: Any) -> dict[str, Any]:
-        self.lookups.append(args[-1])
-        return self.found or {"credexIDs": []}
+    async def accept_async(self, credex_ids: list[str]) -> list[str]:
+        """acceptCredexBulk: accepting an offer accepted before changes nothing."""
+        self.acceptances += 1
+        done = []
+        for credex_id in credex_ids:
+            if self.accept_at_most is not None and len(done) == self.accept_at_most:
+                assert self.failure is not None
+                raise self.failure
+            if credex_id in self.waiting_in:
+                self.waiting_in.remove(credex_id)
+                self.accepted.append(credex_id)
+            done.append(credex_id)
+        return done
+
+    async def accept_all_async(self, phone: str) -> list[str]:
+        return await self.accept_async(await self.waiting_async(phone))
 
 
 class Outbox:
@@ -338,7 +367,7 @@ def guide_fakes(
     credex, outbox = FakeCredex(), Outbox()
     monkeypatch.setattr(bot, "credex_login", credex.login)
     monkeypatch.setattr(bot, "credex_create_offer", credex.create)
-    monkeypatch.setattr(bot, "credex_find_offer", credex.find)
+    monkeypatch.setattr(bot, "credex_pending_offers", credex.pending_out)
     monkeypatch.setattr(bot, "send_whatsapp", outbox.send)
     monkeypatch.setattr(app, "send_whatsapp", outbox.send)  # `from bot import send_whatsapp`
     yield credex, outbox
@@ -396,8 +425,8 @@ def guide_offer_conversation(
     signature = button_reply(phone, wamid(), "sign", "Sign and send")
     (sent,) = post(signature, replies=1)
     assert body_of(sent) == "Sent: 25 USD to bob_store."
-    ((token, request, key),) = credex.created
-    assert token == "jwt-1" and len(key) == 32
+    ((token, request),) = credex.created
+    assert token == "jwt-1"
     assert request == {
         "issuerAccountID": "acc-1",
         "receiverAccountHandle": "bob_store",
@@ -409,6 +438,13 @@ def guide_offer_conversation(
     }
     assert post(signature, replies=0) == []  # a redelivered tap creates nothing
     assert len(credex.created) == 1
+    assert credex.offers == [
+        {
+            "credexID": "cx-1",
+            "formattedInitialAmount": "-25.00 USD",
+            "counterpartyAccountName": "bob_store",
+        }
+    ]
 
     accounts = list_reply(phone, wamid(), "accounts", "My accounts", "Your Credex accounts")
     (listed,) = post(accounts, replies=1)
@@ -494,7 +530,7 @@ def guide_lease_lost(client: Client, bot: ModuleType, credex: FakeCredex, outbox
     assert response.status_code == 200
     (reply,) = (r for _, r in outbox.take(1))
     assert body_of(reply) == "Sent: 25 USD to bob_store."
-    assert len(credex.created) == 1  # the recorded result, not a second offer
+    assert len(credex.created) == len(credex.offers) == 1  # the recorded result, not a second
     assert bot.state.start(phone).stage == "handle_action_menu"
 
 
@@ -503,39 +539,113 @@ def guide_effect_in_doubt(
     bot: ModuleType,
     credex: FakeCredex,
     outbox: Outbox,
-    found: dict[str, Any] | None,
+    monkeypatch: pytest.MonkeyPatch,
+    created: bool,
 ) -> None:
-    """Credex times out during createCredex: the webhook fails (nothing stored), and the
-    redelivery asks Credex instead of creating the offer again, settles, and answers 200."""
+    """createCredex times out (after Credex created the offer, or before): the bot, which
+    catches every exception, tells the member the offer is being checked and commits. The
+    member's next taps meet the offer in doubt and create nothing; once no call can still be
+    running, the dashboard settles it, and exactly one offer exists in the end."""
     import httpx
 
     phone = new_sender()
+
+    def post(*messages: dict[str, Any]) -> str:
+        response = client.post("/webhook", json=webhook(*messages))
+        assert response.status_code == 200, text_of(response)
+        (reply,) = (r for _, r in outbox.take(1))
+        return body_of(reply)
+
     guide_reaches_confirmation(client, outbox, phone)
-    signature = button_reply(phone, wamid(), "sign", "Sign and send")
     credex.failure = httpx.ReadTimeout("Credex did not answer")
-    response = client.post("/webhook", json=webhook(signature))
-    assert response.status_code == 500
+    credex.fail_after_creating = created
+    signature = button_reply(phone, wamid(), "sign", "Sign and send")
+    assert post(signature) == bot.CHECKING
+    credex.failure = None
+    response = client.post("/webhook", json=webhook(signature))  # a redelivery: handled
+    assert response.status_code == 200
+    outbox.take(0)
+    # The member taps Sign again, then writes: new messages, the same offer in doubt.
+    assert post(button_reply(phone, wamid(), "sign", "Sign and send")) == bot.CHECKING
+    assert post(text_message(phone, wamid(), "1")) == bot.CHECKING
+    assert len(credex.created) == 1
+    (doubt,) = _in_doubt(bot, phone)
+    assert doubt.name == "create_credex"
+
+    monkeypatch.setattr(bot, "SETTLE_AFTER", timedelta(0))  # no call can still be running
+    settled = post(text_message(phone, wamid(), "hi"))
+    if created:
+        assert settled == "Your offer of 25 USD to bob_store went through."
+    else:
+        assert settled == "Your offer of 25 USD to bob_store did not go through: nothing was sent."
+        # The member makes the offer again: a new offer, a new intent.
+        guide_reaches_confirmation(client, outbox, phone)
+        assert post(button_reply(phone, wamid(), "sign", "Sign and send")) == (
+            "Sent: 25 USD to bob_store."
+        )
+    assert _in_doubt(bot, phone) == ()
+    assert len(credex.offers) == 1  # exactly one offer, whatever happened
+    assert post(text_message(phone, wamid(), "2")) == "Your accounts: tendai, moyo_hw"
+
+
+def guide_worker_killed_mid_offer(
+    client: Client,
+    bot: ModuleType,
+    credex: FakeCredex,
+    outbox: Outbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Credex is slower than the worker: gunicorn's timeout ends the sync worker (SystemExit,
+    raised in the handler) after Credex created the offer. Nothing of the message is stored
+    and WhatsApp delivers the tap again: the redelivery meets the offer in doubt, and once no
+    call can still be running it is settled from the dashboard, with one offer."""
+    phone = new_sender()
+    guide_reaches_confirmation(client, outbox, phone)
+    credex.failure, credex.fail_after_creating = SystemExit(1), True
+    signature = button_reply(phone, wamid(), "sign", "Sign and send")
+    with pytest.raises(SystemExit):
+        client.post("/webhook", json=webhook(signature))
     outbox.take(0)
     credex.failure = None
-    credex.found = found
-    response = client.post("/webhook", json=webhook(signature))
+    conv = bot.state.start(phone)
+    assert conv.stage == bot.CONFIRM and conv.offer is not None and conv.offer.pending
+    response = client.post("/webhook", json=webhook(signature))  # WhatsApp's redelivery
     assert response.status_code == 200
     (reply,) = (r for _, r in outbox.take(1))
-    assert len(credex.created) == 1  # never created twice
-    ((_, _, key),) = credex.created
-    assert credex.lookups == [key]  # asked by the same idempotency key
-    if found is None:
-        assert body_of(reply).startswith("That offer did not go through")
-    else:
-        assert body_of(reply) == "Sent: 25 USD to bob_store."
-    response = client.post("/webhook", json=webhook(signature))  # settled and committed
+    assert body_of(reply) == bot.CHECKING
+    monkeypatch.setattr(bot, "SETTLE_AFTER", timedelta(0))
+    response = client.post("/webhook", json=webhook(signature))  # handled: a duplicate now
     assert response.status_code == 200
     outbox.take(0)
-    assert credex.lookups == [key]
+    tap = button_reply(phone, wamid(), "sign", "Sign and send")
+    response = client.post("/webhook", json=webhook(tap))  # the member taps again
+    assert response.status_code == 200
+    (reply,) = (r for _, r in outbox.take(1))
+    assert body_of(reply) == "Your offer of 25 USD to bob_store went through."
+    assert len(credex.created) == len(credex.offers) == 1
+    assert bot.state.start(phone).stage == "handle_action_menu"
 
 
-def readme_offer(on_message: Callable[[str, str, str], str | None], created: list[Any]) -> str:
-    """The README's example through a whole offer, with a redelivered menu choice."""
+def _in_doubt(bot: ModuleType, phone: str) -> tuple[Any, ...]:
+    """The member's effects in doubt, as a message sees them (a duplicate delivery)."""
+    with bot.state.message(phone, "wamid.status-check") as msg:
+        return msg.in_doubt
+
+
+def readme_offer(scope: dict[str, Any]) -> None:
+    """The README's example through a whole offer, with a redelivered menu choice; then an
+    offer whose Credex call fails, which every later message hears is being checked."""
+    created: list[dict[str, str]] = []
+    failures: list[Exception] = []
+
+    def credex_create_offer(offer: dict[str, str]) -> dict[str, str]:
+        created.append(offer)
+        if failures:
+            raise failures[0]
+        return {"credexID": f"cx-{len(created)}"}
+
+    scope["credex_create_offer"] = credex_create_offer
+    on_message = scope["on_whatsapp_message"]
     phone = "+" + new_sender()
     menu = "1. Offer credex  2. Accept offers"
     assert on_message(phone, wamid(), "hi") == menu
@@ -554,24 +664,30 @@ def readme_offer(on_message: Callable[[str, str, str], str | None], created: lis
     sign = wamid()
     assert on_message(phone, sign, "bob_store") == f"Offer cx-1 sent to bob_store. {menu}"
     assert on_message(phone, sign, "bob_store") is None
-    assert len(created) == 1
-    ((offer, key),) = created
-    assert offer == {"amount": "25", "denomination": "USD", "recipient": "bob_store"}
-    assert len(key) == 32
-    return phone
+    assert created == [{"amount": "25", "denomination": "USD", "recipient": "bob_store"}]
+    assert scope["state"].start(phone).form is None  # completed and closed
+
+    assert on_message(phone, wamid(), "1") == "How much do you want to offer?"
+    assert on_message(phone, wamid(), "40") == "To whom? (a handle)"
+    failures.append(TimeoutError("Credex did not answer"))
+    last = wamid()
+    with pytest.raises(TimeoutError):  # the webhook answers 500: nothing is stored
+        on_message(phone, last, "carol")
+    failures.clear()
+    assert on_message(phone, last, "carol") == scope["CHECKING"]  # WhatsApp's redelivery
+    assert on_message(phone, wamid(), "carol") == scope["CHECKING"]  # and the next message
+    assert len(created) == 2  # the offer in doubt was not created again
 
 
 async def readme_async(scope: dict[str, Any], credex: FakeCredex) -> str:
-    """The README's async example: an effect awaited once per message id."""
+    """The README's async example: an effect awaited once per message."""
     on_message = scope["on_whatsapp_message"]
     phone = "+" + new_sender()
     assert await on_message(phone, wamid(), "hi") == "1. Offer credex  2. Accept offers"
     accept = wamid()
     assert await on_message(phone, accept, "2") == "Accepted 2 offers."
     assert await on_message(phone, accept, "2") is None  # redelivered
-    assert len(credex.created) == 1
-    ((_, key),) = credex.created
-    assert len(key) == 32
+    assert (credex.acceptances, credex.accepted) == (1, ["cx-a", "cx-b"])
     return phone
 
 
@@ -640,7 +756,7 @@ async def guide_async_app(
     client: Any, module: ModuleType, credex: FakeCredex, outbox: Outbox
 ) -> None:
     """The guide's asyncio app (httpx on its ASGI app): text, taps it does not handle,
-    statuses, a redelivery, an effect in doubt and a busy user."""
+    statuses, a redelivery, an acceptance in doubt settled from the dashboard, a busy user."""
     import httpx
 
     phone = new_sender()
@@ -665,18 +781,28 @@ async def guide_async_app(
     accept = text_message(phone, wamid(), "2")
     assert await post(accept, replies=1) == [f"Accepted 2 offers. {menu}"]
     assert await post(accept, replies=0) == []  # redelivered: accepted once
-    assert len(credex.created) == 1
+    assert (credex.acceptances, credex.accepted) == (1, ["cx-a", "cx-b"])
 
+    # Two new offers: Credex accepts the first, then its answer times out.
+    credex.waiting_in = ["cx-c", "cx-d"]
+    credex.failure, credex.accept_at_most = httpx.ReadTimeout("Credex did not answer"), 1
     doubtful = text_message(phone, wamid(), "2")
-    credex.failure = httpx.ReadTimeout("Credex did not answer")
-    response = await client.post("/webhook", json=webhook(doubtful))
-    assert response.status_code == 500
-    credex.failure = None
-    credex.found = {"credexIDs": ["cx-c"]}
-    assert await post(doubtful, replies=1) == [f"Accepted 1 offers. {menu}"]
-    assert len(credex.created) == 2  # the first message's and the attempt in doubt
-    assert credex.lookups == [credex.created[1][-1]]  # asked by its idempotency key
-    assert await post(doubtful, replies=0) == []
+    checking = f"We are checking whether your offers were accepted. {menu}"
+    assert await post(doubtful, replies=1) == [checking]
+    credex.failure = credex.accept_at_most = None
+    assert await post(doubtful, replies=0) == []  # handled: a duplicate
+    # The member's next message settles it from the dashboard, without accepting again.
+    assert await post(text_message(phone, wamid(), "hi"), replies=1) == [
+        f"1 offers are waiting for you. {menu}"
+    ]
+    assert credex.acceptances == 2
+    async with module.state.message(phone, doubtful["id"]) as msg:  # a duplicate delivery
+        assert msg.duplicate and msg.in_doubt == ()
+        assert await msg.settle("accept_all", ["wrong"], key=doubtful["id"]) == ["cx-c"]
+    assert await post(text_message(phone, wamid(), "2"), replies=1) == [
+        f"Accepted 1 offers. {menu}"
+    ]
+    assert credex.accepted == ["cx-a", "cx-b", "cx-c", "cx-d"]
 
     waiting = text_message(phone, wamid(), "hi")
     holding, done = asyncio.Event(), asyncio.Event()
@@ -703,7 +829,7 @@ def async_guide_fakes(
     monkeypatch: pytest.MonkeyPatch, module: ModuleType
 ) -> Iterator[tuple[FakeCredex, Outbox]]:
     credex, outbox = FakeCredex(), Outbox()
-    monkeypatch.setattr(module, "credex_accept_all", credex.create_async)
-    monkeypatch.setattr(module, "credex_accepted_with", credex.find_async)
+    monkeypatch.setattr(module, "credex_waiting", credex.waiting_async)
+    monkeypatch.setattr(module, "credex_accept", credex.accept_async)
     monkeypatch.setattr(module, "send_whatsapp", outbox.send_async)
     yield credex, outbox

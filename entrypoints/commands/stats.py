@@ -24,10 +24,10 @@ WHAT = {
     "user": "critical data: profile, current account (user:{phone}:state)",
     "session": "live sessions: navigation, offer, context (session:{phone}:data)",
     "form": "forms in progress (form:{phone}:data)",
-    "handled": "handled operation and message ids (handled:{phone}:ids)",
+    "handled": "ids of each user's last 128 units of work (handled:{phone})",
     "token": "sealed auth tokens (token:{phone})",
-    "lease": "messages being handled right now (lease:{phone})",
-    "effects": "messages' effect records, kept for dedupe_ttl (effects:{phone}:*)",
+    "lease": "users held by a message or write right now, and who waits (lease:{phone}*)",
+    "effects": "effect records, one hash a user; none expire while in doubt (effects:{phone})",
     "other": "keys outside the library's schema",
 }
 NO_SESSION = "(no live session)"

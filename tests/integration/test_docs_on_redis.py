@@ -26,6 +26,7 @@ from doc_examples import (
     guide_lease_lost,
     guide_offer_conversation,
     guide_user_busy,
+    guide_worker_killed_mid_offer,
     import_files,
     named_block,
     readme_async,
@@ -60,22 +61,13 @@ def framework(request: pytest.FixtureRequest) -> str:
 
 def test_readme_examples(on_redis: Any, containers: list[Any]) -> None:
     on_redis()
-    scope = run_block(block_after(README, "## From bot code"), "README.md")
-    created: list[tuple[Any, ...]] = []
-
-    def credex_create_offer(offer: dict[str, str], key: str) -> dict[str, str]:
-        created.append((offer, key))
-        return {"credexID": f"cx-{len(created)}"}
-
-    scope["credex_create_offer"] = credex_create_offer
-    phone = readme_offer(scope["on_whatsapp_message"], created)
-    assert scope["state"].start(phone).form is None
+    readme_offer(run_block(block_after(README, "## From bot code"), "README.md"))
 
     readme_one_call(run_block(block_after(README, "## From bot code", 2), "README.md"))
 
     scope = run_block(block_after(README, "## From bot code", 1), "README.md")
     credex = FakeCredex()
-    scope["credex_accept_all"] = credex.create_async
+    scope["credex_accept_all"] = credex.accept_all_async
 
     async def scenario() -> None:
         try:
@@ -109,10 +101,10 @@ def test_a_busy_user_and_a_lost_lease_get_503(
         guide_lease_lost(client, bot, credex, outbox)
 
 
-@pytest.mark.parametrize("found", [{"credexID": "cx-1"}, None], ids=["created", "not-created"])
-def test_an_effect_in_doubt_is_settled_by_asking_credex(
+@pytest.mark.parametrize("created", [True, False], ids=["created", "not-created"])
+def test_an_offer_in_doubt_is_settled_from_the_dashboard_and_made_once(
     framework: str,
-    found: dict[str, str] | None,
+    created: bool,
     on_redis: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -122,7 +114,18 @@ def test_an_effect_in_doubt_is_settled_by_asking_credex(
         serve_guide(framework, tmp_path, monkeypatch) as (bot, app, client),
         guide_fakes(monkeypatch, bot, app) as (credex, outbox),
     ):
-        guide_effect_in_doubt(client, bot, credex, outbox, found)
+        guide_effect_in_doubt(client, bot, credex, outbox, monkeypatch, created)
+
+
+def test_a_worker_killed_mid_offer_leaves_one_offer(
+    framework: str, on_redis: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_redis()
+    with (
+        serve_guide(framework, tmp_path, monkeypatch) as (bot, app, client),
+        guide_fakes(monkeypatch, bot, app) as (credex, outbox),
+    ):
+        guide_worker_killed_mid_offer(client, bot, credex, outbox, monkeypatch)
 
 
 def test_the_asyncio_app(

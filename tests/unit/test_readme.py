@@ -3,10 +3,10 @@ say (on the memory backend; tests/integration/test_docs_on_redis.py runs it on R
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from doc_examples import (
@@ -32,6 +32,7 @@ PYTHON_BLOCKS = {
     "docs/adopting.md": 4,
     "docs/webhook-guide.md": 4,
     "docs/configuration.md": 2,
+    "docs/django.md": 4,
     "docs/cluster.md": 1,
     "docs/observability.md": 2,
 }
@@ -45,27 +46,18 @@ def test_every_python_block_of_the_docs_is_one_that_a_test_runs() -> None:
     assert {name: count for name, count in found.items() if count} == PYTHON_BLOCKS
 
 
-def test_the_bot_code_example_handles_a_redelivered_menu_choice_once(
+def test_the_bot_code_example_handles_a_redelivered_menu_choice_and_an_offer_in_doubt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     configure(monkeypatch, "memory")
-    scope = run_block(block_after(README, "## From bot code"), "README.md")
-    created: list[tuple[Any, ...]] = []
-
-    def credex_create_offer(offer: dict[str, str], key: str) -> dict[str, str]:
-        created.append((offer, key))
-        return {"credexID": f"cx-{len(created)}"}
-
-    scope["credex_create_offer"] = credex_create_offer
-    phone = readme_offer(scope["on_whatsapp_message"], created)
-    assert scope["state"].start(phone).form is None  # completed and closed
+    readme_offer(run_block(block_after(README, "## From bot code"), "README.md"))
 
 
 def test_the_async_example_runs_its_effect_once(monkeypatch: pytest.MonkeyPatch) -> None:
     configure(monkeypatch, "memory")
     scope = run_block(block_after(README, "## From bot code", 1), "README.md")
     credex = FakeCredex()
-    scope["credex_accept_all"] = credex.create_async
+    scope["credex_accept_all"] = credex.accept_all_async
     asyncio.run(readme_async(scope, credex))
 
 
@@ -91,3 +83,24 @@ def test_readme_layout_is_kept() -> None:
     headings = re.findall(r"^## (.+)$", text, re.MULTILINE)
     assert headings[:2] == ["Two commands", "Command line"]
     assert "From bot code" in headings and "Configuration" in headings
+
+
+def test_the_acl_in_the_security_guide_is_the_grant_the_acl_tests_prove() -> None:
+    """docs/security.md's ACL line grants exactly the key patterns and commands that
+    tests/integration/test_security.py gives its ACL user (and proves each one needed)."""
+    from vimbiso_state.adapters.redis.keys import KeySchema
+
+    source = (ROOT / "tests" / "integration" / "test_security.py").read_text(encoding="utf-8")
+    (granted,) = [
+        ast.literal_eval(node.value)
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign)
+        and [getattr(target, "id", None) for target in node.targets] == ["LIBRARY_COMMANDS"]
+    ]
+    guide = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    (line,) = re.findall(r"^ACL SETUSER vimbiso .*$", guide, re.MULTILINE)
+    words = line.split()
+    assert [w[1:] for w in words if w.startswith("~")] == list(KeySchema.patterns)
+    assert [w[1:] for w in words if w.startswith("+")] == [*granted, "client|setinfo"]
+    assert words[:5] == ["ACL", "SETUSER", "vimbiso", "on", ">CHANGE-THIS-PASSWORD"]
+    assert {"resetkeys", "resetchannels", "-@all"} <= set(words)

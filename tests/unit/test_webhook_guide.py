@@ -20,6 +20,7 @@ from doc_examples import (
     guide_lease_lost,
     guide_offer_conversation,
     guide_user_busy,
+    guide_worker_killed_mid_offer,
     import_files,
     named_block,
     serve_guide,
@@ -66,19 +67,27 @@ def test_a_lost_lease_gets_503_and_the_redelivery_creates_nothing_more(
         guide_lease_lost(client, bot, credex, outbox)
 
 
-@pytest.mark.parametrize("found", [{"credexID": "cx-1"}, None], ids=["created", "not-created"])
-def test_an_effect_in_doubt_is_settled_by_asking_credex(
-    framework: str,
-    found: dict[str, str] | None,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("created", [True, False], ids=["created", "not-created"])
+def test_an_offer_in_doubt_is_settled_from_the_dashboard_and_made_once(
+    framework: str, created: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     configure(monkeypatch, "memory")
     with (
         serve_guide(framework, tmp_path, monkeypatch) as (bot, app, client),
         guide_fakes(monkeypatch, bot, app) as (credex, outbox),
     ):
-        guide_effect_in_doubt(client, bot, credex, outbox, found)
+        guide_effect_in_doubt(client, bot, credex, outbox, monkeypatch, created)
+
+
+def test_a_worker_killed_mid_offer_leaves_one_offer(
+    framework: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch, "memory")
+    with (
+        serve_guide(framework, tmp_path, monkeypatch) as (bot, app, client),
+        guide_fakes(monkeypatch, bot, app) as (credex, outbox),
+    ):
+        guide_worker_killed_mid_offer(client, bot, credex, outbox, monkeypatch)
 
 
 def test_the_asyncio_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
