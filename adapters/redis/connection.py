@@ -203,6 +203,12 @@ class RetryPolicy:
             REDIS_RETRIES.add(1, _retried(type(exc)))
             log.debug("retrying a Redis call (attempt %d) after %s", attempt + 2, exc)
             return float(min(self._cap, self._backoff * 2**attempt))
+        if isinstance(exc, redis.exceptions.ReadOnlyError):
+            # A replica (a failover under way, or a URL that names one): redis-py strips the
+            # reply's READONLY prefix, the type is what says it. Nothing was written.
+            raise StateUnavailable(
+                f"Redis refused the write: the server is a read-only replica ({exc})"
+            ) from exc
         if isinstance(exc, redis.exceptions.OutOfMemoryError):
             # redis-py strips the reply's OOM prefix: the type is what says it. Scripts that
             # write are refused before their first command, so nothing was written.

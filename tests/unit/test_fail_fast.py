@@ -122,3 +122,17 @@ def test_no_task_stays_blocked_on_a_hung_server(hung_server: str) -> None:
     assert all(isinstance(outcome, StateUnavailable) for outcome, _ in outcomes), outcomes
     assert max(seconds for _, seconds in outcomes) < 2.0, outcomes
     assert not pending, pending
+
+
+def test_a_read_only_replica_is_unavailable_not_a_bug() -> None:
+    """READONLY (a failover under way, or a URL naming a replica): redis-py strips the prefix
+    the reply-text check looked for, so the error's type decides."""
+    from redis.exceptions import ReadOnlyError
+
+    from vimbiso_state.adapters.redis.connection import RetryPolicy
+
+    def write() -> None:
+        raise ReadOnlyError("You can't write against a read only replica.")
+
+    with pytest.raises(StateUnavailable, match="read-only replica"):
+        RetryPolicy(retries=2, backoff=0).call(write)
