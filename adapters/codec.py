@@ -67,7 +67,7 @@ def encode_stored(
     """``encode`` for the stores, which keep last-seen beside each document: the document's
     own ``last_seen_at`` is written as its creation time, so that a part nobody changed
     encodes to the bytes it was stored as, and is neither checked again nor rewritten. The
-    critical data's ``form_expires_at`` is kept beside the document as well.
+    critical data's ``form_expires_at`` and ``inbound_at`` are kept beside the document as well.
 
     (A profile the caller changed encodes differently and is checked; the equality only
     proves that nothing stored would change, which is all a skipped check may rely on.)
@@ -84,14 +84,15 @@ def encode_stored(
 
 def _pinned(value: object) -> bytes:
     if type(value) is CriticalData:
-        # The stores keep the form's deadline beside the document too (it moves with every
-        # form answer, and must not make the profile look changed).
-        seen, form_at = value.last_seen_at, value.form_expires_at
-        value.last_seen_at, value.form_expires_at = value.created_at, None
+        # The stores keep the form's deadline and the last inbound message beside the
+        # document too (they move with every form answer and message, and must not make the
+        # profile look changed).
+        seen, form_at, inbound = value.last_seen_at, value.form_expires_at, value.inbound_at
+        value.last_seen_at, value.form_expires_at, value.inbound_at = value.created_at, None, None
         try:
             return _encoder.encode(value)
         finally:
-            value.last_seen_at, value.form_expires_at = seen, form_at
+            value.last_seen_at, value.form_expires_at, value.inbound_at = seen, form_at, inbound
     if type(value) is Session:
         seen = value.last_seen_at
         value.last_seen_at = value.started_at

@@ -36,6 +36,7 @@ MESSAGE_OUTCOME = "vimbiso_state.message.outcome"
 EFFECT_NAME = "vimbiso_state.effect.name"
 EFFECT_OUTCOME = "vimbiso_state.effect.outcome"
 EXPIRY_KIND = "vimbiso_state.expiry.kind"
+EXPIRY_DELIVERY = "vimbiso_state.expiry.delivery"
 PART = "vimbiso_state.part"
 ERROR_TYPE = "error.type"
 PSEUDO_ID = "enduser.pseudo.id"
@@ -181,6 +182,19 @@ UNAVAILABLE = _counter(
     "vimbiso_state.unavailable",
     "{operation}",
     "Operations that failed with StateUnavailable: Redis down, hung, full or refusing",
+)
+EXPIRATIONS = _counter(
+    "vimbiso_state.expirations",
+    "{event}",
+    "Expiry events handed to a consumer, by kind (form, session) and delivery: on_time, late "
+    "(more than a minute after the deadline) or redelivered (a consumer before failed or died)",
+)
+EXPIRATION_DELAY = _histogram(
+    "vimbiso_state.expiration.delay",
+    "s",
+    "How long after its deadline an expiry event was handed out: the polling interval, more "
+    "when consumers fall behind",
+    SECONDS,
 )
 PART_SIZE = _histogram(
     "vimbiso_state.stored_part.size",

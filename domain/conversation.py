@@ -7,7 +7,7 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -78,6 +78,14 @@ class Notice(StrEnum):
     STATE_LOST = "state_lost"
 
 
+# WhatsApp allows free-form messages this long after the member's last inbound message.
+CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
+
+
+def window_closes_at(inbound_at: datetime | None) -> datetime | None:
+    return None if inbound_at is None else inbound_at + CUSTOMER_SERVICE_WINDOW
+
+
 def is_greeting(text: str) -> bool:
     words = re.sub(r"[^\w\s]", " ", text.lower()).split()
     return " ".join(words) in GREETINGS
@@ -133,6 +141,9 @@ class CriticalData(DataClassJsonMixin):
     # collected soon after its deadline; this is how the domain still knows that a form
     # expired, however late the user comes back (set by ConversationWrite on every write).
     form_expires_at: datetime | None = timestamp(default=None)
+    # The member's last inbound message (kept beside the document too): WhatsApp's
+    # customer-service window closes 24 hours after it.
+    inbound_at: datetime | None = timestamp(default=None)
 
     # What a damaged profile costs: these fields, nothing else.
     PROFILE_FIELDS: ClassVar[tuple[str, ...]] = ("member", "accounts", "current_account_id")
@@ -283,6 +294,12 @@ class Conversation(DataClassJsonMixin):
     @property
     def current_account(self) -> Account | None:
         return self.critical.current_account
+
+    @property
+    def window_closes_at(self) -> datetime | None:
+        """When WhatsApp's customer-service window closes: 24 hours after the member's last
+        inbound message (after it, only approved templates may be sent); None before any."""
+        return window_closes_at(self.critical.inbound_at)
 
     # Navigation
     def navigate(self, option: str) -> None:

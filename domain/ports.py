@@ -7,7 +7,7 @@ reads what is stored, ``commit`` writes every change at once while that lease st
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import Enum
 from types import MappingProxyType
@@ -15,6 +15,7 @@ from typing import NamedTuple, Protocol
 
 from vimbiso_state.domain.conversation import CriticalData, Session
 from vimbiso_state.domain.effects import Effect, InDoubt
+from vimbiso_state.domain.expirations import Expiration, ExpiryKind
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.health import StoreHealth
 from vimbiso_state.domain.phone import PhoneNumber
@@ -248,6 +249,45 @@ class AsyncTokenRepository(Protocol):
     """TokenRepository for asyncio."""
 
     async def get(self, phone: PhoneNumber) -> bytes | None: ...
+
+
+class Claim(NamedTuple):
+    """An index entry a consumer claimed: the user and kind, the mark its claim left on the
+    entry (so that only this claim acknowledges it), and the entry's score before it (µs)."""
+
+    digits: str
+    kind: ExpiryKind
+    mark: int
+    previous: int
+
+
+class ExpiryRepository(Protocol):
+    """The index of deadlines, and what its due entries mean for each conversation."""
+
+    def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
+        """Up to ``limit`` entries due at ``now``, hidden from other consumers for ``lease``
+        (entries older than dedupe_ttl are dropped instead)."""
+        ...
+
+    def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]:
+        """The event of each claimed entry, or None: an entry whose deadline moved is put back
+        at the new deadline, one with nothing pending is dropped."""
+        ...
+
+    def ack(self, claims: Sequence[Claim], now: datetime) -> None:
+        """The events were delivered: drop the entries still marked by these claims, and the
+        expired forms they told of."""
+        ...
+
+
+class AsyncExpiryRepository(Protocol):
+    """ExpiryRepository for asyncio."""
+
+    async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]: ...
+
+    async def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]: ...
+
+    async def ack(self, claims: Sequence[Claim], now: datetime) -> None: ...
 
 
 class HealthProbe(Protocol):

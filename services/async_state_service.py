@@ -12,6 +12,7 @@ from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.health import StoreHealth
 from vimbiso_state.domain.ports import (
     AsyncConversationRepository,
+    AsyncExpiryRepository,
     AsyncHealthProbe,
     AsyncMessageRepository,
     AsyncTokenRepository,
@@ -20,6 +21,7 @@ from vimbiso_state.domain.ports import (
 from vimbiso_state.domain.profile import AccountSelection
 from vimbiso_state.domain.timeouts import Timeouts
 from vimbiso_state.services.drivers import AsyncDriver
+from vimbiso_state.services.expirations import AsyncExpirations
 from vimbiso_state.services.flows import Flow, Flows
 from vimbiso_state.services.message import AsyncMessage
 from vimbiso_state.services.telemetry import Telemetry
@@ -46,6 +48,7 @@ class AsyncStateService:
         account_selection: AccountSelection = AccountSelection.SINGLE,
         telemetry: Telemetry | None = None,
         health: AsyncHealthProbe | None = None,
+        expiry: AsyncExpiryRepository | None = None,
     ) -> None:
         self._conversations = conversations
         self._health = health
@@ -53,9 +56,13 @@ class AsyncStateService:
         messages = messages or cast(AsyncMessageRepository, conversations)
         # The server's clock is read here, awaited, not inside now() on the event loop.
         refresh = clock.refresh if isinstance(clock, RefreshedClock) else None
-        self._driver = AsyncDriver(
-            conversations, messages, tokens, telemetry or Telemetry(), refresh
-        )
+        repositories = {
+            "conversations": conversations,
+            "messages": messages,
+            "tokens": tokens,
+            "expiry": expiry or cast(AsyncExpiryRepository, conversations),
+        }
+        self._driver = AsyncDriver(repositories, telemetry or Telemetry(), refresh)
         self._flows = Flows(
             clock, timeouts, cipher, phone_region, AccountSelection(account_selection)
         )
@@ -70,6 +77,11 @@ class AsyncStateService:
                 "this service was built without a health probe: build it with Container"
             )
         return await self._health.health()
+
+    def expirations(self, limit: int = 100, lease: float = 60.0) -> AsyncExpirations:
+        """See StateService.expirations: ``async with state.expirations() as batch``."""
+        flow = self._flows.expirations(limit, lease)
+        return AsyncExpirations(self._driver, flow, self._flows)
 
     def message(self, phone: str, message_id: str, text: str | None = None) -> AsyncMessage:
         """See StateService.message: ``async with state.message(...) as msg``, and

@@ -10,7 +10,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from vimbiso_state.services.flows import (
+    AckClaims,
     Begin,
+    CheckClaims,
+    ClaimDue,
     Commit,
     EffectFinish,
     EffectStart,
@@ -27,7 +30,8 @@ from vimbiso_state.services.telemetry import WATCHED, Telemetry, Watch
 
 T = TypeVar("T")
 
-# Each request kind: which repository ("conversations", "messages" or "tokens") and method.
+# Each request kind: which repository ("conversations", "messages", "tokens" or "expiry") and
+# which of its methods.
 CALLS: dict[type[Request], tuple[str, str]] = {
     Load: ("conversations", "load"),
     Begin: ("messages", "begin"),
@@ -37,6 +41,9 @@ CALLS: dict[type[Request], tuple[str, str]] = {
     EffectStart: ("messages", "effect_start"),
     EffectFinish: ("messages", "effect_finish"),
     GetToken: ("tokens", "get"),
+    ClaimDue: ("expiry", "claim"),
+    CheckClaims: ("expiry", "check"),
+    AckClaims: ("expiry", "ack"),
 }
 
 
@@ -49,11 +56,9 @@ class Driver:
     """Carries out flows on blocking repositories; ``run`` one operation, or ``drive`` a
     step of a larger one (a message) under its watch."""
 
-    def __init__(self, conversations: Any, messages: Any, tokens: Any, telemetry: Telemetry):
+    def __init__(self, repositories: dict[str, Any], telemetry: Telemetry):
         self.telemetry = telemetry
-        self._methods = _methods(
-            {"conversations": conversations, "messages": messages, "tokens": tokens}
-        )
+        self._methods = _methods(repositories)
 
     def run(self, flow: Flow[T], operation: str) -> T:
         with self.telemetry.watch(operation) as watch:
@@ -63,7 +68,7 @@ class Driver:
         steps = Steps(flow)
         with watch.entered():
             for request in steps:
-                watch.number = watch.number or request.phone
+                watch.number = watch.number or getattr(request, "phone", None)
                 kind = type(request)
                 if kind is Noticed:  # not I/O: an event for the watch
                     watch.saw(request, None)
@@ -84,17 +89,13 @@ class AsyncDriver:
 
     def __init__(
         self,
-        conversations: Any,
-        messages: Any,
-        tokens: Any,
+        repositories: dict[str, Any],
         telemetry: Telemetry,
         refresh: Callable[[], Awaitable[None]] | None = None,
     ):
         self.telemetry = telemetry
         self._refresh = refresh
-        self._methods = _methods(
-            {"conversations": conversations, "messages": messages, "tokens": tokens}
-        )
+        self._methods = _methods(repositories)
 
     async def run(self, flow: Flow[T], operation: str) -> T:
         with self.telemetry.watch(operation) as watch:
@@ -106,7 +107,7 @@ class AsyncDriver:
             if self._refresh is not None:
                 await self._refresh()
             for request in steps:
-                watch.number = watch.number or request.phone
+                watch.number = watch.number or getattr(request, "phone", None)
                 kind = type(request)
                 if kind is Noticed:
                     watch.saw(request, None)

@@ -30,12 +30,14 @@ from vimbiso_state.domain.errors import (
     StateError,
     UserBusy,
 )
+from vimbiso_state.domain.expirations import Expiration
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.json_values import check_text
 from vimbiso_state.domain.lifecycle import resume
 from vimbiso_state.domain.phone import PhoneNumber, check_region
 from vimbiso_state.domain.ports import (
     Begun,
+    Claim,
     ConversationWrite,
     EffectRecord,
     Holder,
@@ -53,6 +55,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 log = logging.getLogger(__name__)
 MAX_MESSAGE_ID = 256
+MAX_EXPIRATIONS = 1000
 MAX_TOKEN = 8192
 
 
@@ -114,6 +117,24 @@ class EffectFinish(NamedTuple):
     settle: bool
 
 
+class ClaimDue(NamedTuple):
+    """Claim expiry index entries due at ``now`` for ``lease`` (ExpiryRepository.claim)."""
+
+    now: datetime
+    limit: int
+    lease: timedelta
+
+
+class CheckClaims(NamedTuple):
+    claims: tuple[Claim, ...]
+    now: datetime
+
+
+class AckClaims(NamedTuple):
+    claims: tuple[Claim, ...]
+    now: datetime
+
+
 class Noticed(NamedTuple):
     """No I/O: what an operation found, for the drivers' telemetry: what a stored outcome
     meant for the user (a part expired, or was lost; yielded after the commit, so that a
@@ -129,7 +150,20 @@ class Noticed(NamedTuple):
 OBSERVED = frozenset({Notice.SESSION_EXPIRED, Notice.FORM_EXPIRED, Notice.STATE_LOST})
 
 
-Request = Load | Begin | Commit | Release | Forget | GetToken | EffectStart | EffectFinish | Noticed
+Request = (
+    Load
+    | Begin
+    | Commit
+    | Release
+    | Forget
+    | GetToken
+    | EffectStart
+    | EffectFinish
+    | ClaimDue
+    | CheckClaims
+    | AckClaims
+    | Noticed
+)
 Flow = Generator[Request, Any, T]
 Change = Callable[[Conversation, datetime], T]
 
@@ -402,7 +436,7 @@ class Flows:
         if begun.duplicate:
             raise Duplicate
         assert begun.stored is not None
-        conversation = self.open(number, begun.stored, None)
+        conversation = self.open(number, begun.stored, None, inbound=message_id is not None)
         try:
             result = change(conversation, self.clock.now())
         except BaseException:
@@ -452,12 +486,19 @@ class Flows:
             wait = min(left, begun.busy_for + LEASE_SLACK)
 
     def open(
-        self, number: PhoneNumber, stored: StoredConversation, text: str | None
+        self,
+        number: PhoneNumber,
+        stored: StoredConversation,
+        text: str | None,
+        inbound: bool = False,
     ) -> Conversation:
         """The conversation a unit of work changes, resumed as ``start`` resumes it; a
-        message's greeting restarts it at the menu."""
+        message's greeting restarts it at the menu. An ``inbound`` message (one with a
+        WhatsApp message id) reopens the member's customer-service window."""
         now = self.clock.now()
         conversation, _ = resume(number.digits, stored, now, self.timeouts, self.account_selection)
+        if inbound:
+            conversation.critical.inbound_at = now
         if text is not None and is_greeting(text):
             conversation.greet(now)
         return conversation
@@ -500,6 +541,27 @@ class Flows:
     ) -> Flow[EffectRecord]:
         request = EffectFinish(number, effect, result, self.clock.now(), settle)
         return _answer(request, _record)
+
+    # Expiry events
+    def expirations(self, limit: int, lease: float) -> Flow[list[tuple[Claim, Expiration]]]:
+        """Claim up to ``limit`` due entries for ``lease`` seconds, and the events they are."""
+        if type(limit) is not int or not 0 < limit <= MAX_EXPIRATIONS:
+            raise InvalidInput(f"limit is a whole number from 1 to {MAX_EXPIRATIONS}")
+        if not isinstance(lease, int | float) or not 0 < lease <= 3600:
+            raise InvalidInput("lease is a number of seconds, more than 0 and at most 3600")
+        return self._expirations(limit, timedelta(seconds=lease))
+
+    def _expirations(self, limit: int, lease: timedelta) -> Flow[list[tuple[Claim, Expiration]]]:
+        now = self.clock.now()
+        claims = tuple(cast(list[Claim], (yield ClaimDue(now, limit, lease))))
+        if not claims:
+            return []
+        events = cast(list[Expiration | None], (yield CheckClaims(claims, now)))
+        return [(claim, event) for claim, event in zip(claims, events, strict=True) if event]
+
+    def acknowledge(self, claims: Sequence[Claim]) -> Flow[None]:
+        """The events of these claims were delivered."""
+        return _single(AckClaims(tuple(claims), self.clock.now()), None)
 
     def seal(self, number: PhoneNumber, value: str) -> TokenChange:
         """A token as a commit will store it (none, if it has already expired)."""

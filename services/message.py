@@ -134,7 +134,7 @@ class _MessageState:
             self.duplicate = True
             return
         assert begun.stored is not None
-        self._conversation = self._flows.open(self._number, begun.stored, self._text)
+        self._conversation = self._flows.open(self._number, begun.stored, self._text, True)
         self._open = True
         self._holder = self._flows.hold(self._number)
 

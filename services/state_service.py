@@ -12,6 +12,7 @@ from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.health import StoreHealth
 from vimbiso_state.domain.ports import (
     ConversationRepository,
+    ExpiryRepository,
     HealthProbe,
     MessageRepository,
     TokenCipher,
@@ -20,6 +21,7 @@ from vimbiso_state.domain.ports import (
 from vimbiso_state.domain.profile import AccountSelection
 from vimbiso_state.domain.timeouts import Timeouts
 from vimbiso_state.services.drivers import Driver
+from vimbiso_state.services.expirations import Expirations
 from vimbiso_state.services.flows import Flow, Flows
 from vimbiso_state.services.message import Message
 from vimbiso_state.services.telemetry import Telemetry
@@ -47,6 +49,7 @@ class StateService:
         account_selection: AccountSelection = AccountSelection.SINGLE,
         telemetry: Telemetry | None = None,
         health: HealthProbe | None = None,
+        expiry: ExpiryRepository | None = None,
     ) -> None:
         # ``max_retries`` is accepted for 0.2's callers: writes no longer retry (they wait
         # for the user's lease instead).
@@ -55,7 +58,13 @@ class StateService:
         # The backends implement both ports on one object; a separate one may be given.
         messages = messages or cast(MessageRepository, conversations)
         # Metrics, spans and logs of every operation (no-ops without OpenTelemetry's SDK).
-        self._driver = Driver(conversations, messages, tokens, telemetry or Telemetry())
+        repositories = {
+            "conversations": conversations,
+            "messages": messages,
+            "tokens": tokens,
+            "expiry": expiry or cast(ExpiryRepository, conversations),
+        }
+        self._driver = Driver(repositories, telemetry or Telemetry())
         self._flows = Flows(
             clock, timeouts, cipher, phone_region, AccountSelection(account_selection)
         )
@@ -71,6 +80,19 @@ class StateService:
                 "this service was built without a health probe: build it with Container"
             )
         return self._health.health()
+
+    def expirations(self, limit: int = 100, lease: float = 60.0) -> Expirations:
+        """Forms and sessions whose deadline passed, each handed to one consumer at a time::
+
+            with state.expirations(limit=100) as batch:
+                for event in batch:     # phone, kind, name, answers, expired_at,
+                    ...                 # window_closes_at: tell the member
+                                        # leaving the block acknowledges every event
+
+        After an exception (or a consumer that died) the batch's events come back once
+        ``lease`` seconds have passed: at least once, never to two consumers at a time.
+        """
+        return Expirations(self._driver, self._flows.expirations(limit, lease), self._flows)
 
     def message(self, phone: str, message_id: str, text: str | None = None) -> Message:
         """One inbound WhatsApp message as a unit of work::

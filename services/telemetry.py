@@ -20,8 +20,9 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from functools import lru_cache
 from types import TracebackType
 
@@ -32,7 +33,10 @@ from vimbiso_state.adapters.otel import (
     EFFECT_OUTCOME,
     EFFECTS,
     ERROR_TYPE,
+    EXPIRATION_DELAY,
+    EXPIRATIONS,
     EXPIRIES,
+    EXPIRY_DELIVERY,
     EXPIRY_KIND,
     LEASE_WAIT,
     LEASE_WAITED,
@@ -64,6 +68,7 @@ from vimbiso_state.domain.errors import (
     StateUnavailable,
     UserBusy,
 )
+from vimbiso_state.domain.expirations import Expiration, ExpiryKind
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.ports import (
     Begun,
@@ -133,6 +138,7 @@ OPERATIONS = {
         "message",
         "effect",
         "settle",
+        "expirations",
     )
 }
 _MESSAGE = OPERATIONS["message"]
@@ -152,6 +158,24 @@ _EFFECT_OUTCOMES = {
     EffectStatus.LEASE_LOST: "lease_lost",
     EffectStatus.RECORDS_LOST: "records_lost",
 }
+
+
+# An expiry event handed out this long after its deadline counts as late.
+LATE = 60.0
+_EXPIRED_KIND: dict[ExpiryKind, Attributes] = {
+    kind: {EXPIRY_KIND: kind.value} for kind in ExpiryKind
+}
+
+
+def _delivery_of(event: Expiration, delay: float) -> str:
+    if event.redelivered:
+        return "redelivered"
+    return "late" if delay > LATE else "on_time"
+
+
+@lru_cache(maxsize=16)
+def _delivery(kind: ExpiryKind, delivery: str) -> Attributes:
+    return {EXPIRY_KIND: kind.value, EXPIRY_DELIVERY: delivery}
 
 
 @lru_cache(maxsize=512)
@@ -182,6 +206,15 @@ class Telemetry:
     def _pseudonym(self, digits: str) -> str:
         """A stable stand-in for the number: its keyed SHA-256, truncated to 16 hex digits."""
         return hmac.new(self._key, digits.encode(), hashlib.sha256).hexdigest()[:16]
+
+    def delivered(self, events: Sequence[Expiration], now: datetime) -> None:
+        """Expiry events handed to a consumer: counted by kind and delivery, their delay."""
+        if not PROVIDERS.metering:
+            return
+        for event in events:
+            delay = (now - event.expired_at).total_seconds()
+            EXPIRATION_DELAY.record(delay, _EXPIRED_KIND[event.kind])
+            EXPIRATIONS.add(1, _delivery(event.kind, _delivery_of(event, delay)))
 
     def watch(
         self, operation: str, number: PhoneNumber | None = None, parent: Watch | None = None

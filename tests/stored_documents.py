@@ -9,7 +9,7 @@ from typing import Any
 
 from vimbiso_state.services.container import Container
 
-HEADERS = {"user": 64, "session": 16, "form": 0}  # bytes before the JSON, on Redis
+HEADERS = {"user": 80, "session": 16, "form": 0}  # bytes before the JSON, on Redis
 
 
 def raw_of(container: Container, backend: str, phone: str, part: str) -> bytes:

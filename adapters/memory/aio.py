@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from vimbiso_state.adapters.memory.store import MemoryConversationRepository, MemoryTokenRepository
 from vimbiso_state.domain.effects import Effect
+from vimbiso_state.domain.expirations import Expiration
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.ports import (
     Begun,
+    Claim,
     ConversationWrite,
     EffectRecord,
     Holder,
@@ -73,6 +76,15 @@ class AsyncMemoryConversationRepository:
         self, phone: PhoneNumber, effect: Effect, result: bytes, now: datetime, settle: bool
     ) -> EffectRecord:
         return self._store.effect_finish(phone, effect, result, now, settle)
+
+    async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
+        return self._store.claim(now, limit, lease)
+
+    async def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]:
+        return self._store.check(claims, now)
+
+    async def ack(self, claims: Sequence[Claim], now: datetime) -> None:
+        self._store.ack(claims, now)
 
 
 class AsyncMemoryTokenRepository:

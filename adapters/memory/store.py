@@ -9,17 +9,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from vimbiso_state.adapters import codec
+from vimbiso_state.adapters.memory.expiry_index import ExpiryIndex
 from vimbiso_state.domain.clock import Clock
-from vimbiso_state.domain.conversation import CriticalData, Session
+from vimbiso_state.domain.conversation import CriticalData, Session, window_closes_at
 from vimbiso_state.domain.effects import Effect, InDoubt
+from vimbiso_state.domain.expirations import Due, Expiration, ExpiryKind, due
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.ports import (
     Begun,
+    Claim,
     ConversationWrite,
     EffectRecord,
     EffectStatus,
@@ -30,13 +34,13 @@ from vimbiso_state.domain.ports import (
     WriteStatus,
 )
 from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS, Timeouts, slide_step
-
-log = logging.getLogger(__name__)
+from vimbiso_state.domain.timestamps import micros
 
 # Storage keeps a part a little longer than its domain deadline, as the Redis TTLs do, so that
 # the domain (not the garbage collector) is what decides expiry.
 GRACE = timedelta(seconds=2)
 _NEVER = datetime.max.replace(tzinfo=UTC)
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -75,8 +79,10 @@ class _Effects:
 class _User:
     critical: _Part | None = None
     critical_seen: datetime | None = None
-    # The critical data's form deadline, kept beside its document (see codec.encode_stored).
+    # The critical data's form deadline and last inbound message, kept beside its document
+    # (see codec.encode_stored).
     critical_form: datetime | None = None
+    critical_inbound: datetime | None = None
     # The epoch of the effect records the critical data was written with (0: none).
     critical_effects: int = 0
     version: int = 0
@@ -96,7 +102,7 @@ class _User:
         """Drop what has outlived its TTL, as Redis would."""
         if self.critical and now >= self.critical.expires_at:
             self.critical, self.critical_seen, self.version = None, None, 0
-            self.critical_form, self.critical_effects = None, 0
+            self.critical_form, self.critical_inbound, self.critical_effects = None, None, 0
         if self.session and now >= self.session.expires_at:
             self.session, self.last_seen = None, None
         if self.form and now >= self.form.expires_at:
@@ -138,6 +144,7 @@ def _stored(user: _User) -> StoredConversation:
     critical = parts.read(CriticalData, _data(user.critical), user.critical_seen)
     if critical is not None:
         critical.form_expires_at = user.critical_form
+        critical.inbound_at = user.critical_inbound
     effects = user.effects
     guards_lost = bool(user.critical_effects) and (
         effects is None or effects.epoch != user.critical_effects
@@ -182,6 +189,7 @@ class MemoryConversationRepository:
         self._lock = threading.Lock()
         self._ended = threading.Condition(self._lock)
         self._pid = os.getpid()
+        self._expiry = ExpiryIndex()
 
     def _check_process(self) -> None:
         """Warn once in a forked child (gunicorn --preload, Celery prefork): its copy of the
@@ -223,6 +231,9 @@ class MemoryConversationRepository:
             if step <= now - user.last_seen <= timeout:
                 user.last_seen = now
                 session.expires_at = now + self._keep_session
+                if critical and user.critical_seen:  # as load.lua: the user's follows it
+                    user.critical_seen = now
+                    critical.expires_at = max(critical.expires_at, now + self._keep_critical)
 
     def load(self, phone: PhoneNumber, now: datetime) -> StoredConversation:
         self._check_process()
@@ -298,6 +309,12 @@ class MemoryConversationRepository:
                 return WriteResult(status, holder.fence if applied else 0)
             if write is not None and parts is not None:
                 self._write(user, holder, write, parts, now)
+                self._expiry.noted(
+                    phone.digits,
+                    write.session.last_seen_at + self._timeouts.session,
+                    write.form.expires_at if write.form is not None else None,
+                    now - self._timeouts.dedupe,
+                )
             if len(user.handled) >= MAX_HANDLED_IDS:  # make room first: this id is kept
                 for oldest in list(user.handled)[: len(user.handled) - MAX_HANDLED_IDS + 1]:
                     del user.handled[oldest]
@@ -334,6 +351,7 @@ class MemoryConversationRepository:
         user.critical = _Part(critical, now + self._keep_critical)
         user.critical_seen = write.critical.last_seen_at
         user.critical_form = write.critical.form_expires_at
+        user.critical_inbound = write.critical.inbound_at
         # The records as begun; ones the unit of work started itself when there were none.
         current = user.effects.epoch if user.effects is not None else 0
         user.critical_effects = holder.effects or current
@@ -342,7 +360,10 @@ class MemoryConversationRepository:
         user.last_seen = write.session.last_seen_at
         user.form = None
         if form is not None and write.form is not None:
-            user.form = _Part(form, write.form.expires_at + GRACE)
+            # Kept past its deadline for the event that tells the member, never longer than
+            # the critical data that names it (as on Redis).
+            until = write.form.expires_at + self._timeouts.dedupe + GRACE
+            user.form = _Part(form, min(until, user.critical.expires_at))
 
     def release(self, phone: PhoneNumber, lease: str) -> None:
         with self._lock:
@@ -414,6 +435,66 @@ class MemoryConversationRepository:
         for effect, record in list(effects.records.items()):
             if record.result is not None and now - record.at > dedupe:
                 del effects.records[effect]
+
+    # Expiry events
+    def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
+        with self._lock:
+            return self._expiry.claim(now, limit, lease, now - self._timeouts.dedupe)
+
+    def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]:
+        with self._lock:
+            return [self._checked(claim, now) for claim in claims]
+
+    def _checked(self, claim: Claim, now: datetime) -> Expiration | None:
+        if not self._expiry.claimed(claim):
+            return None  # claimed again by another consumer since
+        user = self._user(PhoneNumber(claim.digits), now)
+        deadline = self._deadline(user, claim.kind)
+        outcome = due(deadline, now)
+        if outcome is Due.GONE:
+            self._expiry.drop(claim)
+            return None
+        assert deadline is not None and user is not None
+        if outcome is Due.LATER:
+            self._expiry.put_back(claim, deadline)
+            return None
+        form = None
+        if claim.kind is ExpiryKind.FORM and user.form is not None:
+            form = codec.decode_stored(Form, user.form.data)
+        return Expiration(
+            phone=claim.digits,
+            kind=claim.kind,
+            expired_at=deadline,
+            window_closes_at=window_closes_at(user.critical_inbound),
+            name=form.name if form is not None else None,
+            answers=dict(form.values) if form is not None else {},
+            redelivered=claim.previous > micros(deadline),
+        )
+
+    def _deadline(self, user: _User | None, kind: ExpiryKind) -> datetime | None:
+        if user is None or user.critical is None or user.critical_seen is None:
+            return None
+        if kind is ExpiryKind.FORM:
+            return user.critical_form
+        seen = max(user.critical_seen, user.last_seen or user.critical_seen)
+        return seen + self._timeouts.session
+
+    def ack(self, claims: Sequence[Claim], now: datetime) -> None:
+        with self._lock:
+            for claim in claims:
+                if not self._expiry.claimed(claim):
+                    continue
+                self._expiry.drop(claim)
+                user = self._users.get(claim.digits)
+                if user is None or claim.kind is not ExpiryKind.FORM:
+                    continue
+                if user.critical_form is not None and user.critical_form <= now:
+                    user.form = None  # the member was told: the expired form is done with
+
+    def expiry_counts(self, now: datetime) -> tuple[int, int]:
+        """Index entries not yet due, and due ones nobody took yet."""
+        with self._lock:
+            return self._expiry.counts(now)
 
 
 class MemoryTokenRepository:

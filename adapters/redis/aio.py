@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -26,13 +26,25 @@ from vimbiso_state.adapters.redis.connection import (
     is_wrong_type,
 )
 from vimbiso_state.adapters.redis.keys import KeySchema
-from vimbiso_state.adapters.redis.protocol import ConversationCalls, legacy_digest
-from vimbiso_state.adapters.redis.scripts import BEGIN, COMMIT, EFFECT, FORGET, LOAD, RELEASE
+from vimbiso_state.adapters.redis.partitions import partitions
+from vimbiso_state.adapters.redis.protocol import ConversationCalls, ExpiryCalls, legacy_digest
+from vimbiso_state.adapters.redis.scripts import (
+    BEGIN,
+    CLAIM,
+    COMMIT,
+    EFFECT,
+    EXPIRY,
+    FORGET,
+    LOAD,
+    RELEASE,
+)
 from vimbiso_state.domain.effects import Effect
 from vimbiso_state.domain.errors import StateUnavailable
+from vimbiso_state.domain.expirations import Expiration
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.ports import (
     Begun,
+    Claim,
     ConversationWrite,
     EffectRecord,
     Holder,
@@ -41,6 +53,7 @@ from vimbiso_state.domain.ports import (
     WriteResult,
 )
 from vimbiso_state.domain.timeouts import Timeouts
+from vimbiso_state.domain.timestamps import micros
 
 AsyncRedisClient = redis.asyncio.Redis | AsyncRedisCluster
 log = logging.getLogger(__name__)
@@ -128,7 +141,7 @@ class _AsyncRedisRepository:
     ) -> None:
         self._client = client
         self._retry = AsyncRetryPolicy(retry or RetryPolicy())
-        self._keys = keys or KeySchema()
+        self._keys = keys or KeySchema(cluster=isinstance(client, AsyncRedisCluster))
 
     async def _run(self, operation: Callable[[], Awaitable[T]]) -> T:
         async def attempt() -> T:
@@ -152,6 +165,7 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
     ) -> None:
         super().__init__(client, retry, keys)
         self._calls = ConversationCalls(timeouts)
+        self._expiry = ExpiryCalls(timeouts)
         self._waits = waits or client
         self._wait_slice = wait_slice
 
@@ -214,7 +228,7 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
         now: datetime,
     ) -> WriteResult:
         keys = self._keys.for_user(phone).commit
-        args = self._calls.commit_args(holder, message_id, write, token, now)
+        args = self._calls.commit_args(phone.digits, holder, message_id, write, token, now)
         reply = await self._run(lambda: COMMIT.call_async(self._client, keys, args))
         return self._calls.committed(reply)
 
@@ -241,6 +255,66 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
         args = self._calls.effect_finish_args(effect, result, now, settle)
         reply = await self._run(lambda: EFFECT.call_async(self._client, keys, args))
         return self._calls.effect_record(reply)
+
+    # Expiry events
+    async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
+        """See RedisConversationRepository.claim."""
+        args = self._expiry.claim_args(now, limit, lease)
+        claims: list[Claim] = []
+        for partition in await self._due_partitions(now):
+            taken = await self._run(lambda p=partition: CLAIM.call_async(self._client, [p], args))
+            claims += ExpiryCalls.claims(taken, now, lease)
+            if len(claims) >= limit:
+                break
+            args[2] = limit - len(claims)
+        return claims
+
+    async def _due_partitions(self, now: datetime) -> list[str]:
+        names = partitions(self._keys.cluster)
+        if len(names) == 1:
+            return names
+
+        async def first_due() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                pipe.zrangebyscore(name, "-inf", micros(now), start=0, num=1)
+            found: list[Any] = await pipe.execute()
+            return found
+
+        found = await self._run(first_due)
+        return [name for name, due in zip(names, found, strict=True) if due]
+
+    async def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]:
+        replies = await self._each(claims, lambda claim: self._expiry.check_args(claim, now))
+        pairs = zip(claims, replies, strict=True)
+        return [ExpiryCalls.checked(claim, reply) for claim, reply in pairs]
+
+    async def ack(self, claims: Sequence[Claim], now: datetime) -> None:
+        await self._each(claims, lambda claim: self._expiry.ack_args(claim, now))
+
+    async def _each(self, claims: Sequence[Claim], args: Callable[[Claim], list[Any]]) -> list[Any]:
+        """See RedisConversationRepository._each."""
+        keys = [self._keys.for_user(PhoneNumber(c.digits)).expiry_entry for c in claims]
+        if isinstance(self._client, AsyncRedisCluster):
+            return [
+                await self._run(lambda k=k, c=c: EXPIRY.call_async(self._client, k, args(c)))
+                for k, c in zip(keys, claims, strict=True)
+            ]
+
+        async def attempt(by_source: bool) -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for k, c in zip(keys, claims, strict=True):
+                EXPIRY.queue(pipe, k, args(c), by_source)
+            replies: list[Any] = await pipe.execute()
+            return replies
+
+        async def one_round_trip() -> list[Any]:
+            try:
+                return await attempt(by_source=False)
+            except NoScriptError:
+                return await attempt(by_source=True)
+
+        return await self._run(one_round_trip) if claims else []
 
 
 class AsyncRedisTokenRepository(_AsyncRedisRepository):

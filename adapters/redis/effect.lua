@@ -52,14 +52,16 @@ if not head then
   epoch = tonumber(ARGV[7])  -- this unit of work's fence: unique to it
   -- Name the new records in the critical data's header, so that their eviction is seen even
   -- if this unit of work never commits. A value 0.2 wrote (48 digits, then the JSON) gets
-  -- the epoch inserted; one from 0.1 is left as it is (its next commit rewrites it).
+  -- the epoch inserted, and a last inbound message of none; one from 0.1 is left as it is
+  -- (its next commit rewrites it).
   local digits = string.format('%016.0f', epoch)
-  local at = redis.pcall('GETRANGE', KEYS[3], 48, 64)
-  if not wrong_type(at) and string.sub(at, 17, 17) == '{' then
+  local at = redis.pcall('GETRANGE', KEYS[3], 48, 80)
+  if not wrong_type(at) and string.sub(at, 33, 33) == '{' then
     redis.call('SETRANGE', KEYS[3], 48, digits)
   elseif not wrong_type(at) and string.sub(at, 1, 1) == '{' then
     local value = redis.call('GET', KEYS[3])
-    redis.call('SET', KEYS[3], string.sub(value, 1, 48) .. digits .. string.sub(value, 49),
+    redis.call('SET', KEYS[3],
+      string.sub(value, 1, 48) .. digits .. string.rep('0', 16) .. string.sub(value, 49),
       'KEEPTTL')
   end
 else

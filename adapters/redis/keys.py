@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import ClassVar
 
+from vimbiso_state.adapters.redis.partitions import partition_of
 from vimbiso_state.domain.phone import PhoneNumber
 
 
@@ -26,6 +27,8 @@ class UserKeys:
     lease: str
     waiters: str
     wake: str
+    # The partition of the expiry index that holds this user's deadlines (partitions.py).
+    expiry: str
 
     @property
     def begin(self) -> list[str]:
@@ -59,7 +62,13 @@ class UserKeys:
             self.wake,
             self.token,
             self.effects,
+            self.expiry,
         ]
+
+    @property
+    def expiry_entry(self) -> list[str]:
+        """The keys expiry.lua touches, in the order it expects."""
+        return [self.user, self.session, self.form, self.expiry]
 
     @property
     def load(self) -> list[str]:
@@ -100,7 +109,7 @@ class UserKeys:
 
 # A user writes a few messages in a row: their keys are built once, not per call.
 @lru_cache(maxsize=4096)
-def _user_keys(digits: str) -> UserKeys:
+def _user_keys(digits: str, cluster: bool) -> UserKeys:
     tag = "{" + digits + "}"
     return UserKeys(
         user=f"user:{tag}:state",
@@ -112,14 +121,19 @@ def _user_keys(digits: str) -> UserKeys:
         lease=f"lease:{tag}",
         waiters=f"lease:{tag}:waiters",
         wake=f"lease:{tag}:wake",
+        expiry=partition_of(digits, cluster),
     )
 
 
 class KeySchema:
-    """Builds every key from a validated PhoneNumber; raw user text never reaches a key."""
+    """Builds every key from a validated PhoneNumber; raw user text never reaches a key.
+    On a cluster (``cluster``), the expiry index has a partition in every hash slot."""
+
+    def __init__(self, cluster: bool = False) -> None:
+        self.cluster = cluster
 
     def for_user(self, phone: PhoneNumber) -> UserKeys:
-        return _user_keys(phone.digits)
+        return _user_keys(phone.digits, self.cluster)
 
     # Every key this library writes matches one of these (used by SCAN-based tools and ACLs).
     # 0.2 wrote ``handled:{p}:ids`` and one ``effects:{p}:<digest>`` per message; 0.3 never
@@ -135,6 +149,7 @@ class KeySchema:
         "lease:{*}",
         "lease:{*}:waiters",
         "lease:{*}:wake",
+        "expiry:{*}",
         "handled:{*}:ids",
         "effects:{*}:*",
     )

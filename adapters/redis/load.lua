@@ -4,7 +4,7 @@
 -- ARGV: 1 now (16-digit microseconds), 2 touch ('1' or '0'), 3 state timeout us,
 --       4 session timeout us, 5 state step us, 6 session step us, 7 state px, 8 session px
 -- Reply: {user, session, form, touched, effects epoch}; touched: 1 the user slid, 2 the
--- session slid.
+-- session slid (and with it the user's last-seen).
 -- The user and session values start with their last-seen time (16 digits), so sliding it
 -- is a SETRANGE of 16 bytes, not a rewrite of the document. Only a live part slides (reviving
 -- an expired one would hide the expiry that the domain decides), never backwards, and only
@@ -29,6 +29,13 @@ end
 if ARGV[2] == '1' then
   if user and user ~= '!' then touch(KEYS[1], user, ARGV[3], ARGV[5], ARGV[7], 1) end
   if session and session ~= '!' then touch(KEYS[2], session, ARGV[4], ARGV[6], ARGV[8], 2) end
+  if touched >= 2 and touched % 2 == 0 and user and user ~= '!' then
+    -- The user's last-seen follows the session's, so that when the session times out is
+    -- known after its key is gone (expiry.lua); its TTL follows the last-seen.
+    redis.call('SETRANGE', KEYS[1], 0, ARGV[1])
+    keep(KEYS[1], tonumber(ARGV[7]), 0)
+    touched = touched + 1
+  end
   if touched % 2 == 1 and redis.call('PTTL', KEYS[4]) >= 0 then
     keep(KEYS[4], tonumber(ARGV[7]), 0)
   end

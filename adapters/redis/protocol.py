@@ -4,15 +4,18 @@ Pure: no I/O. The sync, async and cluster repositories all build their calls and
 replies here, so the stored format has one definition.
 
 Layout (every key carries the phone's hash tag):
-- ``user:{p}:state``: last-seen, version, the form's deadline and the effect records'
-  epoch (16 digits each), then the JSON of the critical data (0.1 wrote last-seen and a
-  12-digit version, 0.2 the first three numbers; both are read);
+- ``user:{p}:state``: last-seen, version, the form's deadline, the effect records' epoch and
+  the last inbound message (16 digits each), then the JSON of the critical data (0.1 wrote
+  last-seen and a 12-digit version, 0.2 the first three numbers; both are read);
 - ``session:{p}:data``: last-seen (16 digits) + JSON of the session;
 - ``form:{p}:data``: JSON of the form;
 - ``handled:{p}``: sorted set of the ids of the user's last units of work (a digest of the
   message id, or of a one-call write's lease), each scored by its commit's fence;
 - ``effects:{p}``: hash of the user's effect records (see effect.lua);
-- ``lease:{p}`` (and ``:waiters``, ``:wake``): the unit of work holding the user.
+- ``lease:{p}`` (and ``:waiters``, ``:wake``): the unit of work holding the user;
+- ``expiry:{...}``: the expiry index: a sorted set of ``s:<digits>`` and ``f:<digits>`` (a
+  session's, a form's), scored no later than its deadline; one partition per hash slot on a
+  cluster (partitions.py).
 Plain strings, not hashes, for the documents: a hash with a value over 64 bytes leaves the
 compact listpack encoding and costs twice the memory, and the fixed-width prefix lets a script
 slide the last-seen time with SETRANGE instead of rewriting the document.
@@ -27,11 +30,13 @@ from typing import Any, NamedTuple
 import msgspec
 
 from vimbiso_state.adapters import codec
-from vimbiso_state.domain.conversation import CriticalData, Session
+from vimbiso_state.domain.conversation import CriticalData, Session, window_closes_at
 from vimbiso_state.domain.effects import Effect, InDoubt
+from vimbiso_state.domain.expirations import Expiration, ExpiryKind
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.ports import (
     Begun,
+    Claim,
     ConversationWrite,
     EffectRecord,
     EffectStatus,
@@ -42,12 +47,14 @@ from vimbiso_state.domain.ports import (
     WriteStatus,
 )
 from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS, Timeouts, slide_step
+from vimbiso_state.domain.timestamps import from_micros, micros
 
 # TTLs are set a little past the domain's deadline: Redis only collects garbage, the domain
 # decides what has expired.
 GRACE_MS = 2000
 SEEN = 16  # width of the last-seen prefix, and of each number after it
-HEADER = 4 * SEEN  # last-seen, version, the form's deadline, the effect records' epoch
+# Last-seen, version, the form's deadline, the effect records' epoch, the last inbound message.
+HEADER = 5 * SEEN
 _OLD_VERSION = 12  # 0.1 wrote last-seen and a 12-digit version, the form's deadline in JSON
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _COMMITTED = {b"ok": WriteStatus.APPLIED, b"applied": WriteStatus.APPLIED}
@@ -60,18 +67,8 @@ _EFFECTS = {
 }
 
 
-def micros(moment: datetime) -> int:
-    # Integer arithmetic: float timestamps lose the last microsecond and break equality.
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
 def micros_of(duration: timedelta) -> int:
     return (duration.days * 86_400 + duration.seconds) * 1_000_000 + duration.microseconds
-
-
-def from_micros(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
 
 
 def px(duration: timedelta) -> int:
@@ -114,6 +111,7 @@ class UserHeader(NamedTuple):
     version: int
     form_at: int | None  # the form's deadline (µs; None: in the JSON, as 0.1 wrote it)
     effects: int  # the epoch of the effect records that guard this conversation (0: none)
+    inbound: int  # the member's last inbound message (µs; 0: none)
     start: int  # where the JSON starts; HEADER in the current layout
 
 
@@ -124,15 +122,17 @@ def _user_header(value: bytes) -> UserHeader | None:
         return None
     if value[SEEN + _OLD_VERSION : SEEN + _OLD_VERSION + 1] == b"{":  # 0.1
         version = _header(value[SEEN:], _OLD_VERSION)
-        return None if version is None else UserHeader(seen, version, None, 0, 28)
-    version = _header(value[SEEN:], SEEN)
-    form_at = _header(value[2 * SEEN :], SEEN)
-    if version is None or form_at is None:
+        return None if version is None else UserHeader(seen, version, None, 0, 0, 28)
+    numbers = [_header(value[at:], SEEN) for at in range(SEEN, HEADER, SEEN)]
+    if value[3 * SEEN : 3 * SEEN + 1] == b"{":  # 0.2: no epoch, no inbound message
+        version, form_at = numbers[0], numbers[1]
+        if version is None or form_at is None:
+            return None
+        return UserHeader(seen, version, form_at, 0, 0, 3 * SEEN)
+    version, form_at, effects, inbound = numbers
+    if version is None or form_at is None or effects is None or inbound is None:
         return None
-    if value[3 * SEEN : 3 * SEEN + 1] == b"{":  # 0.2: no epoch yet
-        return UserHeader(seen, version, form_at, 0, 3 * SEEN)
-    effects = _header(value[3 * SEEN :], SEEN)
-    return None if effects is None else UserHeader(seen, version, form_at, effects, HEADER)
+    return UserHeader(seen, version, form_at, effects, inbound, HEADER)
 
 
 _msgpack = msgspec.msgpack.Encoder()
@@ -153,6 +153,7 @@ class ConversationCalls:
         ]
         self.lease_px = max(1, micros_of(timeouts.lease) // 1000)
         self._dedupe_us = micros_of(timeouts.dedupe)
+        self._session_us = micros_of(timeouts.session)
         # How far past what a write needs a TTL is extended, so that most writes move none.
         self._state_slack = micros_of(slide_step(timeouts.state)) // 1000
         self._dedupe_slack = micros_of(slide_step(timeouts.dedupe)) // 1000
@@ -216,6 +217,7 @@ class ConversationCalls:
 
     def commit_args(
         self,
+        digits: str,
         holder: Holder,
         message_id: str | None,
         write: ConversationWrite | None,
@@ -228,7 +230,10 @@ class ConversationCalls:
         if token is not None:
             sealed = b"-" if token.sealed is None else token.sealed
             token_px = px(token.ttl)
-        parts = _Parts.of(write, now) if write is not None else _NO_PARTS
+        parts = _Parts.of(write, now, t) if write is not None else _NO_PARTS
+        session_deadline = 0
+        if write is not None:
+            session_deadline = micros(write.session.last_seen_at) + self._session_us
         numbers = _msgpack.encode(
             (
                 holder.fence,
@@ -244,6 +249,8 @@ class ConversationCalls:
                 self._state_slack,
                 self._dedupe_slack,
                 holder.effects,
+                session_deadline,
+                micros(now) - self._dedupe_us,
             )
         )
         return [
@@ -255,6 +262,7 @@ class ConversationCalls:
             parts.form,
             f"{holder.lease}:{holder.fence}",
             sealed,
+            digits,
         ]
 
     @staticmethod
@@ -317,11 +325,12 @@ class ConversationCalls:
                     # An older layout: the next write rewrites it whole, never its header only.
                     parts.documents.pop("critical", None)
                 if critical is not None and header.form_at is not None:
-                    # The header holds the form's deadline, so that a form answer (which
-                    # moves it) rewrites 64 bytes, not the profile.
+                    # The header holds the form's deadline and the last inbound message, so
+                    # that an answer (which moves them) rewrites 80 bytes, not the profile.
                     critical.form_expires_at = (
                         from_micros(header.form_at) if header.form_at else None
                     )
+                    critical.inbound_at = from_micros(header.inbound) if header.inbound else None
                 guards_lost = critical is not None and header.effects not in (0, effects)
         if session is not None:
             header_seen = None if session == b"!" else _header(session, SEEN)
@@ -365,13 +374,17 @@ class _Parts(NamedTuple):
     form_px: int
 
     @classmethod
-    def of(cls, write: ConversationWrite, now: datetime) -> _Parts:
+    def of(cls, write: ConversationWrite, now: datetime, timeouts: Timeouts) -> _Parts:
         extras, documents = write.extras, write.documents
         form = codec.Encoded(b"", False)
         form_px = 0
         if write.form is not None:
             form = codec.encode_stored(write.form, extras.get("form"), documents.get("form"))
-            form_px = px(write.form.expires_at - now)
+            # Kept past its deadline, for the event that tells the member it expired (an
+            # acknowledged event deletes it; events are kept at most dedupe_ttl), never
+            # longer than the critical data that names it.
+            keep = min(write.form.expires_at - now + timeouts.dedupe, timeouts.state)
+            form_px = px(keep)
         session = b"%016d%b" % (
             micros(write.session.last_seen_at),
             codec.encode_stored(write.session, extras.get("session")).data,
@@ -379,9 +392,10 @@ class _Parts(NamedTuple):
         critical = codec.encode_stored(
             write.critical, extras.get("critical"), documents.get("critical")
         )
-        header = b"%016d%016d" % (
+        header = b"%016d%016d%016d" % (
             micros(write.critical.last_seen_at),
             _micros_or_zero(write.critical.form_expires_at),
+            _micros_or_zero(write.critical.inbound_at),
         )
         # A part byte for byte as stored goes without its JSON: the script moves its header
         # and TTL only.
@@ -397,3 +411,56 @@ class _Parts(NamedTuple):
 
 
 _NO_PARTS = _Parts(b"", b"", False, b"", b"", True, 0)  # a commit of the token alone
+
+
+class ExpiryCalls:
+    """Arguments of claim.lua and expiry.lua, and what their replies mean."""
+
+    def __init__(self, timeouts: Timeouts) -> None:
+        self._dedupe_us = micros_of(timeouts.dedupe)
+        self._session_us = micros_of(timeouts.session)
+
+    def claim_args(self, now: datetime, limit: int, lease: timedelta) -> list[Any]:
+        at = micros(now)
+        return [at, at + micros_of(lease), limit, at - self._dedupe_us]
+
+    @staticmethod
+    def claims(reply: list[Any], now: datetime, lease: timedelta) -> list[Claim]:
+        """The entries claim.lua took: member, score before, member, score..."""
+        mark = micros(now) + micros_of(lease)
+        claims = []
+        for member, score in zip(reply[::2], reply[1::2], strict=True):
+            kind, _, digits = member.decode().partition(":")
+            claims.append(Claim(digits, _KINDS[kind], mark, int(float(score))))
+        return claims
+
+    def check_args(self, claim: Claim, now: datetime) -> list[Any]:
+        return [b"check", _member(claim), claim.mark, micros(now), self._session_us]
+
+    @staticmethod
+    def ack_args(claim: Claim, now: datetime) -> list[Any]:
+        return [b"ack", _member(claim), claim.mark, micros(now), 0]
+
+    @staticmethod
+    def checked(claim: Claim, reply: list[Any]) -> Expiration | None:
+        """The event in expiry.lua's answer to a check, or None (gone, or later)."""
+        if reply[0] != b"due":
+            return None
+        deadline, inbound, document = int(reply[1]), int(reply[2]), reply[3]
+        form = codec.decode_stored(Form, document) if document else None
+        return Expiration(
+            phone=claim.digits,
+            kind=claim.kind,
+            expired_at=from_micros(deadline),
+            window_closes_at=window_closes_at(from_micros(inbound) if inbound else None),
+            name=form.name if form is not None else None,
+            answers=dict(form.values) if form is not None else {},
+            redelivered=claim.previous > deadline,
+        )
+
+
+_KINDS = {"f": ExpiryKind.FORM, "s": ExpiryKind.SESSION}
+
+
+def _member(claim: Claim) -> str:
+    return f"{claim.kind.value[0]}:{claim.digits}"

@@ -3,6 +3,7 @@ work (begin, each effect's start and finish, commit)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,12 +12,24 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from vimbiso_state.adapters.redis.connection import RedisClient, RetryPolicy, is_wrong_type
 from vimbiso_state.adapters.redis.keys import KeySchema
-from vimbiso_state.adapters.redis.protocol import ConversationCalls, legacy_digest
-from vimbiso_state.adapters.redis.scripts import BEGIN, COMMIT, EFFECT, FORGET, LOAD, RELEASE
+from vimbiso_state.adapters.redis.partitions import partitions
+from vimbiso_state.adapters.redis.protocol import ConversationCalls, ExpiryCalls, legacy_digest
+from vimbiso_state.adapters.redis.scripts import (
+    BEGIN,
+    CLAIM,
+    COMMIT,
+    EFFECT,
+    EXPIRY,
+    FORGET,
+    LOAD,
+    RELEASE,
+)
 from vimbiso_state.domain.effects import Effect
+from vimbiso_state.domain.expirations import Expiration
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.ports import (
     Begun,
+    Claim,
     ConversationWrite,
     EffectRecord,
     Holder,
@@ -25,6 +38,7 @@ from vimbiso_state.domain.ports import (
     WriteResult,
 )
 from vimbiso_state.domain.timeouts import Timeouts
+from vimbiso_state.domain.timestamps import micros
 
 
 class RedisConversationRepository:
@@ -49,8 +63,9 @@ class RedisConversationRepository:
     ) -> None:
         self._client = client
         self._retry = retry or RetryPolicy()
-        self._keys = keys or KeySchema()
+        self._keys = keys or KeySchema(cluster=isinstance(client, RedisCluster))
         self._calls = ConversationCalls(timeouts)
+        self._expiry = ExpiryCalls(timeouts)
         self._waits = waits or client
         self._wait_slice = wait_slice
 
@@ -118,7 +133,7 @@ class RedisConversationRepository:
         now: datetime,
     ) -> WriteResult:
         keys = self._keys.for_user(phone).commit
-        args = self._calls.commit_args(holder, message_id, write, token, now)
+        args = self._calls.commit_args(phone.digits, holder, message_id, write, token, now)
         return self._calls.committed(self._retry.call(lambda: COMMIT(self._client, keys, args)))
 
     def release(self, phone: PhoneNumber, lease: str) -> None:
@@ -142,6 +157,69 @@ class RedisConversationRepository:
         keys = self._keys.for_user(phone).effect(None)
         args = self._calls.effect_finish_args(effect, result, now, settle)
         return self._calls.effect_record(self._retry.call(lambda: EFFECT(self._client, keys, args)))
+
+    # Expiry events
+    def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
+        args = self._expiry.claim_args(now, limit, lease)
+        claims: list[Claim] = []
+        for partition in self._due_partitions(now):
+            taken = self._retry.call(lambda p=partition: CLAIM(self._client, [p], args))
+            claims += ExpiryCalls.claims(taken, now, lease)
+            if len(claims) >= limit:
+                break
+            args[2] = limit - len(claims)
+        return claims
+
+    def _due_partitions(self, now: datetime) -> list[str]:
+        """The partitions with an entry due (on a cluster: asked of every slot's partition in
+        one pipeline a node, instead of a script call each)."""
+        names = partitions(self._keys.cluster)
+        if len(names) == 1:
+            return names
+
+        def first_due() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                pipe.zrangebyscore(name, "-inf", micros(now), start=0, num=1)
+            found: list[Any] = pipe.execute()
+            return found
+
+        found = self._retry.call(first_due)
+        return [name for name, due in zip(names, found, strict=True) if due]
+
+    def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]:
+        replies = self._each(claims, lambda claim: self._expiry.check_args(claim, now))
+        return [
+            ExpiryCalls.checked(claim, reply) for claim, reply in zip(claims, replies, strict=True)
+        ]
+
+    def ack(self, claims: Sequence[Claim], now: datetime) -> None:
+        self._each(claims, lambda claim: self._expiry.ack_args(claim, now))
+
+    def _each(self, claims: Sequence[Claim], args: Callable[[Claim], list[Any]]) -> list[Any]:
+        """expiry.lua for each claim: one pipeline on a single Redis, a call each on a cluster
+        (whose pipelines refuse scripts)."""
+        keys = [self._keys.for_user(PhoneNumber(c.digits)).expiry_entry for c in claims]
+        if isinstance(self._client, RedisCluster):
+            return [
+                self._retry.call(lambda k=k, c=c: EXPIRY(self._client, k, args(c)))
+                for k, c in zip(keys, claims, strict=True)
+            ]
+
+        def attempt(by_source: bool) -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for k, c in zip(keys, claims, strict=True):
+                EXPIRY.queue(pipe, k, args(c), by_source)
+            replies: list[Any] = pipe.execute()
+            return replies
+
+        def one_round_trip() -> list[Any]:
+            try:
+                return attempt(by_source=False)
+            except NoScriptError:
+                return attempt(by_source=True)
+
+        return self._retry.call(one_round_trip) if claims else []
 
 
 class RedisTokenRepository:

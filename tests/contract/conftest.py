@@ -120,6 +120,20 @@ class BlockingMessage:
         return getattr(self._message, name)
 
 
+class BlockingExpirations:
+    """An AsyncExpirations batch driven from plain test code."""
+
+    def __init__(self, batch: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._batch = batch
+        self._loop = loop
+
+    def __enter__(self) -> Any:
+        return asyncio.run_coroutine_threadsafe(self._batch.__aenter__(), self._loop).result()
+
+    def __exit__(self, *exc: Any) -> None:
+        asyncio.run_coroutine_threadsafe(self._batch.__aexit__(*exc), self._loop).result()
+
+
 class Blocking:
     """Drives an AsyncStateService from plain test code, from any thread: every call runs on
     one event loop in a background thread. The contract tests then hold the async service to
@@ -133,6 +147,10 @@ class Blocking:
         attribute = getattr(self._service, name)
         if name == "message":
             return lambda *args, **kwargs: BlockingMessage(attribute(*args, **kwargs), self._loop)
+        if name == "expirations":
+            return lambda *args, **kwargs: BlockingExpirations(
+                attribute(*args, **kwargs), self._loop
+            )
         if not inspect.iscoroutinefunction(attribute):
             return attribute
 

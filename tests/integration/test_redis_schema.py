@@ -72,7 +72,8 @@ def test_every_key_has_the_configured_ttl(redis_url: str, client: redis.Redis, d
     ttl = {k.decode().split(":")[0]: client.pttl(k) / 1000 for k in client.scan_iter(f"*{digits}*")}
     # A TTL is never shorter than the domain's deadline, and only a little longer.
     assert 120 <= ttl["session"] <= 123
-    assert 240 <= ttl["form"] <= 243
+    # A form is kept past its deadline for its expiry event, never past the critical data.
+    assert 3600 <= ttl["form"] <= 3603
     assert 900 <= ttl["token"] <= 903
     # The critical data's TTL is extended with a slide step of slack (3600 s / 300), so that
     # most writes move no TTL.
@@ -176,7 +177,7 @@ def test_undecodable_critical_data_starts_over_with_a_notice(
     _, state = _service(redis_url)
     state.start(digits)
     key = f"user:{{{digits}}}:state"
-    header = (client.get(key) or b"")[:64]
+    header = (client.get(key) or b"")[:80]
     for damaged in (header + b"{broken", b"12345"):
         client.set(key, damaged)
         conv = state.start(digits)
@@ -204,7 +205,7 @@ def _legacy(client: redis.Redis, digits: str, **fields: object) -> None:
     """Replace the stored critical data with an older release's document."""
     key = f"user:{{{digits}}}:state"
     value = client.get(key) or b""
-    header, current = value[:64], json.loads(value[64:])
+    header, current = value[:80], json.loads(value[80:])
     legacy = {
         k: v for k, v in current.items() if k not in ("member", "accounts", "current_account_id")
     }
@@ -228,20 +229,20 @@ def test_a_user_value_written_by_an_earlier_release_is_read_and_rewritten_in_the
 ) -> None:
     """0.1 wrote a 12-digit version after the last-seen time, 0.2 a 16-digit one and the
     form's deadline; a stored conversation survives the upgrade, and its next write moves it
-    to the 64-byte header with a higher version."""
+    to the 80-byte header with a higher version."""
     _, state = _service(redis_url)
     state.set_profile(digits, {"memberID": "m-1"}, [{"accountID": "a-1"}])
     key = f"user:{{{digits}}}:state"
     value = client.get(key) or b""
     old_header = b"%012d" % 7 if release == "0.1" else b"%016d" % 7 + b"0" * 16
-    client.set(key, value[:16] + old_header + value[64:])
+    client.set(key, value[:16] + old_header + value[80:])
     conv = state.start(digits)
     assert conv.notices == [] and conv.version == 7
     assert conv.profile is not None and conv.profile.member.member_id == "m-1"
     version = state.navigate(digits, "handle_action_offer_credex").version
     assert version > 7
     value = client.get(key) or b""
-    assert int(value[16:32]) == version and value[64:65] == b"{"
+    assert int(value[16:32]) == version and value[80:81] == b"{"
     assert state.start(digits).profile is not None
     state.reset(digits)
 
@@ -271,7 +272,7 @@ def test_a_version_2_document_is_migrated_to_the_credex_dicts(
     assert conv.current_account is not None and conv.current_account.handle == "dube_farm"
     # The next write stores the current schema, which reads back the same.
     state.navigate(digits, "AmountInput")
-    stored = json.loads((client.get(f"user:{{{digits}}}:state") or b"")[64:])
+    stored = json.loads((client.get(f"user:{{{digits}}}:state") or b"")[80:])
     assert stored["schema_version"] == SCHEMA_VERSION and "profile" not in stored
     assert stored["member"] == conv.profile.member.data
     state.reset(digits)
@@ -286,8 +287,9 @@ def test_values_are_strings_with_a_last_seen_and_version_header(
     user = client.get(f"user:{{{digits}}}:state") or b""
     session = client.get(f"session:{{{digits}}}:data") or b""
     assert user[:16].isdigit() and int(user[16:32]) == second > first
-    assert user[32:64].isdigit()  # the form's deadline and the effect records' epoch
-    assert json.loads(user[64:])["schema_version"] == SCHEMA_VERSION
+    # The form's deadline, the effect records' epoch and the last inbound message.
+    assert user[32:80].isdigit()
+    assert json.loads(user[80:])["schema_version"] == SCHEMA_VERSION
     assert session[:16].isdigit()
     assert json.loads(session[16:])["stage"] == "handle_action_offer_credex"
     # Strings stay compact: no hashtable encoding for kilobyte-sized documents.

@@ -59,7 +59,8 @@ OFFER = "handle_action_offer_credex"
 E164 = re.compile(r"[1-9][0-9]{6,14}")
 TAG = r"\{[1-9][0-9]{6,14}\}"
 SCHEMA_KEY = re.compile(
-    rf"^(user:{TAG}:state|session:{TAG}:data|form:{TAG}:data|handled:{TAG}|token:{TAG})$"
+    rf"^(user:{TAG}:state|session:{TAG}:data|form:{TAG}:data|handled:{TAG}|token:{TAG}"
+    r"|expiry:\{0\})$"
 )
 
 
@@ -217,8 +218,12 @@ def test_key_injection_fuzz_leaves_only_schema_keys(private_redis: RedisProcess)
     assert len(parsed) >= 30, "too few valid numbers: the fuzz proved little"
     bad = [key for key in keys if not SCHEMA_KEY.match(key)]
     assert bad == []
-    # Every key belongs to a number that parsed, and nothing went to another database.
-    assert {key[key.index("{") + 1 : key.index("}")] for key in keys} == parsed
+    # Every key belongs to a number that parsed (but the one expiry index, whose entries
+    # do), and nothing went to another database.
+    users = [key for key in keys if not key.startswith("expiry:")]
+    assert {key[key.index("{") + 1 : key.index("}")] for key in users} == parsed
+    entries = {m.decode().partition(":")[2] for m in client.zrange("expiry:{0}", 0, -1)}
+    assert entries <= parsed
     assert set(client.info("keyspace")) == {"db0"}
     client.close()
     container.redis_client().close()
@@ -588,7 +593,8 @@ def test_a_rediss_url_works_end_to_end(tls_redis: TLSRedisProcess) -> None:
 LIBRARY_COMMANDS = (
     "evalsha", "eval", "mget", "get", "set", "del", "getrange", "setrange", "pexpire", "pttl",
     "zadd", "zscore", "zcard", "zremrangebyrank", "ping", "time", "blpop", "rpush",
-    "incr", "decr", "hget", "hset", "hgetall", "hdel", "persist",
+    "incr", "decr", "hget", "hset", "hgetall", "hdel", "persist", "zrem",
+    "zremrangebyscore", "zrange",
 )  # fmt: skip
 DANGEROUS = ("flushall", "flushdb", "config", "keys", "debug", "shutdown")
 ACL_USER, ACL_PASSWORD = "vimbiso", "acl-" + secrets.token_hex(8)
@@ -645,6 +651,8 @@ def _realistic_flow(state: StateService, phone: str, elsewhere: StateService) ->
     _messages(state, phone, elsewhere)
     for n in range(MAX_HANDLED_IDS):  # a burst: the handled ids are trimmed to their bound
         state.handle_once(phone, f"wamid.burst.{n}", lambda conv: None)
+    with state.expirations() as batch:  # the expiry index is polled
+        list(batch)
     state.reset(phone)
     assert state.start(phone).profile is None
 

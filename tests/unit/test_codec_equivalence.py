@@ -121,6 +121,7 @@ criticals = _builds(
     created_at=utc_datetimes,
     last_seen_at=utc_datetimes,
     form_expires_at=st.none() | utc_datetimes,
+    inbound_at=st.none() | utc_datetimes,
 )
 # Accounts come with their member (set_profile), never alone.
 STRATEGIES[CriticalData] = criticals = criticals.map(

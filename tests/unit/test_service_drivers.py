@@ -22,6 +22,7 @@ class _Raising:
         raise self._error
 
     begin = commit = release = forget = effect_start = effect_finish = load
+    claim = check = ack = load
 
 
 class _AsyncRaising(_Raising):
@@ -29,6 +30,7 @@ class _AsyncRaising(_Raising):
         raise self._error
 
     begin = commit = release = forget = effect_start = effect_finish = load  # type: ignore[assignment]
+    claim = check = ack = load  # type: ignore[assignment]
 
 
 def _start(container: Container, kind: str, error: Exception) -> Any:
