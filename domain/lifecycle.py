@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from vimbiso_state.domain.conversation import Conversation, CriticalData, Notice, Session
+from vimbiso_state.domain.conversation import (
+    Conversation,
+    CriticalData,
+    Notice,
+    Session,
+    window_closes_at,
+)
+from vimbiso_state.domain.expirations import Expiration, ExpiryKind
 from vimbiso_state.domain.ports import StoredConversation
 from vimbiso_state.domain.profile import AccountSelection
 from vimbiso_state.domain.timeouts import Timeouts
+from vimbiso_state.domain.timestamps import micros
 
 
 def session_alive(session: Session, now: datetime, timeouts: Timeouts) -> bool:
@@ -83,3 +91,37 @@ def resume(
         conversation.notices.append(Notice.STATE_LOST)
         changed = True
     return conversation, changed
+
+
+def expiry_deadline(
+    stored: StoredConversation, kind: ExpiryKind, timeouts: Timeouts
+) -> datetime | None:
+    """When the form, or the session, of a stored conversation expires (None: there is none
+    to expire): the form's deadline the critical data keeps, or the session's timeout after
+    the later of its own last-seen and the critical data's (which follows it)."""
+    critical = stored.critical
+    if critical is None:
+        return None
+    if kind is ExpiryKind.FORM:
+        return critical.form_expires_at
+    seen = critical.last_seen_at
+    if stored.session is not None:
+        seen = max(seen, stored.session.last_seen_at)
+    return seen + timeouts.session
+
+
+def expiration_of(
+    digits: str, kind: ExpiryKind, stored: StoredConversation, deadline: datetime, previous: int
+) -> Expiration:
+    """The event of a due index entry (``previous``: its score, µs, before this claim)."""
+    critical = stored.critical
+    form = stored.form if kind is ExpiryKind.FORM else None
+    return Expiration(
+        phone=digits,
+        kind=kind,
+        expired_at=deadline,
+        window_closes_at=window_closes_at(critical.inbound_at if critical else None),
+        name=form.name if form is not None else None,
+        answers=dict(form.values) if form is not None else {},
+        redelivered=previous > micros(deadline),
+    )

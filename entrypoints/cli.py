@@ -18,7 +18,14 @@ from cryptography.fernet import Fernet
 
 from vimbiso_state import __version__
 from vimbiso_state.domain.errors import StateError, StateUnavailable
-from vimbiso_state.entrypoints.commands import chat, doctor, import_bot, inspect_reset, stats
+from vimbiso_state.entrypoints.commands import (
+    chat,
+    doctor,
+    expirations,
+    import_bot,
+    inspect_reset,
+    stats,
+)
 from vimbiso_state.entrypoints.commands.common import (
     EXIT_FAIL,
     EXIT_INPUT,
@@ -86,6 +93,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     counting.add_argument("--json", action="store_true", help="print the report as JSON")
     add("doctor", "check the state server's settings: a verdict per line", backend)
+    expiring = add(
+        "expirations",
+        "print the forms and sessions whose deadline passed, one JSON line each",
+        backend,
+    )
+    expiring.add_argument(
+        "--ack", action="store_true", help="consume them, as the bot's consumers would"
+    )
+    expiring.add_argument("--limit", type=int, default=100, help="at most (default 100)")
+    expiring.add_argument(
+        "--lease", type=float, default=60, help="seconds a consumed batch is held (with --ack)"
+    )
     importing = add(
         "import",
         "move the VimbisoPay bot's logged-in members (its channel:{wa_id} keys) into this store",
@@ -133,6 +152,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.sample < 0:
             raise CliError("--sample cannot be negative")
         return stats.run(config, out, sys.stderr, sample=args.sample, as_json=args.json)
+    if args.command == "expirations":
+        return expirations.run(config, out, ack=args.ack, limit=args.limit, lease=args.lease)
     if args.command == "import":
         return import_bot.run(
             config, args.source, out, sys.stderr, dry_run=args.dry_run, cursor=args.cursor

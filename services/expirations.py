@@ -9,6 +9,7 @@ claim's lease has passed (at least once, never to two consumers at a time).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from types import TracebackType
 
 from vimbiso_state.domain.expirations import Expiration
@@ -18,12 +19,20 @@ from vimbiso_state.services.flows import Flow, Flows
 
 
 class _Batch:
-    """The events claimed; iterate over it, or take ``events``."""
+    """The events claimed; iterate over it, or take ``events``. ``now`` is when they were
+    taken, by the store's clock (the one every deadline is on)."""
 
     def __init__(self, flows: Flows, claimed: Flow[list[tuple[Claim, Expiration]]]) -> None:
         self._flows = flows
         self._claimed: Flow[list[tuple[Claim, Expiration]]] | None = claimed
         self._pairs: list[tuple[Claim, Expiration]] = []
+        self._now: datetime | None = None
+
+    @property
+    def now(self) -> datetime:
+        if self._now is None:
+            raise RuntimeError("a batch of expirations is taken when its block is entered")
+        return self._now
 
     @property
     def events(self) -> list[Expiration]:
@@ -56,7 +65,8 @@ class Expirations(_Batch):
 
     def __enter__(self) -> Expirations:
         self._pairs = self._driver.run(self._claim_flow(), "expirations")
-        self._driver.telemetry.delivered(self.events, self._flows.clock.now())
+        self._now = self._flows.clock.now()
+        self._driver.telemetry.delivered(self.events, self._now)
         return self
 
     def __exit__(
@@ -80,7 +90,8 @@ class AsyncExpirations(_Batch):
 
     async def __aenter__(self) -> AsyncExpirations:
         self._pairs = await self._driver.run(self._claim_flow(), "expirations")
-        self._driver.telemetry.delivered(self.events, self._flows.clock.now())
+        self._now = self._flows.clock.now()
+        self._driver.telemetry.delivered(self.events, self._now)
         return self
 
     async def __aexit__(

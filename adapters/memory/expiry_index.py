@@ -60,6 +60,11 @@ class ExpiryIndex:
             self._scores[entry] = mark
         return [Claim(digits, kind, mark, score) for score, (kind, digits) in due]
 
+    def due(self, now: datetime, limit: int) -> list[Claim]:
+        """The entries due at ``now``, untouched."""
+        due = sorted((s, e) for e, s in self._scores.items() if s <= micros(now))[:limit]
+        return [Claim(digits, kind, score, score) for score, (kind, digits) in due]
+
     def claimed(self, claim: Claim) -> bool:
         """Whether the entry still carries this claim's mark."""
         return self._scores.get((claim.kind, claim.digits)) == claim.mark

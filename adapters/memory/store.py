@@ -16,10 +16,11 @@ from datetime import UTC, datetime, timedelta
 from vimbiso_state.adapters import codec
 from vimbiso_state.adapters.memory.expiry_index import ExpiryIndex
 from vimbiso_state.domain.clock import Clock
-from vimbiso_state.domain.conversation import CriticalData, Session, window_closes_at
+from vimbiso_state.domain.conversation import CriticalData, Session
 from vimbiso_state.domain.effects import Effect, InDoubt
 from vimbiso_state.domain.expirations import Due, Expiration, ExpiryKind, due
 from vimbiso_state.domain.form import Form
+from vimbiso_state.domain.lifecycle import expiration_of, expiry_deadline
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.ports import (
     Begun,
@@ -34,7 +35,6 @@ from vimbiso_state.domain.ports import (
     WriteStatus,
 )
 from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS, Timeouts, slide_step
-from vimbiso_state.domain.timestamps import micros
 
 # Storage keeps a part a little longer than its domain deadline, as the Redis TTLs do, so that
 # the domain (not the garbage collector) is what decides expiry.
@@ -449,35 +449,22 @@ class MemoryConversationRepository:
         if not self._expiry.claimed(claim):
             return None  # claimed again by another consumer since
         user = self._user(PhoneNumber(claim.digits), now)
-        deadline = self._deadline(user, claim.kind)
+        stored = _stored(user) if user is not None else None
+        deadline = None if stored is None else expiry_deadline(stored, claim.kind, self._timeouts)
         outcome = due(deadline, now)
         if outcome is Due.GONE:
             self._expiry.drop(claim)
             return None
-        assert deadline is not None and user is not None
+        assert deadline is not None and stored is not None
         if outcome is Due.LATER:
             self._expiry.put_back(claim, deadline)
             return None
-        form = None
-        if claim.kind is ExpiryKind.FORM and user.form is not None:
-            form = codec.decode_stored(Form, user.form.data)
-        return Expiration(
-            phone=claim.digits,
-            kind=claim.kind,
-            expired_at=deadline,
-            window_closes_at=window_closes_at(user.critical_inbound),
-            name=form.name if form is not None else None,
-            answers=dict(form.values) if form is not None else {},
-            redelivered=claim.previous > micros(deadline),
-        )
+        return expiration_of(claim.digits, claim.kind, stored, deadline, claim.previous)
 
-    def _deadline(self, user: _User | None, kind: ExpiryKind) -> datetime | None:
-        if user is None or user.critical is None or user.critical_seen is None:
-            return None
-        if kind is ExpiryKind.FORM:
-            return user.critical_form
-        seen = max(user.critical_seen, user.last_seen or user.critical_seen)
-        return seen + self._timeouts.session
+    def due_entries(self, now: datetime, limit: int) -> list[Claim]:
+        """Up to ``limit`` entries due at ``now``, read without claiming them."""
+        with self._lock:
+            return self._expiry.due(now, limit)
 
     def ack(self, claims: Sequence[Claim], now: datetime) -> None:
         with self._lock:

@@ -26,7 +26,7 @@ from vimbiso_state.adapters.redis.connection import (
     is_wrong_type,
 )
 from vimbiso_state.adapters.redis.keys import KeySchema
-from vimbiso_state.adapters.redis.partitions import partitions
+from vimbiso_state.adapters.redis.partitions import PartitionGroups
 from vimbiso_state.adapters.redis.protocol import ConversationCalls, ExpiryCalls, legacy_digest
 from vimbiso_state.adapters.redis.scripts import (
     BEGIN,
@@ -53,7 +53,6 @@ from vimbiso_state.domain.ports import (
     WriteResult,
 )
 from vimbiso_state.domain.timeouts import Timeouts
-from vimbiso_state.domain.timestamps import micros
 
 AsyncRedisClient = redis.asyncio.Redis | AsyncRedisCluster
 log = logging.getLogger(__name__)
@@ -166,6 +165,7 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
         super().__init__(client, retry, keys)
         self._calls = ConversationCalls(timeouts)
         self._expiry = ExpiryCalls(timeouts)
+        self._partitions = PartitionGroups(self._keys.cluster)
         self._waits = waits or client
         self._wait_slice = wait_slice
 
@@ -259,30 +259,30 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
     # Expiry events
     async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
         """See RedisConversationRepository.claim."""
-        args = self._expiry.claim_args(now, limit, lease)
-        claims: list[Claim] = []
-        for partition in await self._due_partitions(now):
-            taken = await self._run(lambda p=partition: CLAIM.call_async(self._client, [p], args))
-            claims += ExpiryCalls.claims(taken, now, lease)
-            if len(claims) >= limit:
+        reply = await self._each_server(self._expiry.claim_args(now, limit, lease))
+        return ExpiryCalls.claims(reply, now, lease)
+
+    async def _each_server(self, args: list[Any]) -> list[Any]:
+        """See RedisConversationRepository._each_server."""
+        await discovered(self._client)
+        taken: list[Any] = []
+        for node, keys in self._partitions.groups(self._client):
+
+            async def attempt(node: Any = node, keys: list[str] = keys) -> list[Any]:
+                try:
+                    reply: list[Any] = await CLAIM.on_node_async(
+                        self._client, node, keys[:1], [*args, *keys[1:]]
+                    )
+                except Exception:
+                    self._partitions.forget()
+                    raise
+                return reply
+
+            taken += await self._run(attempt)
+            args[2] = int(args[2]) - len(taken) // 2
+            if args[2] <= 0:
                 break
-            args[2] = limit - len(claims)
-        return claims
-
-    async def _due_partitions(self, now: datetime) -> list[str]:
-        names = partitions(self._keys.cluster)
-        if len(names) == 1:
-            return names
-
-        async def first_due() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            for name in names:
-                pipe.zrangebyscore(name, "-inf", micros(now), start=0, num=1)
-            found: list[Any] = await pipe.execute()
-            return found
-
-        found = await self._run(first_due)
-        return [name for name, due in zip(names, found, strict=True) if due]
+        return taken
 
     async def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]:
         replies = await self._each(claims, lambda claim: self._expiry.check_args(claim, now))

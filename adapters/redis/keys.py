@@ -172,11 +172,14 @@ class KeySchema:
         ("lease", ":wake"): "wake",
     }
     _legacy_effects = re.compile(r":[0-9a-f]{32}")
+    _partition = re.compile(r"expiry:\{[0-9A-Za-z]{1,3}\}")
 
     def parse(self, key: str | bytes) -> tuple[str, str] | None:
-        """The kind (a UserKeys field name) and phone digits of a key of this schema, or
-        None."""
+        """The kind (a UserKeys field name) and phone digits of a key of this schema (no
+        digits for a partition of the expiry index), or None."""
         text = key.decode(errors="replace") if isinstance(key, bytes) else key
+        if self._partition.fullmatch(text):
+            return "expiry", ""  # shared by many users: no phone of its own
         match = self._parsed.fullmatch(text)
         if match is None:
             return None

@@ -146,7 +146,7 @@ class KeyspaceStats:
 
     scanned: int = 0
     by_kind: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys((*KINDS, "effects", "other"), 0)
+        default_factory=lambda: dict.fromkeys((*KINDS, "effects", "expiry", "other"), 0)
     )
     sampled: int = 0  # users whose keys were measured with MEMORY USAGE
     sampled_bytes: int = 0

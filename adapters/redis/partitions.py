@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import string
 from functools import cache
+from typing import Any
 
 SLOTS = 16384
 SINGLE = "expiry:{0}"  # a single Redis: one partition
@@ -81,3 +82,27 @@ def partitions(cluster: bool) -> list[str]:
     if not cluster:
         return [SINGLE]
     return [f"expiry:{{{tag}}}" for tag in slot_tags()]
+
+
+class PartitionGroups:
+    """The partitions grouped by the server that holds them, so that one script a server
+    claims from all of them; found from the client's slot map, and found again after it
+    moved (``forget``). On a single Redis, one group: the one partition."""
+
+    def __init__(self, cluster: bool) -> None:
+        self._cluster = cluster
+        self._groups: list[tuple[Any, list[str]]] | None = None
+
+    def groups(self, client: Any) -> list[tuple[Any, list[str]]]:
+        if not self._cluster:
+            return [(None, [SINGLE])]
+        if self._groups is None:
+            by_node: dict[str, tuple[Any, list[str]]] = {}
+            for key in partitions(True):
+                node = client.get_node_from_key(key)
+                by_node.setdefault(node.name, (node, []))[1].append(key)
+            self._groups = list(by_node.values())
+        return self._groups
+
+    def forget(self) -> None:
+        self._groups = None

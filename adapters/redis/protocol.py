@@ -420,9 +420,20 @@ class ExpiryCalls:
         self._dedupe_us = micros_of(timeouts.dedupe)
         self._session_us = micros_of(timeouts.session)
 
-    def claim_args(self, now: datetime, limit: int, lease: timedelta) -> list[Any]:
+    def claim_args(
+        self, now: datetime, limit: int, lease: timedelta, peek: bool = False
+    ) -> list[Any]:
         at = micros(now)
-        return [at, at + micros_of(lease), limit, at - self._dedupe_us]
+        mode = b"peek" if peek else b"claim"
+        return [at, at + micros_of(lease), limit, at - self._dedupe_us, mode]
+
+    @staticmethod
+    def entries(reply: list[Any]) -> list[Claim]:
+        """Due entries claim.lua only read: each with its score as mark and previous score."""
+        return [
+            Claim(member.decode()[2:], EXPIRY_KINDS[member.decode()[0]], int(score), int(score))
+            for member, score in zip(reply[::2], (float(s) for s in reply[1::2]), strict=True)
+        ]
 
     @staticmethod
     def claims(reply: list[Any], now: datetime, lease: timedelta) -> list[Claim]:
@@ -431,7 +442,7 @@ class ExpiryCalls:
         claims = []
         for member, score in zip(reply[::2], reply[1::2], strict=True):
             kind, _, digits = member.decode().partition(":")
-            claims.append(Claim(digits, _KINDS[kind], mark, int(float(score))))
+            claims.append(Claim(digits, EXPIRY_KINDS[kind], mark, int(float(score))))
         return claims
 
     def check_args(self, claim: Claim, now: datetime) -> list[Any]:
@@ -459,7 +470,7 @@ class ExpiryCalls:
         )
 
 
-_KINDS = {"f": ExpiryKind.FORM, "s": ExpiryKind.SESSION}
+EXPIRY_KINDS = {"f": ExpiryKind.FORM, "s": ExpiryKind.SESSION}  # an index member's first letter
 
 
 def _member(claim: Claim) -> str:

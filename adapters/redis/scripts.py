@@ -56,6 +56,28 @@ class LuaScript:
         except NoScriptError:
             return await client.eval(self.source, len(keys), *keys, *args)
 
+    def on_node(self, client: Any, node: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run on one node of a cluster (``node`` None: wherever the keys are), for a script
+        that reaches other keys of that node (``allow-cross-slot-keys``)."""
+        target = {} if node is None else {"target_nodes": node}
+        try:
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args, **target)
+        except NoScriptError:
+            return client.execute_command("EVAL", self.source, len(keys), *keys, *args, **target)
+
+    async def on_node_async(
+        self, client: Any, node: Any, keys: Sequence[Any], args: Sequence[Any]
+    ) -> Any:
+        target = {} if node is None else {"target_nodes": node}
+        try:
+            return await client.execute_command(
+                "EVALSHA", self.sha, len(keys), *keys, *args, **target
+            )
+        except NoScriptError:
+            return await client.execute_command(
+                "EVAL", self.source, len(keys), *keys, *args, **target
+            )
+
 
 BEGIN = LuaScript("begin.lua")
 COMMIT = LuaScript("commit.lua")

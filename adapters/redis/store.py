@@ -12,8 +12,12 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from vimbiso_state.adapters.redis.connection import RedisClient, RetryPolicy, is_wrong_type
 from vimbiso_state.adapters.redis.keys import KeySchema
-from vimbiso_state.adapters.redis.partitions import partitions
-from vimbiso_state.adapters.redis.protocol import ConversationCalls, ExpiryCalls, legacy_digest
+from vimbiso_state.adapters.redis.partitions import PartitionGroups, partitions
+from vimbiso_state.adapters.redis.protocol import (
+    ConversationCalls,
+    ExpiryCalls,
+    legacy_digest,
+)
 from vimbiso_state.adapters.redis.scripts import (
     BEGIN,
     CLAIM,
@@ -66,6 +70,7 @@ class RedisConversationRepository:
         self._keys = keys or KeySchema(cluster=isinstance(client, RedisCluster))
         self._calls = ConversationCalls(timeouts)
         self._expiry = ExpiryCalls(timeouts)
+        self._partitions = PartitionGroups(self._keys.cluster)
         self._waits = waits or client
         self._wait_slice = wait_slice
 
@@ -160,32 +165,52 @@ class RedisConversationRepository:
 
     # Expiry events
     def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
-        args = self._expiry.claim_args(now, limit, lease)
-        claims: list[Claim] = []
-        for partition in self._due_partitions(now):
-            taken = self._retry.call(lambda p=partition: CLAIM(self._client, [p], args))
-            claims += ExpiryCalls.claims(taken, now, lease)
-            if len(claims) >= limit:
+        reply = self._each_server(self._expiry.claim_args(now, limit, lease))
+        return ExpiryCalls.claims(reply, now, lease)
+
+    def due_entries(self, now: datetime, limit: int) -> list[Claim]:
+        """Up to ``limit`` entries due at ``now``, read without claiming them (operators'
+        tools): each with its score as both mark and previous score."""
+        reply = self._each_server(self._expiry.claim_args(now, limit, timedelta(0), peek=True))
+        return ExpiryCalls.entries(reply)
+
+    def _each_server(self, args: list[Any]) -> list[Any]:
+        """claim.lua on every server that holds partitions of the index (one call a server),
+        until ``args``' limit is reached; the replies joined."""
+        taken: list[Any] = []
+        for node, keys in self._partitions.groups(self._client):
+
+            def attempt(node: Any = node, keys: list[str] = keys) -> list[Any]:
+                try:
+                    reply: list[Any] = CLAIM.on_node(
+                        self._client, node, keys[:1], [*args, *keys[1:]]
+                    )
+                except Exception:
+                    self._partitions.forget()  # the slot map moved: group them again
+                    raise
+                return reply
+
+            taken += self._retry.call(attempt)
+            args[2] = int(args[2]) - len(taken) // 2
+            if args[2] <= 0:
                 break
-            args[2] = limit - len(claims)
-        return claims
+        return taken
 
-    def _due_partitions(self, now: datetime) -> list[str]:
-        """The partitions with an entry due (on a cluster: asked of every slot's partition in
-        one pipeline a node, instead of a script call each)."""
+    def expiry_counts(self, now: datetime) -> tuple[int, int]:
+        """Index entries not yet due, and due ones nobody took yet (operators' tools)."""
         names = partitions(self._keys.cluster)
-        if len(names) == 1:
-            return names
 
-        def first_due() -> list[Any]:
+        def count() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             for name in names:
-                pipe.zrangebyscore(name, "-inf", micros(now), start=0, num=1)
-            found: list[Any] = pipe.execute()
-            return found
+                pipe.zcard(name)
+                pipe.zcount(name, "-inf", micros(now))
+            counted: list[Any] = pipe.execute()
+            return counted
 
-        found = self._retry.call(first_due)
-        return [name for name, due in zip(names, found, strict=True) if due]
+        counted = self._retry.call(count)
+        total, due = sum(counted[::2]), sum(counted[1::2])
+        return total - due, due
 
     def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]:
         replies = self._each(claims, lambda claim: self._expiry.check_args(claim, now))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.fernet import Fernet
 from redis.connection import parse_url
 
-from vimbiso_state.services.config import Settings
+from vimbiso_state.services.config import Settings, environment_value
 from vimbiso_state.services.container import Container
 
 EXIT_OK = 0
@@ -62,8 +63,13 @@ def check_url(url: str) -> None:
 
 
 def settings(redis_url: str | None) -> Settings:
-    """Settings.from_env, as the library reads them; ``--redis URL`` selects Redis at URL."""
-    configured = Settings.from_env()
+    """Settings.from_env, as the library reads them; ``--redis URL`` selects Redis at URL.
+    With no backend configured the commands run on the memory backend on purpose (and say
+    what that means): the library's warning about an unchosen backend is not for them."""
+    environ = dict(os.environ)
+    if not environment_value("STATE_BACKEND") and not environment_value("REDIS_STATE_URL"):
+        environ["STATE_BACKEND"] = "memory"
+    configured = Settings.from_env(environ)
     if redis_url is not None:
         check_url(redis_url)
         backend = configured.backend if is_redis(configured) else "redis"

@@ -28,6 +28,7 @@ WHAT = {
     "token": "sealed auth tokens (token:{phone})",
     "lease": "users held by a message or write right now, and who waits (lease:{phone}*)",
     "effects": "effect records, one hash a user; none expire while in doubt (effects:{phone})",
+    "expiry": "the expiry index: one key, or a partition in each hash slot (expiry:{...})",
     "other": "keys outside the library's schema",
 }
 NO_SESSION = "(no live session)"
@@ -46,20 +47,24 @@ def run(
     bar = ProgressBar(err, "scanning")
     started = time.monotonic()
     try:
+        now = built.clock().now()  # the server's time: deadlines as the bot sees them
         stats = keyspace_stats(
             built.redis_client(),
             retry=built.redis_retry(),
             sample=sample,
             progress=bar,
             timeouts=built.timeouts(),
-            now=built.clock().now(),  # the server's time: deadlines as the bot sees them
+            now=now,
         )
+        pending, overdue = built.conversations().expiry_counts(now)
     finally:
         bar.close()
         close(built)
     elapsed = time.monotonic() - started
     if as_json:
-        json.dump(_document(config, stats, elapsed), out, indent=2)
+        document = _document(config, stats, elapsed)
+        document["expiry_events"] = {"pending": pending, "overdue": overdue}
+        json.dump(document, out, indent=2)
         print(file=out)
         return 0
     print(f"vimbiso-state stats: {describe(config)}", file=out)
@@ -71,8 +76,13 @@ def run(
     )
     print("keys by kind:", file=out)
     width = len(f"{max(stats.by_kind.values(), default=0):,}")
-    for kind in (*KINDS, "effects", "other"):
+    for kind in (*KINDS, "effects", "expiry", "other"):
         print(f"  {kind:<8} {stats.by_kind[kind]:>{width},}  {WHAT[kind]}", file=out)
+    print(
+        f"expiry events: {pending:,} pending (deadline not reached), {overdue:,} overdue "
+        "(due, not yet handed to a consumer: state.expirations)",
+        file=out,
+    )
     per = stats.bytes_per_conversation
     if stats.memory_problem:
         print(f"memory per conversation: {stats.memory_problem}", file=out)

@@ -277,7 +277,7 @@ def test_stats_counts_conversations_keys_and_memory(
     assert captured.err == ""  # no progress bar when stderr is not a terminal
     out = captured.out
     assert "conversations: 3 known (critical data kept), 3 active (a live session)" in out
-    keys = out.split("keys by kind:\n")[1].split("memory per conversation")[0]
+    keys = out.split("keys by kind:\n")[1].split("expiry events")[0]
     counts = {line.split()[0]: int(line.split()[1]) for line in keys.splitlines()}
     assert counts == {
         "user": 3,
@@ -287,9 +287,12 @@ def test_stats_counts_conversations_keys_and_memory(
         "token": 2,
         "lease": 0,
         "effects": 0,
+        "expiry": 1,
         "other": 1,
     }
-    assert "scanned 13 keys" in out
+    assert "scanned 14 keys" in out
+    # Each user's session, and the one form, is pending in the expiry index.
+    assert "expiry events: 4 pending (deadline not reached), 0 overdue" in out
     assert "on average (MEMORY USAGE of every key of 3 sampled user(s))" in out
 
 
@@ -479,3 +482,32 @@ def test_demo_against_a_private_server(private_redis: RedisProcess) -> None:
     client = redis.Redis.from_url(private_redis.url)
     assert client.exists("user:{263770000001}:state")
     client.close()
+
+
+# expirations
+def test_expirations_prints_due_events_and_consumes_them_only_with_ack(
+    private_redis: RedisProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    container = Container.from_settings(
+        Settings(backend="redis", redis_url=private_redis.url, token_keys=(KEY,), form_ttl=1)
+    )
+    state = container.state_service()
+    with state.message("+263774007000", "wamid.1", "offer") as msg:
+        msg.form_start("offer", required=["amount", "recipient"])
+        msg.form_fill(amount="USD 25")
+    container.close()
+    time.sleep(1.3)
+
+    def lines(*flags: str) -> list[dict[str, Any]]:
+        assert main(["expirations", "--redis", private_redis.url, *flags]) == 0
+        captured = capsys.readouterr()
+        assert captured.err == ""
+        return [json.loads(line) for line in captured.out.splitlines()]
+
+    [event] = [e for e in lines() if e["kind"] == "form"]
+    assert event["phone"] == "+263774007000" and event["name"] == "offer"
+    assert event["answers"] == {"amount": "25", "denomination": "USD"}
+    assert datetime.fromisoformat(event["window_closes_at"]) > datetime.now(UTC)
+    assert [e for e in lines() if e["kind"] == "form"] == [event]  # nothing was consumed
+    assert [e for e in lines("--ack") if e["kind"] == "form"] == [event]
+    assert [e for e in lines() if e["kind"] == "form"] == []

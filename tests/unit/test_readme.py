@@ -33,6 +33,7 @@ PYTHON_BLOCKS = {
     "docs/webhook-guide.md": 4,
     "docs/configuration.md": 2,
     "docs/django.md": 4,
+    "docs/expirations.md": 2,
     "docs/cluster.md": 1,
     "docs/observability.md": 2,
 }
