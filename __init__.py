@@ -18,11 +18,13 @@ from vimbiso_state.domain.errors import (
     InvalidPhoneNumber,
     LeaseLost,
     NoActiveForm,
+    RedeliverLater,
     StateError,
     StateFromNewerRelease,
     StateTooLarge,
     StateUnavailable,
     TokenError,
+    UsageError,
     UserBusy,
 )
 from vimbiso_state.domain.form import Form
@@ -51,6 +53,7 @@ __all__ = [
     "LeaseLost",
     "NoActiveForm",
     "Notice",
+    "RedeliverLater",
     "Settings",
     "StateError",
     "StateFromNewerRelease",
@@ -58,6 +61,7 @@ __all__ = [
     "StateTooLarge",
     "StateUnavailable",
     "TokenError",
+    "UsageError",
     "UserBusy",
     "__version__",
 ]

@@ -1,39 +1,5 @@
-"""The errors bot code catches. ``StateError`` is the base of all of them."""
+"""The errors bot code catches (the same names as ``vimbiso_state``'s): ``StateError`` is the
+base of all of them; ``RedeliverLater`` and ``UsageError`` group them for a webhook."""
 
-from vimbiso_state.domain.errors import (
-    CalledInsideOwnMessage,
-    ConcurrencyConflict,
-    ConfigurationError,
-    EffectInDoubt,
-    FormIncomplete,
-    FormValidationError,
-    InvalidInput,
-    InvalidPhoneNumber,
-    LeaseLost,
-    NoActiveForm,
-    StateError,
-    StateFromNewerRelease,
-    StateTooLarge,
-    StateUnavailable,
-    TokenError,
-    UserBusy,
-)
-
-__all__ = [
-    "CalledInsideOwnMessage",
-    "ConcurrencyConflict",
-    "ConfigurationError",
-    "EffectInDoubt",
-    "FormIncomplete",
-    "FormValidationError",
-    "InvalidInput",
-    "InvalidPhoneNumber",
-    "LeaseLost",
-    "NoActiveForm",
-    "StateError",
-    "StateFromNewerRelease",
-    "StateTooLarge",
-    "StateUnavailable",
-    "TokenError",
-    "UserBusy",
-]
+from vimbiso_state.domain.errors import *  # noqa: F403
+from vimbiso_state.domain.errors import __all__ as __all__
