@@ -265,8 +265,8 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
     async def _each_server(self, args: list[Any]) -> list[Any]:
         """See RedisConversationRepository._each_server."""
         await discovered(self._client)
-        taken: list[Any] = []
-        for node, keys in self._partitions.groups(self._client):
+        limit, taken = int(args[2]), list[Any]()
+        for node, keys in self._partitions.in_turn(self._client):
 
             async def attempt(node: Any = node, keys: list[str] = keys) -> list[Any]:
                 try:
@@ -279,7 +279,7 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
                 return reply
 
             taken += await self._run(attempt)
-            args[2] = int(args[2]) - len(taken) // 2
+            args[2] = limit - len(taken) // 2
             if args[2] <= 0:
                 break
         return taken

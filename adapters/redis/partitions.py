@@ -92,6 +92,7 @@ class PartitionGroups:
     def __init__(self, cluster: bool) -> None:
         self._cluster = cluster
         self._groups: list[tuple[Any, list[str]]] | None = None
+        self._turn = 0
 
     def groups(self, client: Any) -> list[tuple[Any, list[str]]]:
         if not self._cluster:
@@ -103,6 +104,13 @@ class PartitionGroups:
                 by_node.setdefault(node.name, (node, []))[1].append(key)
             self._groups = list(by_node.values())
         return self._groups
+
+    def in_turn(self, client: Any) -> list[tuple[Any, list[str]]]:
+        """The groups, from the next server on each call: with a backlog larger than a poll's
+        limit, no server's events keep waiting behind another's."""
+        groups = self.groups(client)
+        self._turn = (self._turn + 1) % len(groups)
+        return groups[self._turn :] + groups[: self._turn]
 
     def forget(self) -> None:
         self._groups = None

@@ -177,8 +177,8 @@ class RedisConversationRepository:
     def _each_server(self, args: list[Any]) -> list[Any]:
         """claim.lua on every server that holds partitions of the index (one call a server),
         until ``args``' limit is reached; the replies joined."""
-        taken: list[Any] = []
-        for node, keys in self._partitions.groups(self._client):
+        limit, taken = int(args[2]), list[Any]()
+        for node, keys in self._partitions.in_turn(self._client):
 
             def attempt(node: Any = node, keys: list[str] = keys) -> list[Any]:
                 try:
@@ -191,7 +191,7 @@ class RedisConversationRepository:
                 return reply
 
             taken += self._retry.call(attempt)
-            args[2] = int(args[2]) - len(taken) // 2
+            args[2] = limit - len(taken) // 2
             if args[2] <= 0:
                 break
         return taken
