@@ -14,7 +14,6 @@ import pytest
 from doc_examples import (
     GUIDE,
     README,
-    FakeCredex,
     async_guide_fakes,
     block_after,
     close_async_clients,
@@ -29,7 +28,6 @@ from doc_examples import (
     guide_worker_killed_mid_offer,
     import_files,
     named_block,
-    readme_async,
     readme_offer,
     readme_one_call,
     run_block,
@@ -59,23 +57,10 @@ def framework(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def test_readme_examples(on_redis: Any, containers: list[Any]) -> None:
+def test_readme_example_and_the_guides_one_call_example(on_redis: Any) -> None:
     on_redis()
     readme_offer(run_block(block_after(README, "## From bot code"), "README.md"))
-
-    readme_one_call(run_block(block_after(README, "## From bot code", 2), "README.md"))
-
-    scope = run_block(block_after(README, "## From bot code", 1), "README.md")
-    credex = FakeCredex()
-    scope["credex_accept_all"] = credex.accept_all_async
-
-    async def scenario() -> None:
-        try:
-            await readme_async(scope, credex)
-        finally:
-            await close_async_clients(containers)
-
-    asyncio.run(scenario())
+    readme_one_call(run_block(block_after(GUIDE, "## Simple bots"), str(GUIDE)))
 
 
 def test_a_whole_offer_with_redeliveries(

@@ -4,19 +4,17 @@ say (on the memory backend; tests/integration/test_docs_on_redis.py runs it on R
 from __future__ import annotations
 
 import ast
-import asyncio
 import re
 from pathlib import Path
 
 import pytest
 from doc_examples import (
+    GUIDE,
     README,
     ROOT,
-    FakeCredex,
     block_after,
     configure,
     python_blocks,
-    readme_async,
     readme_offer,
     readme_one_call,
     run_block,
@@ -28,9 +26,9 @@ from doc_examples import (
 # in test_observability_docs). A block that is not meant to be pasted (output, a fragment) is
 # a ```text or ```sh block instead.
 PYTHON_BLOCKS = {
-    "README.md": 3,
+    "README.md": 1,
     "docs/adopting.md": 4,
-    "docs/webhook-guide.md": 4,
+    "docs/webhook-guide.md": 5,
     "docs/configuration.md": 2,
     "docs/django.md": 4,
     "docs/expirations.md": 2,
@@ -54,17 +52,11 @@ def test_the_bot_code_example_handles_a_redelivered_menu_choice_and_an_offer_in_
     readme_offer(run_block(block_after(README, "## From bot code"), "README.md"))
 
 
-def test_the_async_example_runs_its_effect_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_guides_one_call_example_applies_a_choice_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     configure(monkeypatch, "memory")
-    scope = run_block(block_after(README, "## From bot code", 1), "README.md")
-    credex = FakeCredex()
-    scope["credex_accept_all"] = credex.accept_all_async
-    asyncio.run(readme_async(scope, credex))
-
-
-def test_the_one_call_example_applies_a_choice_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    configure(monkeypatch, "memory")
-    readme_one_call(run_block(block_after(README, "## From bot code", 2), "README.md"))
+    readme_one_call(run_block(block_after(GUIDE, "## Simple bots"), str(GUIDE)))
 
 
 def test_the_configuration_guide_examples_run_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
