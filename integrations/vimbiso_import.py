@@ -7,24 +7,31 @@ written with SETEX, 300 s): ``channel``, ``mock_testing``, ``auth`` ({"token": J
 ``state.message(...)`` per user: the same mapping the bot uses once it runs on the library,
 the normal write path, and a message id that makes the import of a user happen once (a
 second run finds it handled and changes nothing). SCAN walks the bot's keyspace in batches;
-``ImportReport.cursor`` says where an interrupted run can go on.
+``ImportReport.cursor`` says where an interrupted run can go on. Ctrl-C waits until the member
+being written is stored (or left as it was), so that nobody is left held by the import and
+the report counts exactly the keys that were handled.
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from functools import partial
+from types import FrameType
 from typing import Any, NamedTuple, TypeVar, cast
 
 import redis
 
 from vimbiso_state.adapters.redis.connection import RetryPolicy
 from vimbiso_state.domain.conversation import Conversation
+from vimbiso_state.domain.effects import InDoubt
 from vimbiso_state.domain.errors import (
     InvalidInput,
     InvalidPhoneNumber,
@@ -72,8 +79,8 @@ class ImportReport:
     """What an import did (or, in a dry run, would do)."""
 
     dry_run: bool = False
-    scanned: int = 0  # keys of the bot's database looked at
-    channels: int = 0  # of them, channel:{wa_id} keys
+    scanned: int = 0  # keys of the bot's database handled (read, and imported or skipped)
+    channels: int = 0  # of them, channel:{wa_id} keys: imported + unchanged + skipped
     imported: int = 0  # written now (dry run: would be)
     unchanged: int = 0  # imported by an earlier run: nothing to do
     skipped: Counter[Skip] = field(default_factory=Counter)
@@ -177,30 +184,78 @@ def import_channels(
     report = report or ImportReport(dry_run=dry_run)
     report.cursor = cursor
     state = container.state_service()  # refuses a shared store without a token key, now
-    clock, timeouts = container.clock(), container.timeouts()
-    reader = cast(ConversationReader, container.conversations())
     policy = RetryPolicy()
+    importer = _Importer(container, state, report)
     total = _source(policy, source.dbsize)
     if progress:
         progress(0, total)
     for next_cursor, keys in _scan(source, policy, cursor, batch):
         names = [key for key in keys if key.startswith(KEY_PREFIX)]
-        values = _source(policy, partial(_get_all, source, names))
-        for name, raw in zip(names, values, strict=True):
-            report.channels += 1
-            key = name.decode("utf-8", "replace")
-            plan = plan_channel(key, raw, clock.now(), timeouts)
-            if isinstance(plan, Skipped):
-                report.skip(*plan)
-            elif dry_run:
-                _check(plan, report, reader, clock.now(), timeouts)
-            else:
-                _write(plan, report, state)
-        report.scanned += len(keys)
+        values = iter(_source(policy, partial(_get_all, source, names)))
+        for key in keys:
+            raw = next(values) if key.startswith(KEY_PREFIX) else _NOT_A_CHANNEL
+            # Ctrl-C waits for the member being written: a user is never left held by an
+            # interrupted message, and every key counted here was handled whole.
+            with _interrupts_wait():
+                importer.one(key, raw)
         report.cursor = next_cursor
         if progress:
             progress(report.scanned, max(total, report.scanned))
     return report
+
+
+_NOT_A_CHANNEL = object()
+
+
+class _Importer:
+    """One key at a time: planned, written (or checked, in a dry run) and counted."""
+
+    def __init__(self, container: Container, state: StateService, report: ImportReport) -> None:
+        self._state, self._report = state, report
+        self._clock, self._timeouts = container.clock(), container.timeouts()
+        self._reader = cast(ConversationReader, container.conversations())
+
+    def one(self, name: bytes, raw: object) -> None:
+        report = self._report
+        if raw is not _NOT_A_CHANNEL:
+            key = name.decode("utf-8", "replace")
+            plan = plan_channel(key, raw, self._clock.now(), self._timeouts)
+            if isinstance(plan, Skipped):
+                report.skip(*plan)
+            elif report.dry_run:
+                _check(plan, report, self._reader, self._clock.now(), self._timeouts)
+            else:
+                _write(plan, report, self._state)
+            report.channels += 1
+        report.scanned += 1
+
+
+@contextmanager
+def _interrupts_wait() -> Iterator[None]:
+    """Hold SIGINT's KeyboardInterrupt until the block ends; a second Ctrl-C stops at once.
+
+    Only the main thread receives it, and only Python's own handler is replaced.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received: list[int] = []
+
+    def later(signum: int, frame: FrameType | None) -> None:
+        if received:
+            signal.default_int_handler(signum, frame)
+        received.append(signum)
+
+    signal.signal(signal.SIGINT, later)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _write(plan: Plan, report: ImportReport, state: StateService) -> None:
@@ -261,10 +316,15 @@ class _DryRun:
     def revoke_token(self) -> None:
         self._token = None
 
-    def effect(self, name: str, run: Callable[[], T]) -> T:
+    in_doubt: tuple[InDoubt, ...] = ()
+
+    def effect(self, name: str, run: Callable[[], T], *, key: str | None = None) -> T:
         raise InvalidInput("an import runs no effects")
 
-    def idempotency_key(self, name: str) -> str:
+    def settle(self, name: str, result: object, *, key: str | None = None) -> Any:
+        raise InvalidInput("an import settles no effects")
+
+    def idempotency_key(self, name: str, key: str | None = None) -> str:
         return name
 
 

@@ -56,9 +56,11 @@ def run(
     summary(report, out)
     if stopped is None:
         return 0
+    how = "interrupted" if isinstance(stopped, KeyboardInterrupt) else "stopped"
     print(
-        f"stopped before the end: run again with --cursor {report.cursor} to go on from here "
-        "(or without it: members imported already are left as they are)",
+        f"{how} before the end, after the last key counted above: run again with --cursor "
+        f"{report.cursor} to go on from here (or without it: members imported already are "
+        "left as they are)",
         file=out,
     )
     if isinstance(stopped, KeyboardInterrupt):

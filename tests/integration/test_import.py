@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from redis_servers import RedisProcess
 from vimbiso_bot_double import MEMBER, account, jwt
 
 from vimbiso_state.entrypoints.cli import main
+from vimbiso_state.integrations.vimbiso_bot import JWT_SHAPED, BotState
 from vimbiso_state.integrations.vimbiso_import import (
     ImportReport,
     Skip,
@@ -29,6 +31,7 @@ from vimbiso_state.integrations.vimbiso_import import (
 )
 from vimbiso_state.services.config import ENVIRONMENT, Settings
 from vimbiso_state.services.container import Container
+from vimbiso_state.services.message import Message
 
 KEY = Fernet.generate_key().decode()
 UNREACHABLE = "redis://127.0.0.1:1/0"
@@ -41,14 +44,16 @@ def _token(seconds: int) -> str:
 
 
 def _document(wa_id: str, **extra: Any) -> dict[str, Any]:
-    """A logged-in member's document, as the bot stores it after its login."""
+    """A logged-in member's document, as the bot stores it after its login (the JWT twice)."""
+    token = _token(HOUR)
+    login = {"memberID": "mem-1", "phone": wa_id, "token": token}
     document: dict[str, Any] = {
         "channel": {"type": "whatsapp", "identifier": wa_id},
         "mock_testing": False,
-        "auth": {"token": _token(HOUR)},
+        "auth": {"token": token},
         "dashboard": {"member": dict(MEMBER), "accounts": [account("150.00 USD")]},
         "active_account_id": "acc-1",
-        "action": {"id": "a-1", "type": "MEMBER_FOUND", "details": {}},
+        "action": {"id": "mem-1", "type": "MEMBER_LOGIN", "details": login},
         "component_data": {
             "path": "account",
             "component": "AccountDashboard",
@@ -158,6 +163,22 @@ def target(private_redis: RedisProcess) -> Iterator[Container]:
     container.redis_client().close()
 
 
+def _every_value(client: Any) -> bytes:
+    """Every key's value in the store, whatever its type."""
+    values: list[bytes] = []
+    for key in client.scan_iter():
+        kind = client.type(key)
+        if kind == b"string":
+            values.append(client.get(key) or b"")
+        elif kind == b"hash":
+            values += [b for pair in client.hgetall(key).items() for b in pair]
+        elif kind == b"zset":
+            values += client.zrange(key, 0, -1)
+        else:
+            raise AssertionError(f"{key!r} is a {kind!r}, which this test does not read")
+    return b"\n".join(values)
+
+
 def _import(bot_redis: RedisProcess, target: Container, *extra: str) -> int:
     """``vimbiso-state import --from BOT --redis TARGET ...``: its exit code."""
     return main(["import", "--from", bot_redis.url, "--redis", target.settings().redis_url, *extra])
@@ -199,6 +220,10 @@ def test_import_moves_logged_in_members_and_says_why_it_skipped_the_rest(
         assert (conv.option, conv.stage) == (flow["path"], flow["component"])
         assert conv.context["component_data"] == flow
         assert conv.context["mock_testing"] is document["mock_testing"]
+        with state.message(phone, "wamid.after-import") as msg:
+            assert BotState(msg).get_state_value("action") == document["action"]  # token too
+    stored = _every_value(target.redis_client())
+    assert not JWT_SHAPED.search(stored.decode("utf-8", "replace"))
     here = state.start("+" + ALREADY_HERE)
     assert here.version == kept_version
     assert here.profile is not None and here.profile.member.member_id == "mem-new"
@@ -348,3 +373,80 @@ def test_the_guides_switch_over_script_runs_as_written(
     assert f"skipped 3: {Skip.MALFORMED}" in capsys.readouterr().out
     again = scope["switch_over"](bot_redis.url, target)
     assert (again.imported, again.unchanged) == (0, 4)  # imported once, by its message id
+
+
+def _counts(out: str) -> dict[str, int]:
+    """The report's figures: scanned, channels, imported, unchanged, skipped."""
+    scanned, channels = re.search(r"scanned (\d+) keys, (\d+) of them channel keys", out).groups()  # type: ignore[union-attr]
+    found = {"scanned": int(scanned), "channels": int(channels)}
+    for name in ("imported", "unchanged", "skipped"):
+        match = re.search(rf"^{name}: (\d+)", out, re.MULTILINE)
+        found[name] = int(match.group(1)) if match else 0
+    return found
+
+
+def _held(target: Container) -> list[bytes]:
+    return list(target.redis_client().scan_iter(match="lease:*"))
+
+
+def test_ctrl_c_while_a_member_is_held_stops_after_storing_that_member(
+    bot_redis: RedisProcess,
+    target: Container,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    interrupted: list[str] = []
+    opened = Message._opened
+
+    def held_then_ctrl_c(self: Message, begun: Any) -> None:
+        opened(self, begun)  # the member is held: begin took the lease
+        if not interrupted and self.phone in GOOD:
+            interrupted.append(self.phone)
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C, now
+
+    monkeypatch.setattr(Message, "_opened", held_then_ctrl_c)
+    assert _import(bot_redis, target) == 130
+    out = capsys.readouterr().out
+    assert _held(target) == []  # nobody is left held for lease_ttl
+    assert "interrupted before the end, after the last key counted above" in out
+    [phone] = interrupted
+    assert target.state_service().start("+" + phone).profile is not None  # stored, whole
+    counts = _counts(out)
+    assert counts["imported"] >= 1  # the member interrupted, and any before it
+    assert counts["imported"] + counts["skipped"] == counts["channels"] <= counts["scanned"]
+    assert counts["scanned"] < 21
+    cursor = re.search(r"run again with --cursor (\d+)", out).group(1)  # type: ignore[union-attr]
+    monkeypatch.setattr(Message, "_opened", opened)
+    assert _import(bot_redis, target, "--cursor", cursor) == 0
+    rest = _counts(capsys.readouterr().out)
+    assert rest["imported"] + rest["unchanged"] == 4
+    assert rest["unchanged"] == counts["imported"]  # each member imported once
+
+
+def test_ctrl_c_inside_a_members_change_counts_only_the_keys_handled(
+    bot_redis: RedisProcess,
+    target: Container,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[int] = []
+    update = BotState.update_state
+
+    def second_member_interrupted(self: BotState, updates: Any) -> None:
+        seen.append(1)
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # raised inside the member's message
+        update(self, updates)
+
+    monkeypatch.setattr(BotState, "update_state", second_member_interrupted)
+    assert _import(bot_redis, target) == 130
+    counts = _counts(capsys.readouterr().out)
+    assert _held(target) == []
+    # The interrupted member is neither imported nor skipped: it is not counted at all.
+    assert counts["imported"] + counts["skipped"] == counts["channels"]
+    assert counts["channels"] <= counts["scanned"] < 21
+    monkeypatch.setattr(BotState, "update_state", update)
+    assert _import(bot_redis, target) == 0
+    again = _counts(capsys.readouterr().out)
+    assert again["imported"] + again["unchanged"] == 4
+    assert again["unchanged"] == counts["imported"]  # the interrupted member was not stored

@@ -5,13 +5,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from fakes import PHONE, T0, FakeClock
-from vimbiso_bot_double import MEMBER, account, jwt
+from fakes import DIGITS, PHONE, T0, FakeClock
+from vimbiso_bot_double import (
+    MEMBER,
+    MessagingService,
+    StateManager,
+    SystemException,
+    WhatsAppMessagingService,
+    WhatsAppStateManager,
+    account,
+    jwt,
+)
 
+from vimbiso_state import EffectInDoubt
 from vimbiso_state.domain.conversation import DEFAULT_STAGE
-from vimbiso_state.integrations.vimbiso_bot import BotState
+from vimbiso_state.integrations.vimbiso_bot import JWT_SHAPED, RESERVED, BotState
+from vimbiso_state.services.container import Container
 from vimbiso_state.services.exceptions import InvalidInput
 from vimbiso_state.services.state_service import StateService
 
@@ -174,3 +186,198 @@ def test_the_channel_is_this_messages_user(message: object) -> None:
         assert bot.get_channel_id() == WA_ID and bot.get_channel_type() == "whatsapp"
         with pytest.raises(InvalidInput, match="non-empty string"):
             bot.get_state_value("")
+
+
+# The token: sealed, never in the stored conversation
+LOGIN_ACTION = {
+    "id": "mem-1",
+    "type": "MEMBER_LOGIN",
+    "actor": "mem-1",
+    "details": {"memberID": "mem-1", "phone": WA_ID, "token": TOKEN},
+}
+
+
+def _stored(container: Container) -> bytes:
+    user = container.memory_conversations()._users[DIGITS]
+    parts = [user.critical, user.session, user.form]
+    return b"\n".join(part.data for part in parts if part is not None)
+
+
+def test_the_login_answer_is_given_back_whole_and_stored_without_its_token(
+    message: Any, container: Container
+) -> None:
+    with message() as bot:
+        bot.update_state({"action": LOGIN_ACTION, "auth": {"token": TOKEN}})
+        assert bot.get_state_value("action") == LOGIN_ACTION
+    assert TOKEN.encode() not in _stored(container)
+    assert not JWT_SHAPED.search(_stored(container).decode())
+    with message() as bot:
+        assert bot.get_state_value("action") == LOGIN_ACTION  # from the sealed token
+        assert bot.get_state_value(RESERVED) is None
+        with pytest.raises(InvalidInput, match="BotState's own key"):
+            bot.update_state({RESERVED: {}})
+        bot.update_state({"action": {"type": "ACCOUNT_FOUND", "details": {"accountID": "a"}}})
+        assert bot.get_state_value("action")["details"] == {"accountID": "a"}
+    with message() as bot:
+        bot.update_state({"action": LOGIN_ACTION})  # the member's token, known already
+        assert bot.get_state_value("action") == LOGIN_ACTION
+    assert TOKEN.encode() not in _stored(container)
+
+
+def test_a_token_kept_under_a_key_of_its_own_is_sealed_too(
+    message: Any, container: Container
+) -> None:
+    with message() as bot:
+        bot.update_state({"auth": {"token": TOKEN}, "last_token": TOKEN})
+    assert TOKEN.encode() not in _stored(container)
+    with message() as bot:
+        assert bot.get_state_value("last_token") == TOKEN
+        bot.update_state({"auth": None})
+        assert bot.get_state_value("last_token") is None  # no token, nothing to give back
+
+
+def test_a_token_that_expired_is_not_given_back(message: Any, clock: FakeClock) -> None:
+    short = jwt({"sub": "mem-1", "exp": int((clock.now() + timedelta(minutes=1)).timestamp())})
+    login = {**LOGIN_ACTION, "details": {**LOGIN_ACTION["details"], "token": short}}
+    with message() as bot:
+        bot.update_state({"action": login, "auth": {"token": short}})
+    clock.advance(minutes=2)  # past the JWT's exp, within the session
+    with message() as bot:
+        details = bot.get_state_value("action")["details"]
+        assert details == {"memberID": "mem-1", "phone": WA_ID}
+
+
+def test_any_other_jwt_is_refused(message: Any, state: StateService) -> None:
+    other = jwt({"sub": "someone-else"})
+    with message() as bot:
+        with pytest.raises(InvalidInput, match=r"action\['details'\]\['token'\]: a JWT"):
+            bot.update_state({"action": {**LOGIN_ACTION, "details": {"token": other}}})
+        with pytest.raises(InvalidInput, match=r"component_data\['data'\]\['note'\]: a JWT"):
+            bot.update_component_data({"note": f"Bearer {TOKEN}"})
+        with pytest.raises(InvalidInput, match="a JWT"):
+            bot.update_state({"action": {TOKEN: 1}, "auth": {"token": TOKEN}})
+        with pytest.raises(InvalidInput, match="has no place here"):
+            bot.update_state({"dashboard": {**DASHBOARD, "jwt": TOKEN}, "auth": {"token": TOKEN}})
+        with pytest.raises(InvalidInput, match=r"action\['details'\]\['token'\]: a JWT"):
+            bot.update_state({"action": LOGIN_ACTION, "auth": None})  # logged out: no token
+        assert bot.get_state_value("action") is None and not bot.is_authenticated()
+    assert state.token(PHONE) is None
+
+
+def test_a_token_in_the_log_in_message_and_another_after_it(message: Any) -> None:
+    newer = jwt({"sub": "mem-1", "login": 2, "exp": int((T0 + timedelta(hours=1)).timestamp())})
+    with message() as bot:
+        bot.update_state({"action": LOGIN_ACTION, "auth": {"token": TOKEN}})
+        again = {**LOGIN_ACTION, "details": {**LOGIN_ACTION["details"], "token": newer}}
+        bot.update_state({"action": again, "auth": {"token": newer}})
+        assert bot.get_state_value("action") == again
+        assert bot.get_state_value("auth") == {"token": newer}
+
+
+# The intent: one id per flow path, the key of its effects
+def test_the_intent_lasts_as_long_as_the_flow_path(message: Any) -> None:
+    with message() as bot:
+        assert bot.intent is None
+        bot.transition_flow("account", "AccountDashboard")
+        dashboard = bot.intent
+        bot.transition_flow("offer_secured", "AmountInput")
+        offer = bot.intent
+        assert offer is not None and offer != dashboard
+    with message() as bot:
+        bot.transition_flow("offer_secured", "HandleInput")
+        bot.set_component_awaiting(True)
+        assert bot.intent == offer
+    with message() as bot:
+        bot.transition_flow("account", "AccountDashboard")
+        bot.transition_flow("offer_secured", "AmountInput")
+        assert bot.intent not in (offer, None)  # the next offer
+        bot.clear_component_data()
+        assert bot.intent is None
+
+
+def test_a_redelivered_message_begins_the_same_intent(state: StateService) -> None:
+    intents = []
+    for _ in range(2):
+        with pytest.raises(RuntimeError), state.message(PHONE, "wamid.same") as msg:
+            bot = BotState(msg)
+            bot.transition_flow("offer_secured", "AmountInput")
+            intents.append(bot.intent)
+            raise RuntimeError("the worker died: nothing stored")
+    assert intents[0] == intents[1] is not None
+
+
+def _offer_flow(bot: BotState) -> None:
+    if bot.get_path() != "offer_secured":
+        bot.transition_flow("offer_secured", "ConfirmOfferSecured")
+
+
+def test_a_later_tap_of_the_same_offer_meets_the_doubt_and_pays_nothing(
+    message: Any, state: StateService
+) -> None:
+    calls: list[str] = []
+
+    def create() -> dict[str, str]:
+        calls.append("createCredex")
+        if len(calls) == 1:
+            raise ConnectionError("the call timed out")
+        return {"credexID": f"cx-{len(calls)}"}
+
+    with message() as bot:  # the bot catches every exception, so this message commits
+        _offer_flow(bot)
+        offer = bot.intent
+        with pytest.raises(ConnectionError):
+            bot.effect("create_credex", create)
+    with message() as bot:  # the member taps again
+        _offer_flow(bot)
+        [doubt] = bot.in_doubt
+        assert (doubt.name, doubt.key) == ("create_credex", offer)
+        with pytest.raises(EffectInDoubt) as raised:
+            bot.effect("create_credex", create)
+        assert raised.value.key == offer
+        assert bot.settle("create_credex", {"credexID": "cx-seen"}) == {"credexID": "cx-seen"}
+        assert bot.in_doubt == ()
+    with message() as bot:
+        _offer_flow(bot)
+        assert bot.effect("create_credex", create) == {"credexID": "cx-seen"}
+        bot.transition_flow("account", "AccountDashboard")
+        bot.transition_flow("offer_secured", "ConfirmOfferSecured")  # the next offer
+        assert bot.effect("create_credex", create) == {"credexID": "cx-2"}
+        assert bot.idempotency_key("create_credex") == msg_key(bot, "create_credex")
+    assert calls == ["createCredex", "createCredex"]
+
+
+def msg_key(bot: BotState, name: str) -> str:
+    return bot.idempotency_key(name, key=bot.intent)
+
+
+# Where the bot's own code expects its StateManager
+def test_a_botstate_that_is_the_bots_own_state_manager(state: StateService) -> None:
+    on_library = BotState.as_subclass_of(StateManager)
+    assert BotState.as_subclass_of(StateManager) is on_library
+    with state.message(PHONE, "m1") as msg:
+        core = on_library(msg)
+        assert isinstance(core, StateManager) and isinstance(core, BotState)
+        wrapped = WhatsAppStateManager(core)  # its isinstance check passes
+        service = MessagingService(WhatsAppMessagingService(), wrapped)
+        assert wrapped.messaging is service  # set after construction, through the wrapper
+        assert BotState.behind(wrapped) is core
+        wrapped.initialize_channel("whatsapp", WA_ID)
+        wrapped.update_state({"dashboard": DASHBOARD, "auth": {"token": TOKEN}})
+        assert wrapped.get_state_value("auth") == {"token": TOKEN}
+        with pytest.raises(SystemException, match="Failed to update_state"):
+            wrapped.update_state({"channel": {}})
+    assert state.token(PHONE) == TOKEN
+    with pytest.raises(SystemException, match=r"Invalid core state manager type: .* BotState"):
+        WhatsAppStateManager(BotState(msg))
+    with pytest.raises(InvalidInput, match="nor the bot's state wrapper"):
+        BotState.behind(object())
+
+
+def test_a_state_manager_with_calls_botstate_does_not_answer_is_refused() -> None:
+    class Newer(StateManager):
+        def get_ledger(self) -> None: ...
+
+    with pytest.raises(
+        InvalidInput, match="Newer has calls that BotState does not answer: get_ledger"
+    ):
+        BotState.as_subclass_of(Newer)
