@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -52,6 +53,7 @@ class _MessageState:
         self.duplicate = False
         self._watch: Watch | None = None  # from entering to leaving
         self._holder: tuple[str, object] | None = None  # while the block runs
+        self._now: datetime | None = None
 
     @property
     def phone(self) -> str:
@@ -64,6 +66,14 @@ class _MessageState:
         if self._conversation is None:
             raise InvalidInput("a duplicate delivery has no conversation: check msg.duplicate")
         return self._conversation
+
+    @property
+    def now(self) -> datetime:
+        """When the block began, by the store's clock: the clock of ``InDoubt.started_at`` and
+        of every deadline, whatever this host's clock says."""
+        if self._now is None:
+            raise InvalidInput("a message's time is known once its block is entered")
+        return self._now
 
     @property
     def in_doubt(self) -> tuple[InDoubt, ...]:
@@ -129,6 +139,7 @@ class _MessageState:
 
     def _opened(self, begun: Begun) -> None:
         self._begun = begun
+        self._now = self._flows.clock.now()
         self._in_doubt = list(begun.in_doubt)
         if begun.duplicate:
             self.duplicate = True
