@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests")]  # the wire log and the private redis-server
@@ -59,10 +60,11 @@ class Bench:
     users: Users
     probe: redis.Redis  # stock redis-py, for the raw baseline and the server's statistics
 
-    def container(self) -> Container:
-        """A container of the library as a bot builds one (a new one per process)."""
+    def container(self, **settings: Any) -> Container:
+        """A container of the library as a bot builds one (a new one per process);
+        ``settings`` override the defaults (a server under valgrind needs longer timeouts)."""
         return Container.from_settings(
-            Settings(backend="redis", redis_url=self.url, token_keys=(self.token_key,))
+            Settings(backend="redis", redis_url=self.url, token_keys=(self.token_key,), **settings)
         )
 
     def raw_client(self) -> redis.Redis:
@@ -111,6 +113,7 @@ def bench(redis_url: str | None) -> Iterator[Bench]:
         if not private:
             for pattern in users.patterns:
                 stack.callback(_delete_matching, probe, pattern)
+            stack.callback(_forget_expiry_entries, probe, users)
         yield Bench(url, private, Fernet.generate_key().decode(), users, probe)
 
 
@@ -123,3 +126,15 @@ def _delete_matching(client: redis.Redis, pattern: str) -> None:
             batch.clear()
     if batch:
         client.delete(*batch)
+
+
+def _forget_expiry_entries(client: redis.Redis, users: Users) -> None:
+    """The run's users' entries in the library's expiry index, whose partitions other users
+    of a shared server share (``expiry:{...}``: ``s:<digits>`` and ``f:<digits>``)."""
+    member = "?:" + str(users.base)[:8] + "????"
+    for key in client.scan_iter(match="expiry:*", count=1000):
+        if client.type(key) != b"zset":
+            continue
+        ours = [m for m, _ in client.zscan_iter(key, match=member, count=1000)]
+        for chunk in range(0, len(ours), 500):
+            client.zrem(key, *ours[chunk : chunk + 500])

@@ -1,283 +1,153 @@
-"""Issue 17's measurements of the library, each in one run, with the stock redis-py client.
+"""The library against the semantic floor (bench/floor.py) and raw GET+SET, in one run.
 
     .venv/bin/python bench/run.py [--quick] [--only SECTIONS] [--redis-url URL]
 
+The floor is the smallest implementation of the library's promises for one message (the
+user's lease, the last 128 ids, a fenced all-or-nothing commit of the changed parts with their
+TTLs; one pipeline to begin, one script to commit) on redis-py's public API. Raw GET+SET moves
+the bytes of the library's user and promises nothing. Each system runs the realistic message
+(bench/realistic.py) on users of its own, on one server, each user first brought to an active
+user's steady state (its last 128 ids held, so that every commit also forgets the oldest).
+
 Without --redis-url it starts a private redis-server with the seed's flags (maxmemory 256mb,
 allkeys-lru, AOF everysec) and stops it at the end. With --redis-url it uses only the keys of a
-random block of numbers and deletes them afterwards; the sections that need a server of their
-own (CONFIG RESETSTAT, the AOF) then read differences or are skipped.
+random block of numbers and deletes them afterwards; server CPU is then read as differences
+(other clients pollute it) and the AOF section is skipped.
 
-Sections (--only latency,cpu,memory,aof,throughput):
-- latency: a whole realistic message through ``state.message`` (resume, three changes,
-  commit) against raw GET+SET of the same bytes, sync and asyncio, in alternated blocks;
-  round trips counted on the wire;
-- cpu: the server's time per message from INFO commandstats, and which commands it runs;
-- memory: bytes per user (MEMORY USAGE of every key of theirs) after a message, after ten,
-  and after a burst of 100 in a minute; used_memory growth over many copies of a user;
-- aof: bytes appended to the AOF per message against the bytes the message changed;
-- throughput: messages a second with 1, 4 and 8 processes, beside redis-benchmark.
+Sections (--only, comma-separated; by default all but throughput):
+- latency: client latency and client CPU (process time) a message, sync (redis-py) and asyncio:
+  the three systems alternate in blocks of 25 messages within each round, so that drift hits
+  them alike; the median round, with the lowest and highest round's ratio; round trips;
+- cpu: the server's time a message: INFO commandstats usec of the commands sent (and per
+  call) and INFO cpu used_cpu_sys + used_cpu_user, its idle cron subtracted; each script's
+  median time inside messages (SLOWLOG);
+- memory: bytes a user (MEMORY USAGE of every key of theirs) after 1 and after 200 messages;
+- aof: bytes appended to the AOF a message, by command;
+- callgrind: server instructions a message, on a private redis-server under valgrind's
+  callgrind ("skipped (no valgrind)" without it);
+- throughput: messages a second with 1, 4 and 8 processes (only when asked for).
 
-It ends with the targets' table. This is a measurement, not a test: it always exits 0.
-With --cluster it measures only the scale-out of one node against three masters (issue 6).
+It ends with every ratio beside its target and PASS or OVER. It measures, it does not test:
+it always exits 0. With --cluster it measures only one node against three masters.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import instructions
 import redis
+import redis.asyncio
 from aof import AofTally, appended_since_rewrite, incremental_file, rewrite
-from harness import Bench, bench, digits
-from raw_store import async_get_set, copy_user, get_set
+from floor import KEPT_IDS, AsyncFloor, AsyncFloorMessages, Floor, FloorMessages
+from floor import log_in as floor_log_in
+from harness import Bench, Users, bench, digits
+from raw_store import async_get_set, copy_user, get_set, raw_key
 from realistic import AsyncMessages, Messages, log_in
-from server_stats import (
-    ServerCost,
-    lua_counts_nested,
-    main_thread_cpu,
-    measure,
-    script_durations,
-    script_overheads,
-)
-from throughput import script_calls, throughput
-from timing import Case, blocking, in_loop, interleave, ratio, table, verdict
-from user_bytes import changed_bytes, describe, key_costs, keys_of, snapshot, user_pattern
+from server_stats import ServerCost, main_thread_cpu, measure, process_cpu, script_durations
+from timing import Case, Ratio, blocking, in_loop, interleave, ratio, table
+from user_bytes import describe, key_costs, keys_of, user_pattern
 from wire_log import wire
 
-from vimbiso_state.services.state_service import StateService
+SECTIONS = ("latency", "cpu", "memory", "aof", "callgrind")
+SYSTEMS = ("library", "floor", "raw")
+SERVER_USERS = 10  # users per system in the server-side sections
+CALLGRIND_USERS = 4
+# Messages a user gets before anything is measured: an active user's steady state, whose
+# handled set is full (its last KEPT_IDS ids), so every commit also drops the oldest id.
+STEADY = KEPT_IDS + 2  # even: each user's changes alternate, and so do the measured ones
+TARGET_LATENCY = TARGET_CPU = TARGET_INSTRUCTIONS = TARGET_BYTES = 1.2
+TARGET_AOF = 1.1
+HEADERS = ["measure", "library", "floor", "raw", "library / floor", "target", "", "library / raw"]
 
-SECTIONS = ("latency", "cpu", "memory", "aof", "throughput")
-TARGET_RATIO = 1.5  # a message against raw GET+SET, sync and asyncio
-TARGET_USEC = 8.0  # Redis CPU per realistic message (commandstats)
-TARGET_BYTES = 2_600  # per user, with token and dedupe records
-TARGET_AOF = 1.10  # AOF bytes per message against the bytes it changed
-SPACING = 1.2  # seconds between two messages of one user in the spaced workloads
+Op = Callable[[], object]
 
 
 @dataclass(frozen=True)
 class Target:
-    what: str
-    measured: str
-    target: str
+    """One measure of the three systems, and the library's ratio to the floor."""
+
+    measure: str
+    values: tuple[str, str, str]  # library, floor, raw, as printed
+    ratio: float  # library / floor
+    spread: str  # "(low-high)" of the rounds' ratios, when there were rounds
+    target: float | None  # None: reported, no target
+    over_raw: float | None
+
+    def row(self) -> list[str]:
+        if self.target is None:
+            target, verdict = "-", "report"
+        else:
+            target = f"<= {self.target:g}x"
+            verdict = "PASS" if self.ratio <= self.target else "OVER"
+        raw = "-" if self.over_raw is None else f"{self.over_raw:.2f}x"
+        to_floor = f"{self.ratio:.2f}x {self.spread}".rstrip()
+        return [self.measure, *self.values, to_floor, target, verdict, raw]
+
+
+def _ratio_target(
+    measure: str, values: dict[str, float], target: float | None, fmt: str = ",.0f"
+) -> Target:
+    """A Target from one figure per system (``values``: library, floor and maybe raw)."""
+    library, floor, raw = (f"{values[s]:{fmt}}" if s in values else "-" for s in SYSTEMS)
+    over_raw = values["library"] / values["raw"] if values.get("raw") else None
+    to_floor = values["library"] / values["floor"] if values["floor"] else float("inf")
+    return Target(measure, (library, floor, raw), to_floor, "", target, over_raw)
 
 
 @dataclass
 class Run:
     bench: Bench
     args: argparse.Namespace
-    targets: list[Target]
+    stack: ExitStack
+    targets: list[Target] = field(default_factory=list)
+    closing: list[Callable[[], Awaitable[None]]] = field(default_factory=list)  # asyncio clients
+    _systems: dict[str, Op] | None = None
 
-    def logged_in(self, count: int) -> tuple[StateService, list[str]]:
-        """``count`` fresh users, logged in and part way through the offer flow."""
-        state = self.bench.container().state_service()
-        phones = self.bench.users.take(count)
-        for phone in phones:
-            log_in(state, phone)
-        return state, phones
+    def systems(self) -> dict[str, Op]:
+        """The three systems' blocking messages on SERVER_USERS users each (made once)."""
+        if self._systems is None:
+            self._systems = sync_systems(self.bench, self.stack, SERVER_USERS)
+        return self._systems
 
-
-# Latency ---------------------------------------------------------------------------------
-
-
-def latency(run: Run) -> str:
-    users = run.args.users
-    state, phones = run.logged_in(3 * users)
-    sync_users, effect_users, async_users = (
-        phones[:users],
-        phones[users : 2 * users],
-        phones[2 * users :],
-    )
-    probe = run.bench.probe
-    size = max(copy_user(probe, phone) for phone in phones)
-    raw = run.bench.raw_client()
-    container = run.bench.container()
-    loop = asyncio.new_event_loop()
-    raw_async = run.bench.raw_async_client()
-    try:
-        ours = Messages(state, sync_users)
-        effects = Messages(state, effect_users)
-        ours_async = AsyncMessages(container.async_state_service(), async_users)
-        raw_sync_op = get_set(raw, sync_users)
-        raw_async_op = async_get_set(raw_async, async_users)
-        cases = [
-            Case("message, sync", blocking(ours.one), "raw GET+SET, redis-py"),
-            Case(
-                "message with one effect, sync",
-                blocking(effects.with_effect),
-                "raw GET+SET, redis-py",
-            ),
-            Case("message, asyncio", in_loop(loop, ours_async.one), "raw GET+SET, redis.asyncio"),
-            Case("raw GET+SET, redis-py", blocking(raw_sync_op)),
-            Case("raw GET+SET, redis.asyncio", in_loop(loop, raw_async_op)),
-        ]
-        interleave(cases, run.args.iterations, run.args.rounds)
-        trips = {
-            cases[0].name: _round_trips(lambda: cases[0].run(1)),
-            cases[1].name: _round_trips(lambda: cases[1].run(1)),
-            cases[2].name: _round_trips(lambda: cases[2].run(1)),
-            cases[3].name: _round_trips(lambda: cases[3].run(1)),
-            cases[4].name: _round_trips(lambda: cases[4].run(1)),
-        }
-    finally:
-        loop.run_until_complete(container.aclose())
-        loop.run_until_complete(raw_async.aclose())
-        loop.close()
-        raw.close()
-    by_name = {case.name: case for case in cases}
-    rows = []
-    for case in cases:
-        if case.baseline is None:
-            continue
-        r = ratio(case, by_name[case.baseline])
-        target = verdict(r.ratio, TARGET_RATIO) if "effect" not in case.name else "-"
-        if "effect" not in case.name:
-            run.targets.append(
-                Target(
-                    f"{case.name}: latency / raw GET+SET",
-                    f"{r.ratio:.2f}x ({r.low:.2f}-{r.high:.2f})",
-                    f"<= {TARGET_RATIO}x",
-                ),
-            )
-        rows.append(
-            [
-                case.name,
-                f"{r.us:.0f}",
-                f"{r.baseline_us:.0f} ({case.baseline})",
-                f"{r.ratio:.2f}x",
-                f"{r.low:.2f}-{r.high:.2f}x",
-                f"{trips[case.name]} ({trips[case.baseline]})",
-                target,
-            ]
-        )
-    heading = (
-        f"Latency: one realistic message, {users} users round robin per case, one connection; "
-        f"the raw key holds the same {size:,} B (the user's string values); "
-        f"{run.args.iterations} messages x {run.args.rounds} rounds in alternated blocks"
-    )
-    headers = ["case", "us", "raw us", "ratio", "rounds low-high", "round trips (raw)", "target"]
-    return heading + "\n" + table(headers, rows)
+    def section(self, heading: str, targets: list[Target], *lines: str) -> str:
+        self.targets += targets
+        return "\n".join([heading, table(HEADERS, [t.row() for t in targets]), *lines])
 
 
-def _round_trips(operation: Callable[[], object]) -> str:
-    with wire() as sent:
-        operation()
-    return str(len(sent))
+def sync_systems(bench: Bench, stack: ExitStack, users: int, **settings: float) -> dict[str, Op]:
+    """Each system's next realistic message, blocking, each on ``users`` users of its own in
+    their steady state (raw GET+SET copies the library's users' bytes)."""
+    container = bench.container(**settings)
+    stack.callback(container.close)
+    state = container.state_service()
+    phones = bench.users.take(users)
+    for phone in phones:
+        log_in(state, phone)
+        copy_user(bench.probe, phone)
+    floor_client = redis.Redis.from_url(bench.url, socket_timeout=settings.get("socket_timeout"))
+    raw_client = bench.raw_client()
+    stack.callback(floor_client.close)
+    stack.callback(raw_client.close)
+    floor = Floor(floor_client)
+    floor_users = [digits(phone) for phone in bench.users.take(users)]
+    for user in floor_users:
+        floor_log_in(floor, user, bench.token_key)
+    library, floor_messages = Messages(state, phones), FloorMessages(floor, floor_users)
+    _repeat(library.one, users * STEADY)()
+    _repeat(floor_messages.one, users * STEADY)()
+    return {"library": library.one, "floor": floor_messages.one, "raw": get_set(raw_client, phones)}
 
 
-# Redis CPU -------------------------------------------------------------------------------
-
-
-def server_cpu(run: Run) -> str:
-    probe, private = run.bench.probe, run.bench.private
-    key = f"bench:{{{run.bench.users.base}}}:lua"
-    check = f"{lua_counts_nested(probe, key)}\n{script_overheads(probe, key)}" if private else ""
-    idle = _idle_cpu_per_second(probe)
-    state, phones = run.logged_in(run.args.spaced_users)
-    raw = run.bench.raw_client()
-    for phone in phones[:10]:
-        copy_user(probe, phone)
-    try:
-        n = run.args.iterations
-        back_to_back = Messages(state, phones[:10])
-        spaced = Messages(state, phones)
-        raw_op = get_set(raw, phones[:10])
-        for _ in range(20):  # warm-up
-            back_to_back.one()
-            raw_op()
-        rounds = run.args.spaced_rounds
-        costs = [
-            (
-                "message, back to back (10 users)",
-                _cost(probe, private, idle, n, _repeat(back_to_back.one, n)),
-            ),
-            (
-                f"message, spaced: a user's messages {SPACING:g} s apart ({len(phones)} users)",
-                _cost(probe, private, idle, len(phones) * rounds, _spaced(spaced, rounds)),
-            ),
-            ("raw GET+SET, redis-py", _cost(probe, private, idle, n, _repeat(raw_op, n))),
-        ]
-    finally:
-        raw.close()
-    rows = []
-    for name, cost in costs:
-        target = verdict(cost.usec_per_message, TARGET_USEC) if "message" in name else "-"
-        rows.append(
-            [
-                name,
-                f"{cost.usec_per_message:.1f}",
-                f"{cost.cpu_us_per_message:.1f}",
-                cost.describe_calls(nested=False),
-                cost.describe_calls(nested=True),
-                target,
-            ]
-        )
-    for name, cost in costs[:2]:
-        run.targets.append(
-            Target(
-                f"Redis CPU per {name}", f"{cost.usec_per_message:.1f} us", f"<= {TARGET_USEC:g} us"
-            )
-        )
-    headers = [
-        "workload",
-        "commandstats us/msg",
-        "main thread CPU us/msg",
-        "sent per message",
-        "called by scripts per message",
-        "target",
-    ]
-    lines = [
-        "Redis CPU per message: INFO commandstats usec of the commands sent "
-        f"({'after CONFIG RESETSTAT' if private else 'differences, shared server'}); "
-        "main-thread CPU (INFO cpu, network and parsing included, idle cron subtracted)",
-        table(headers, rows),
-    ]
-    lines.append(_per_script(run, back_to_back))
-    if check:
-        lines.append(check)
-    return "\n".join(lines)
-
-
-def _per_script(run: Run, messages: Messages) -> str:
-    """Each script's median time inside messages, and the begin's replayed back to back:
-    how much of a message's server time is its scripts' cold start between client work."""
-    probe = run.bench.probe
-    inside = script_durations(probe, _repeat(messages.one, 500))
-    _, begin = script_calls(run.bench)
-    scripts = ", ".join(
-        f"{n}. {sha}... {median:.0f}" for n, (sha, median) in enumerate(inside, start=1)
-    )
-    line = (
-        f"Per script call inside messages (SLOWLOG, median usec, in the order a message calls "
-        f"them): {scripts or '-'}"
-    )
-    if begin is None:
-        return line
-    replayed = measure(probe, _repeat(lambda: probe.execute_command(*begin), 2000), 2000, False)
-    return f"{line}; the begin (1.) replayed back to back: {replayed.usec_per_message:.0f}"
-
-
-def _idle_cpu_per_second(probe: redis.Redis, seconds: float = 1.0) -> float:
-    """The server's own background CPU (its cron), subtracted from a workload's."""
-    before = main_thread_cpu(probe)
-    time.sleep(seconds)
-    return (main_thread_cpu(probe) - before) / seconds
-
-
-def _cost(
-    probe: redis.Redis, private: bool, idle: float, messages: int, workload: Callable[[], object]
-) -> ServerCost:
-    """What the server spent on ``workload`` (``messages`` messages), less its idle cron."""
-    started = time.perf_counter()
-    cost = measure(probe, workload, messages, reset=private)
-    idle_cpu = idle * (time.perf_counter() - started)
-    return replace(cost, cpu_seconds=max(0.0, cost.cpu_seconds - idle_cpu))
-
-
-def _repeat(operation: Callable[[], object], times: int) -> Callable[[], None]:
+def _repeat(operation: Op, times: int) -> Callable[[], None]:
     def workload() -> None:
         for _ in range(times):
             operation()
@@ -285,94 +155,213 @@ def _repeat(operation: Callable[[], object], times: int) -> Callable[[], None]:
     return workload
 
 
-def _spaced(messages: Messages, rounds: int) -> Callable[[], None]:
-    """Each user one message per round, rounds SPACING apart: every message finds its
-    user's session a slide step old, as a real user's messages, seconds apart, do."""
-
-    def workload() -> None:
-        for round_ in range(rounds):
-            if round_:
-                time.sleep(SPACING)
-            for _ in messages.phones:
-                messages.one()
-
-    return workload
+# Latency and client CPU ----------------------------------------------------------------------
 
 
-# Bytes per user ----------------------------------------------------------------------------
+def latency(run: Run) -> str:
+    users = run.args.users
+    loop = asyncio.new_event_loop()
+    try:
+        cases = _latency_cases(run, loop, users)
+        interleave(cases, run.args.iterations, run.args.rounds)
+        trips = _round_trips(cases)
+    finally:
+        loop.run_until_complete(_close_async(run))
+        loop.close()
+    by_name = {case.name: case for case in cases}
+    targets = []
+    for style in ("sync", "asyncio"):
+        library, floor, raw = (by_name[f"{system}, {style}"] for system in SYSTEMS)
+        for cpu, what, target in ((False, "latency", TARGET_LATENCY), (True, "CPU", TARGET_CPU)):
+            targets.append(_timed(f"client {what}, {style}", library, floor, raw, cpu, target))
+    heading = (
+        f"Client latency and client CPU (process time) a message, us: {users} users per case "
+        f"round robin, one connection; {run.args.iterations} messages x {run.args.rounds} "
+        "rounds, the six cases alternated in blocks of 25"
+    )
+    return run.section(heading, targets, f"Round trips a message: {trips}")
+
+
+def _timed(measure: str, library: Case, floor: Case, raw: Case, cpu: bool, target: float) -> Target:
+    to_floor: Ratio = ratio(library, floor, cpu)
+    to_raw = ratio(library, raw, cpu)
+    values = (f"{to_floor.us:.0f}", f"{to_floor.baseline_us:.0f}", f"{to_raw.baseline_us:.0f}")
+    spread = f"({to_floor.low:.2f}-{to_floor.high:.2f})"
+    return Target(measure, values, to_floor.ratio, spread, target, to_raw.ratio)
+
+
+def _latency_cases(run: Run, loop: asyncio.AbstractEventLoop, users: int) -> list[Case]:
+    sync = sync_systems(run.bench, run.stack, users)
+    made = loop.run_until_complete(_async_systems(run, users))
+    cases = [Case(f"{name}, sync", blocking(op)) for name, op in sync.items()]
+    return cases + [Case(f"{name}, asyncio", in_loop(loop, op)) for name, op in made.items()]
+
+
+def _round_trips(cases: list[Case]) -> str:
+    """Round trips of one more message of each case, connections open and scripts known."""
+    counts = []
+    for case in cases:
+        with wire() as sent:
+            case.run(1)
+        counts.append(f"{case.name} {len(sent)}")
+    return ", ".join(counts)
+
+
+async def _async_systems(run: Run, users: int) -> dict[str, Callable[[], Awaitable[None]]]:
+    """The same on redis.asyncio: the library's AsyncStateService, the AsyncFloor, raw
+    redis.asyncio GET+SET; the users are logged in and brought to their steady state with
+    the blocking clients."""
+    bench = run.bench
+    container = bench.container()
+    phones = bench.users.take(users)
+    state = container.state_service()
+    for phone in phones:
+        log_in(state, phone)
+        copy_user(bench.probe, phone)
+    floor_users = [digits(phone) for phone in bench.users.take(users)]
+    floor = Floor(bench.probe)
+    for user in floor_users:
+        floor_log_in(floor, user, bench.token_key)
+    _repeat(Messages(state, phones).one, users * STEADY)()
+    _repeat(FloorMessages(floor, floor_users).one, users * STEADY)()
+    floor_client = redis.asyncio.Redis.from_url(bench.url)
+    raw_client = bench.raw_async_client()
+    run.closing += [container.aclose, floor_client.aclose, raw_client.aclose]
+    return {
+        "library": AsyncMessages(container.async_state_service(), phones).one,
+        "floor": AsyncFloorMessages(AsyncFloor(floor_client), floor_users).one,
+        "raw": async_get_set(raw_client, phones),
+    }
+
+
+async def _close_async(run: Run) -> None:
+    while run.closing:
+        await run.closing.pop()()
+
+
+# Server CPU ----------------------------------------------------------------------------------
+
+
+def server_cpu(run: Run) -> str:
+    probe, private = run.bench.probe, run.bench.private
+    systems = run.systems()
+    idle = _idle_per_second(probe)
+    n = run.args.cpu_messages
+    costs: dict[str, list[ServerCost]] = {name: [] for name in systems}
+    for _ in range(run.args.cpu_rounds):  # alternated, so that drift hits them alike
+        for name, op in systems.items():
+            costs[name].append(_cost(probe, private, idle, n, _repeat(op, n)))
+    usec = {
+        name: statistics.median(c.usec_per_message for c in found) for name, found in costs.items()
+    }
+    cpu = {
+        name: statistics.median(c.process_cpu_us_per_message for c in found)
+        for name, found in costs.items()
+    }
+    targets = [
+        _ratio_target("commandstats usec a message", usec, None, ".1f"),
+        _ratio_target("INFO cpu sys+user us a message", cpu, None, ".1f"),
+    ]
+    lines = [_calls(name, found[-1]) for name, found in costs.items()]
+    if private:
+        lines.append(_per_script(probe, systems))
+    heading = (
+        f"Server CPU a message: {run.args.cpu_rounds} rounds of {n} messages a system, "
+        f"alternated, the median round; {'after CONFIG RESETSTAT' if private else 'differences'}"
+        "; INFO cpu less the idle server's"
+    )
+    return run.section(heading, targets, *lines)
+
+
+def _calls(name: str, cost: ServerCost) -> str:
+    sent = ", ".join(
+        f"{command} {calls:g}x {usec:.1f} us"
+        for command, (calls, usec) in sorted(cost.usec_per_call().items())
+    )
+    nested = cost.describe_calls(nested=True)
+    return f"  {name}: sent a message (usec a call): {sent}; called by scripts a message: {nested}"
+
+
+def _per_script(probe: redis.Redis, systems: dict[str, Op]) -> str:
+    """Each script's median time inside messages, in the order a message calls them."""
+    found = []
+    for name in ("library", "floor"):
+        scripts = script_durations(probe, _repeat(systems[name], 300))
+        found.append(
+            f"{name} " + ", ".join(f"{n}. {med:.0f}" for n, (_, med) in enumerate(scripts, 1))
+        )
+    return "  scripts' own time (SLOWLOG, median usec, in call order): " + "; ".join(found)
+
+
+@dataclass(frozen=True)
+class Idle:
+    """The idle server's CPU seconds a second: its cron, and the AOF's fsync thread."""
+
+    process: float
+    main: float
+
+
+def _idle_per_second(probe: redis.Redis, seconds: float = 1.0) -> Idle:
+    process, main = process_cpu(probe), main_thread_cpu(probe)
+    time.sleep(seconds)
+    return Idle((process_cpu(probe) - process) / seconds, (main_thread_cpu(probe) - main) / seconds)
+
+
+def _cost(probe: redis.Redis, private: bool, idle: Idle, messages: int, workload: Op) -> ServerCost:
+    started = time.perf_counter()
+    cost = measure(probe, workload, messages, reset=private)
+    elapsed = time.perf_counter() - started
+    return ServerCost(
+        cost.messages,
+        cost.commands,
+        cost.sent,
+        max(0.0, cost.cpu_seconds - idle.main * elapsed),
+        max(0.0, cost.process_cpu_seconds - idle.process * elapsed),
+        cost.names,
+    )
+
+
+# Bytes a user --------------------------------------------------------------------------------
 
 
 def memory(run: Run) -> str:
-    state, (phone,) = run.logged_in(1)
-    messages = Messages(state, [phone])
-    messages.one()
-    one = _user_bytes(run, phone)
-    bulk = _bulk_used_memory(run, phone, run.args.bulk) if run.args.bulk else ""
-    for _ in range(9):
-        messages.one()
-    ten = _user_bytes(run, phone)
-    started = time.monotonic()
-    for _ in range(90):
-        messages.one()
-    burst_label = f"after a burst of 100 in {time.monotonic() - started + 0.05:.1f} s"
-    burst = _user_bytes(run, phone)
-    rows = [
-        ["after 1 message", f"{one[0]:,}", one[1], verdict(one[0], TARGET_BYTES)],
-        ["after 10 messages", f"{ten[0]:,}", ten[1], "report"],
-        [burst_label, f"{burst[0]:,}", burst[1], "report"],
+    bench = run.bench
+    state = bench.container().state_service()
+    (phone,) = bench.users.take(1)
+    log_in(state, phone)
+    floor = Floor(bench.probe)
+    floor_user = digits(bench.users.take(1)[0])
+    floor_log_in(floor, floor_user, bench.token_key)
+    library, floor_messages = Messages(state, [phone]), FloorMessages(floor, [floor_user])
+    found: dict[int, dict[str, tuple[int, str]]] = {}
+    done = 0
+    for after in (1, 200):
+        _repeat(library.one, after - done)()
+        _repeat(floor_messages.one, after - done)()
+        done = after
+        copy_user(bench.probe, phone)
+        found[after] = {
+            "library": _user_bytes(bench, user_pattern(digits(phone))),
+            "floor": _user_bytes(bench, user_pattern(floor_user)),
+            "raw": _user_bytes(bench, raw_key(phone)),
+        }
+    targets = [
+        _ratio_target(
+            f"bytes a user after {after}", {s: b for s, (b, _) in found[after].items()}, target
+        )
+        for after, target in ((1, None), (200, TARGET_BYTES))
     ]
-    run.targets += [
-        Target("bytes per user after 1 message", f"{one[0]:,}", f"<= {TARGET_BYTES:,}"),
-        Target(f"bytes per user {burst_label}", f"{burst[0]:,}", "bounded: report"),
-    ]
-    growth = (burst[0] - ten[0]) / 90
-    return "\n".join(
-        [
-            "Bytes per user: MEMORY USAGE (SAMPLES 0) of every key with the user's tag; the "
-            "user logged in (member, 3 accounts, one selected, a 350-character JWT), in the "
-            "offer flow with a form under way",
-            table(["user", "bytes", "keys: bytes (type encoding, entries)", "target"], rows),
-            f"In the burst the user grew by {growth:,.0f} B a message.",
-            bulk,
-        ]
+    keys = [f"  {name} after 200: {found[200][name][1]}" for name in ("library", "floor")]
+    heading = (
+        "Bytes a user: MEMORY USAGE (SAMPLES 0) of every key of the user (the raw key: the "
+        "library user's string values joined); logged in, in the offer flow with a form"
     )
+    return run.section(heading, targets, *keys)
 
 
-def _user_bytes(run: Run, phone: str) -> tuple[int, str]:
-    costs = key_costs(run.bench.probe, keys_of(run.bench.probe, user_pattern(digits(phone))))
+def _user_bytes(bench: Bench, pattern: str) -> tuple[int, str]:
+    costs = key_costs(bench.probe, keys_of(bench.probe, pattern))
     return sum(c.bytes for c in costs), describe(costs)
-
-
-def _bulk_used_memory(run: Run, phone: str, count: int) -> str:
-    """Copies of the user's keys (DUMP/RESTORE keeps encoding and TTL) under ``count`` new
-    numbers; INFO used_memory growth per copy includes Redis's per-key and expiry
-    overhead."""
-    probe = run.bench.probe
-    tag = digits(phone)
-    dumps = [
-        (key.decode(), probe.dump(key) or b"", int(probe.pttl(key)))
-        for key in keys_of(probe, user_pattern(tag))
-    ]
-    # Tags as long as a phone's digits that no phone has (a 9 in front): deleted at once.
-    copies = [f"9{i:0{len(tag) - 1}d}" for i in range(count)]
-    before = int(probe.info("memory")["used_memory"])
-    written: list[str] = []
-    for chunk in range(0, count, 500):
-        pipe = probe.pipeline(transaction=False)
-        for other in copies[chunk : chunk + 500]:
-            for key, payload, ttl in dumps:
-                target = key.replace("{" + tag + "}", "{" + other + "}")
-                pipe.restore(target, max(ttl, 0), payload, replace=True)
-                written.append(target)
-        pipe.execute()
-    per_user = (int(probe.info("memory")["used_memory"]) - before) / count
-    for chunk in range(0, len(written), 1000):
-        probe.delete(*written[chunk : chunk + 1000])
-    capacity = 256 * 1024 * 1024 // per_user
-    return (
-        f"used_memory growth over {count:,} copies of the user after 1 message: "
-        f"{per_user:,.0f} B a user, about {capacity:,.0f} users in the seed's 256 MB"
-    )
 
 
 # AOF -----------------------------------------------------------------------------------------
@@ -381,87 +370,69 @@ def _bulk_used_memory(run: Run, phone: str, count: int) -> str:
 def aof(run: Run) -> str:
     if not run.bench.private:
         return "AOF: skipped (needs a server of its own: BGREWRITEAOF, and its AOF file read)"
-    rows = []
-    breakdowns = []
-    state, phones = run.logged_in(run.args.spaced_users)
-    for name, users, spacing in (
-        ("back to back (10 users)", phones[:10], 0.0),
-        (f"spaced {SPACING:g} s ({len(phones)} users)", phones, SPACING),
-    ):
-        rounds = max(1, run.args.aof_messages // len(users))
-        per_message, content, whole, tally = _aof_of(run, Messages(state, users), rounds, spacing)
-        target = verdict(per_message / content, TARGET_AOF) if content else "-"
-        rows.append(
-            [
-                name,
-                f"{per_message:,.0f}",
-                f"{content:,.0f}",
-                f"{whole:,.0f}",
-                f"{per_message / content:.2f}x",
-                target,
-            ]
-        )
-        run.targets.append(
-            Target(
-                f"AOF bytes per message, {name} / bytes changed",
-                f"{per_message:,.0f} / {content:,.0f} = {per_message / content:.2f}x",
-                f"<= {TARGET_AOF:.2f}x",
+    probe = run.bench.probe
+    n = run.args.aof_messages
+    per_message: dict[str, float] = {}
+    lines = []
+    for name, op in run.systems().items():
+        rewrite(probe)
+        tally = AofTally(incremental_file(probe))
+        start = appended_since_rewrite(probe)
+        _repeat(op, n)()
+        per_message[name] = (appended_since_rewrite(probe) - start) / n
+        by_command = tally.by_command(n)
+        lines.append(
+            f"  {name}: "
+            + ", ".join(
+                f"{cmd} {calls:g}x {size:,.0f} B" for cmd, (calls, size) in by_command.items()
             )
         )
-        breakdowns.append(
-            f"  {name}: "
-            + ", ".join(f"{cmd} {calls:g}x {size:,.0f} B" for cmd, (calls, size) in tally.items())
-        )
-    headers = [
-        "messages",
-        "AOF B/msg",
-        "changed B/msg (content)",
-        "changed strings, whole",
-        "AOF / changed",
-        "target",
-    ]
-    return "\n".join(
-        [
-            "AOF bytes appended per message (aof_current_size - aof_base_size, after "
-            "BGREWRITEAOF settled) against the bytes the message changed in the user's keys",
-            table(headers, rows),
-            "Appended per message, by command (read back from the incremental AOF file):",
-            *breakdowns,
-        ]
+    target = _ratio_target("AOF bytes a message", per_message, TARGET_AOF)
+    heading = (
+        f"AOF bytes appended a message (aof_current_size - aof_base_size over {n} messages "
+        "after BGREWRITEAOF), and by command (read back from the incremental AOF file)"
     )
+    return run.section(heading, [target], *lines)
 
 
-def _aof_of(
-    run: Run, messages: Messages, rounds: int, spacing: float
-) -> tuple[float, float, float, dict[str, tuple[float, float]]]:
-    probe = run.bench.probe
-    for _ in messages.phones:  # every user in its steady state before the rewrite
-        messages.one()
-    time.sleep(spacing)
-    rewrite(probe)
-    tally = AofTally(incremental_file(probe))
-    start = appended_since_rewrite(probe)
-    content = whole = 0
-    count = 0
-    for round_ in range(rounds):
-        if round_ and spacing:
-            time.sleep(spacing)
-        for _ in messages.phones:
-            pattern = user_pattern(digits(messages.phones[messages.sent % len(messages.phones)]))
-            before = snapshot(probe, pattern)
-            messages.one()
-            changed = changed_bytes(before, snapshot(probe, pattern))
-            content, whole, count = content + changed[0], whole + changed[1], count + 1
-    appended = appended_since_rewrite(probe) - start
-    return appended / count, content / count, whole / count, tally.by_command(count)
+# Server instructions -------------------------------------------------------------------------
+
+
+def callgrind(run: Run) -> str:
+    heading = "Server instructions a message (valgrind --tool=callgrind redis-server)"
+    if not instructions.available():
+        return f"{heading}: skipped (no valgrind)"
+    n = run.args.callgrind_messages
+    dumps = Path(run.args.callgrind_dir) if run.args.callgrind_dir else None
+    with instructions.CallgrindRedis(dumps) as server, ExitStack() as stack:
+        probe = redis.Redis.from_url(server.url, socket_timeout=30)
+        stack.callback(probe.close)
+        slow = Bench(server.url, True, run.bench.token_key, Users(), probe)
+        systems = sync_systems(
+            slow, stack, CALLGRIND_USERS, socket_timeout=30.0, connect_timeout=30.0
+        )
+        idle = server.idle_per_second()
+        counts: dict[str, float] = {}
+        files = []
+        for name, op in systems.items():
+            count, path = server.count(_repeat(op, n), idle)
+            counts[name] = count / n
+            files.append(f"{name} {path}")
+    target = _ratio_target("server instructions a message", counts, TARGET_INSTRUCTIONS)
+    lines = [
+        f"  {n} messages a system on {CALLGRIND_USERS} users in their steady state, the idle "
+        "cron subtracted"
+    ]
+    if dumps is not None:
+        lines.append("  dumps (callgrind_annotate): " + ", ".join(files))
+    return run.section(heading, [target], *lines)
 
 
 # Main ----------------------------------------------------------------------------------------
 
 
 def summary(targets: list[Target]) -> str:
-    rows = [[t.what, t.measured, t.target] for t in targets]
-    return "Issue 17's targets\n" + table(["measure", "this run", "target"], rows)
+    return "Every ratio, library against the floor\n" + table(HEADERS, [t.row() for t in targets])
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -471,23 +442,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=2000, help="messages per round")
     parser.add_argument("--rounds", type=int, default=7, help="rounds of the latency table")
     parser.add_argument("--users", type=int, default=16, help="users per latency case")
-    parser.add_argument("--spaced-users", type=int, default=100)
-    parser.add_argument("--spaced-rounds", type=int, default=5)
-    parser.add_argument("--aof-messages", type=int, default=500)
+    parser.add_argument("--cpu-messages", type=int, default=2000, help="per server CPU round")
+    parser.add_argument("--cpu-rounds", type=int, default=5)
+    parser.add_argument("--aof-messages", type=int, default=1000)
+    parser.add_argument("--callgrind-messages", type=int, default=300)
+    parser.add_argument("--callgrind-dir", help="keep the callgrind dumps in this folder")
     parser.add_argument("--seconds", type=float, default=5.0, help="per throughput cell")
-    parser.add_argument(
-        "--bulk", type=int, help="user copies for used_memory (default 20000; 0 with --redis-url)"
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer messages, shorter cells")
+    parser.add_argument("--quick", action="store_true", help="fewer messages: about a minute")
     parser.add_argument(
         "--cluster", action="store_true", help="only one private node vs a 3-master cluster"
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.iterations, args.rounds, args.seconds = min(args.iterations, 500), 5, 2.0
-        args.spaced_users, args.spaced_rounds, args.aof_messages = 50, 3, 200
-    if args.bulk is None:
-        args.bulk = 0 if args.redis_url else (2_000 if args.quick else 20_000)
+        args.cpu_messages, args.cpu_rounds = 300, 5
+        args.aof_messages, args.callgrind_messages = 200, 200
     return args
 
 
@@ -498,23 +467,36 @@ def main(argv: list[str] | None = None) -> int:
 
         cluster_scaling(args.seconds)
         return 0
-    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     sections: dict[str, Callable[[Run], str]] = {
         "latency": latency,
         "cpu": server_cpu,
         "memory": memory,
         "aof": aof,
-        "throughput": lambda r: throughput(r.bench, r.args.seconds),
+        "callgrind": callgrind,
+        "throughput": _throughput,
     }
-    with bench(args.redis_url) as b:
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(chosen) - set(sections)
+    if unknown:
+        sys.exit(f"unknown sections {sorted(unknown)}; choose from {list(sections)}")
+    started = time.monotonic()
+    with bench(args.redis_url) as b, ExitStack() as stack:
         print(b.header(), flush=True)
-        run = Run(b, args, [])
+        run = Run(b, args, stack)
         for name in chosen:
             print(flush=True)
             print(sections[name](run), flush=True)
-        print()
-        print(summary(run.targets))
+        if run.targets:
+            print()
+            print(summary(run.targets))
+    print(f"\n({time.monotonic() - started:.0f} s)")
     return 0
+
+
+def _throughput(run: Run) -> str:
+    from throughput import throughput
+
+    return throughput(run.bench, run.args.seconds)
 
 
 if __name__ == "__main__":

@@ -3,20 +3,25 @@
 commandstats counts every command the server executes, the ones a Lua script calls included
 (``lua_counts_nested`` checks that on the server at hand), and a script's own usec include
 the time of the commands it calls. So the server time of a workload is the usec of the
-commands its clients sent (the names seen on the wire), and the other commands in the table
-are the scripts' nested calls, shown for what they are, not added again.
+commands its clients sent (every name seen on the wire, each command of a pipeline included),
+and the other commands in the table are the scripts' nested calls, shown for what they are,
+not added again.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import harness  # noqa: F401  (puts tests/ on the path, for the wire log)
 import redis
+import redis.asyncio.connection
+from aof import commands as resp_commands
+from redis.connection import AbstractConnection
 from wire_log import wire
 
 # The benchmark's own probes, never part of a workload.
@@ -41,6 +46,13 @@ def main_thread_cpu(client: redis.Redis) -> float:
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 
+def process_cpu(client: redis.Redis) -> float:
+    """CPU seconds of the whole server process (INFO cpu used_cpu_sys + used_cpu_user): its
+    background threads (the AOF's fsync) included."""
+    cpu: dict[str, Any] = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
 @dataclass(frozen=True)
 class ServerCost:
     """What the server spent on ``messages`` messages."""
@@ -49,10 +61,12 @@ class ServerCost:
     commands: dict[str, tuple[int, int]]  # calls and usec during the workload
     sent: Counter[str]  # commands the clients sent, one per round trip (first of a pipeline)
     cpu_seconds: float  # the main thread's CPU, network and parsing included
+    process_cpu_seconds: float = 0.0  # the whole process's (used_cpu_sys + used_cpu_user)
+    names: frozenset[str] = frozenset()  # every command the clients sent, pipelines' included
 
     @property
     def top_level(self) -> set[str]:
-        return {name.lower() for name in self.sent}
+        return set(self.names) or {name.lower() for name in self.sent}
 
     @property
     def usec_per_message(self) -> float:
@@ -63,6 +77,18 @@ class ServerCost:
     @property
     def cpu_us_per_message(self) -> float:
         return self.cpu_seconds * 1e6 / self.messages
+
+    @property
+    def process_cpu_us_per_message(self) -> float:
+        return self.process_cpu_seconds * 1e6 / self.messages
+
+    def usec_per_call(self) -> dict[str, tuple[float, float]]:
+        """Calls per message and usec per call of each command the clients sent."""
+        return {
+            name: (calls / self.messages, usec / calls)
+            for name, (calls, usec) in self.commands.items()
+            if name in self.top_level and calls
+        }
 
     def calls_per_message(self, nested: bool) -> dict[str, float]:
         """Calls per message of the commands sent (nested False) or of the commands that
@@ -91,16 +117,49 @@ def measure(
     if reset:
         client.config_resetstat()
     before, cpu_before = command_stats(client), main_thread_cpu(client)
-    with wire() as sent:
+    process_before = process_cpu(client)
+    with every_command() as names, wire() as sent:
         workload()
     cpu = main_thread_cpu(client) - cpu_before
+    process = process_cpu(client) - process_before
     after = command_stats(client)
     commands = {}
     for name, (calls, usec) in after.items():
         old_calls, old_usec = before.get(name, (0, 0))
         if name not in OWN_COMMANDS and calls > old_calls:
             commands[name] = (calls - old_calls, usec - old_usec)
-    return ServerCost(messages, commands, Counter(sent), cpu)
+    return ServerCost(messages, commands, Counter(sent), cpu, process, frozenset(names))
+
+
+@contextmanager
+def every_command() -> Iterator[set[str]]:
+    """The name (lower case) of every command sent, sync or asyncio: all of a pipeline's,
+    where the wire log names only the first of each send."""
+    names: set[str] = set()
+    sync_class, async_class = AbstractConnection, redis.asyncio.connection.AbstractConnection
+    original, original_async = sync_class.send_packed_command, async_class.send_packed_command
+
+    def record(command: Any) -> None:
+        if isinstance(command, str):
+            command = command.encode()
+        data = command if isinstance(command, bytes) else b"".join(bytes(c) for c in command)
+        names.update(name.lower() for name, _ in resp_commands(data))
+
+    def sent(self: Any, command: Any, check_health: bool = True) -> None:
+        record(command)
+        original(self, command, check_health)
+
+    async def sent_async(self: Any, command: Any, check_health: bool = True) -> None:
+        record(command)
+        await original_async(self, command, check_health)
+
+    sync_class.send_packed_command = sent  # type: ignore[method-assign]
+    async_class.send_packed_command = sent_async  # type: ignore[method-assign]
+    try:
+        yield names
+    finally:
+        sync_class.send_packed_command = original  # type: ignore[method-assign]
+        async_class.send_packed_command = original_async  # type: ignore[method-assign]
 
 
 def lua_counts_nested(client: redis.Redis, key: str) -> str:

@@ -1,7 +1,9 @@
 """Timing in alternation: every case runs in short blocks, one case after another, round after
 round, so that load from elsewhere on a shared machine hits them all alike. Ratios are taken
 per round against the case's baseline; the median round is reported beside the lowest and
-highest, which show how far one run's ratio can be trusted.
+highest, which show how far one run's ratio can be trusted. Each block's process time (the
+client's CPU, every thread of this process) is recorded beside its wall time; for an asyncio
+case it includes starting the block's event-loop run, a microsecond or so a message.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class Case:
     run: Callable[[int], float]
     baseline: str | None = None  # the case it is compared with (its ratio's denominator)
     rounds: list[float] = field(default_factory=list)  # microseconds per operation
+    cpu_rounds: list[float] = field(default_factory=list)  # client CPU, microseconds per op
 
 
 def blocking(operation: Callable[[], object]) -> Callable[[int], float]:
@@ -50,17 +53,22 @@ def in_loop(
 
 
 def interleave(cases: list[Case], per_round: int, rounds: int, block: int = BLOCK) -> None:
-    """Time every case in alternating blocks; fills each case's ``rounds`` with the median
-    block of each round, in microseconds per operation."""
+    """Time every case in alternating blocks; fills each case's ``rounds`` (wall) and
+    ``cpu_rounds`` (process time) with the median block of each round, in microseconds per
+    operation."""
     for case in cases:  # warm-up: connections open, scripts known, caches hot
         case.run(max(block, per_round // 10))
     for _ in range(rounds):
         blocks: dict[str, list[float]] = {case.name: [] for case in cases}
+        cpu: dict[str, list[float]] = {case.name: [] for case in cases}
         for _ in range(max(1, per_round // block)):
             for case in cases:
+                started = time.process_time()
                 blocks[case.name].append(case.run(block) / block * 1e6)
+                cpu[case.name].append((time.process_time() - started) / block * 1e6)
         for case in cases:
             case.rounds.append(statistics.median(blocks[case.name]))
+            case.cpu_rounds.append(statistics.median(cpu[case.name]))
 
 
 @dataclass(frozen=True)
@@ -72,11 +80,13 @@ class Ratio:
     high: float
 
 
-def ratio(case: Case, baseline: Case) -> Ratio:
-    ratios = [a / b for a, b in zip(case.rounds, baseline.rounds, strict=True)]
+def ratio(case: Case, baseline: Case, cpu: bool = False) -> Ratio:
+    """Wall time (or, with ``cpu``, the client's CPU) of ``case`` against ``baseline``."""
+    mine, theirs = (case.cpu_rounds, baseline.cpu_rounds) if cpu else (case.rounds, baseline.rounds)
+    ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
     return Ratio(
-        statistics.median(case.rounds),
-        statistics.median(baseline.rounds),
+        statistics.median(mine),
+        statistics.median(theirs),
         statistics.median(ratios),
         min(ratios),
         max(ratios),
