@@ -41,26 +41,12 @@ def resume(
     expired) cannot be trusted and starts over. An expired session returns to the menu while
     the profile, current account and a form still within its own deadline are kept.
     """
-    if stored.critical is None or not critical_alive(stored.critical, now, timeouts):
-        conversation = Conversation.new(phone, now)
-        conversation.version = stored.version
-        # Critical data outlives the session, so a live session or form without it means the
-        # server lost it (allkeys-lru eviction): tell the user rather than greet a stranger.
-        lost = stored.damaged or (
-            stored.critical is None
-            and (
-                (stored.session is not None and session_alive(stored.session, now, timeouts))
-                or (stored.form is not None and not stored.form.is_expired(now))
-            )
-        )
-        conversation.notices.append(Notice.STATE_LOST if lost else Notice.WELCOME)
-        conversation.account_selection = account_selection
-        return conversation, True
-
-    changed = False
+    critical = stored.critical
+    if critical is None or not critical_alive(critical, now, timeouts):
+        return _started_over(phone, stored, now, timeouts, account_selection), True
     conversation = Conversation(
         phone=phone,
-        critical=stored.critical,
+        critical=critical,
         session=stored.session or Session.begin(now),
         form=stored.form,
         version=stored.version,
@@ -73,24 +59,65 @@ def resume(
         conversation.form = None
         conversation.restart(now, Notice.STATE_LOST)
         return conversation, True
-    if stored.session is None or not session_alive(stored.session, now, timeouts):
-        conversation.restart(now, Notice.SESSION_EXPIRED)
-        changed = True
-    if conversation.form is not None and conversation.form.is_expired(now):
-        conversation.form = None
-        conversation.notices.append(Notice.FORM_EXPIRED)
-        changed = True
-    elif conversation.form is None and stored.critical.form_expires_at and not stored.damaged:
-        # The form's key is gone although the critical data says there was a form: collected
-        # after its deadline (by a TTL, so how late the user comes back must not matter), or
-        # evicted before it (allkeys-lru), which is a loss the user must hear about too.
-        past = now >= stored.critical.form_expires_at
-        conversation.notices.append(Notice.FORM_EXPIRED if past else Notice.STATE_LOST)
-        changed = True
+    changed = _expire_session(conversation, stored, now, timeouts)
+    changed = _expire_form(conversation, stored, critical, now) or changed
     if stored.damaged:
         conversation.notices.append(Notice.STATE_LOST)
         changed = True
     return conversation, changed
+
+
+def _started_over(
+    phone: str,
+    stored: StoredConversation,
+    now: datetime,
+    timeouts: Timeouts,
+    account_selection: AccountSelection,
+) -> Conversation:
+    """A fresh conversation for a user without live critical data: welcomed, or told that
+    the server lost their state."""
+    conversation = Conversation.new(phone, now)
+    conversation.version = stored.version
+    # Critical data outlives the session, so a live session or form without it means the
+    # server lost it (allkeys-lru eviction): tell the user rather than greet a stranger.
+    lost = stored.damaged or (
+        stored.critical is None
+        and (
+            (stored.session is not None and session_alive(stored.session, now, timeouts))
+            or (stored.form is not None and not stored.form.is_expired(now))
+        )
+    )
+    conversation.notices.append(Notice.STATE_LOST if lost else Notice.WELCOME)
+    conversation.account_selection = account_selection
+    return conversation
+
+
+def _expire_session(
+    conversation: Conversation, stored: StoredConversation, now: datetime, timeouts: Timeouts
+) -> bool:
+    """Back to the menu when the session is gone or past its timeout; True if so."""
+    if stored.session is not None and session_alive(stored.session, now, timeouts):
+        return False
+    conversation.restart(now, Notice.SESSION_EXPIRED)
+    return True
+
+
+def _expire_form(
+    conversation: Conversation, stored: StoredConversation, critical: CriticalData, now: datetime
+) -> bool:
+    """Drop a form past its deadline, or tell the user of one whose key is gone; True if so."""
+    if conversation.form is not None and conversation.form.is_expired(now):
+        conversation.form = None
+        conversation.notices.append(Notice.FORM_EXPIRED)
+        return True
+    if conversation.form is None and critical.form_expires_at and not stored.damaged:
+        # The form's key is gone although the critical data says there was a form: collected
+        # after its deadline (by a TTL, so how late the user comes back must not matter), or
+        # evicted before it (allkeys-lru), which is a loss the user must hear about too.
+        past = now >= critical.form_expires_at
+        conversation.notices.append(Notice.FORM_EXPIRED if past else Notice.STATE_LOST)
+        return True
+    return False
 
 
 def expiry_deadline(

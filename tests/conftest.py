@@ -11,11 +11,13 @@ cluster_url    (session)  a Redis Cluster of three masters the run shares:
                           private redis-server processes (tests/redis_cluster.py). Same rules
                           as redis_url: unique keys only.
 redis_cli_bin  (session)  path of redis-cli, which forms a LocalCluster.
+loop_thread    (session)  the event loop that drives the asyncio services behind the blocking
+                          facade of tests/service_kinds.py.
 
 Each of them skips (fails under CI=true) when no server can be had, and marks its tests
 `redis`, so `pytest -m "not redis"` runs the fast suite without any server. The cluster ones
 (and tests/cluster's replicated_cluster) also mark their tests `cluster`: `pytest -m cluster`.
-This module deliberately imports nothing from domain/, adapters/ or services/.
+This module deliberately imports nothing from domain/, adapters/ or services/ at import time.
 
 The run records into OpenTelemetry's SDK (tests/otel_sdk.py), as a bot that configured it
 would: every test exercises the instrumentation, and the telemetry tests read the figures.
@@ -26,7 +28,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import otel_sdk
@@ -91,6 +93,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.redis)
         if CLUSTER_FIXTURES & names:
             item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[Any]:
+    """The event loop every AsyncStateService of the run is driven on, behind the blocking
+    facade of tests/service_kinds.py (imported here only when a test asks for it)."""
+    from service_kinds import LoopThread
+
+    loop = LoopThread()
+    yield loop
+    loop.close()
 
 
 @pytest.fixture(scope="session")

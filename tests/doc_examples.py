@@ -146,20 +146,14 @@ def track_containers(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 
 def close_clients(containers: list[Any]) -> None:
-    from vimbiso_state.adapters.redis.connection import close
-
     for container in containers:
-        close(container.redis_client())
-        close(container.redis_wait_client())
+        container.close()
 
 
 async def close_async_clients(containers: list[Any]) -> None:
-    """Close the asyncio clients on the loop that used them."""
-    from vimbiso_state.adapters.redis.aio import close_async
-
+    """Close the asyncio clients on the loop that used them (and the blocking ones)."""
     for container in containers:
-        await close_async(container.async_redis_client())
-        await close_async(container.async_redis_wait_client())
+        await container.aclose()
 
 
 def new_sender() -> str:
@@ -295,9 +289,6 @@ class FakeCredex:
                 self.accepted.append(credex_id)
             done.append(credex_id)
         return done
-
-    async def accept_all_async(self, phone: str) -> list[str]:
-        return await self.accept_async(await self.waiting_async(phone))
 
 
 class Outbox:
@@ -677,18 +668,6 @@ def readme_offer(scope: dict[str, Any]) -> None:
     assert on_message(phone, last, "carol") == scope["CHECKING"]  # WhatsApp's redelivery
     assert on_message(phone, wamid(), "carol") == scope["CHECKING"]  # and the next message
     assert len(created) == 2  # the offer in doubt was not created again
-
-
-async def readme_async(scope: dict[str, Any], credex: FakeCredex) -> str:
-    """The README's async example: an effect awaited once per message."""
-    on_message = scope["on_whatsapp_message"]
-    phone = "+" + new_sender()
-    assert await on_message(phone, wamid(), "hi") == "1. Offer credex  2. Accept offers"
-    accept = wamid()
-    assert await on_message(phone, accept, "2") == "Accepted 2 offers."
-    assert await on_message(phone, accept, "2") is None  # redelivered
-    assert (credex.acceptances, credex.accepted) == (1, ["cx-a", "cx-b"])
-    return phone
 
 
 def readme_one_call(scope: dict[str, Any]) -> None:

@@ -10,24 +10,28 @@ from typing import Any
 from vimbiso_state.services.container import Container
 
 HEADERS = {"user": 80, "session": 16, "form": 0}  # bytes before the JSON, on Redis
+KEYS = {"user": "user:{%s}:state", "session": "session:{%s}:data", "form": "form:{%s}:data"}
+
+
+def _memory_part(container: Container, phone: str, part: str) -> Any:
+    user = container.memory_conversations()._users[phone.lstrip("+")]
+    stored = {"user": user.critical, "session": user.session, "form": user.form}[part]
+    assert stored is not None
+    return stored
 
 
 def raw_of(container: Container, backend: str, phone: str, part: str) -> bytes:
-    digits = phone.lstrip("+")
     if backend == "memory":
-        user = container.memory_conversations()._users[digits]
-        stored = {"user": user.critical, "session": user.session, "form": user.form}[part]
-        assert stored is not None
-        return stored.data
-    value = container.redis_client().get(key_of(part, digits))
+        return bytes(_memory_part(container, phone, part).data)
+    value = container.redis_client().get(KEYS[part] % phone.lstrip("+"))
     assert value is not None
     return bytes(value)
 
 
-def key_of(part: str, digits: str) -> str:
-    return {"user": "user:{%s}:state", "session": "session:{%s}:data", "form": "form:{%s}:data"}[
-        part
-    ] % digits
+def json_of(container: Container, backend: str, phone: str, part: str) -> dict[str, Any]:
+    raw = raw_of(container, backend, phone, part)
+    document: dict[str, Any] = json.loads(raw[0 if backend == "memory" else HEADERS[part] :])
+    return document
 
 
 def rewrite(
@@ -39,22 +43,9 @@ def rewrite(
 ) -> None:
     """Rewrite one stored document in place (its header and TTL kept), as corruption or
     another release would have written it."""
-    digits = phone.lstrip("+")
+    document = json.dumps(edit(json_of(container, backend, phone, part))).encode()
     if backend == "memory":
-        user = container.memory_conversations()._users[digits]
-        stored = {"user": user.critical, "session": user.session, "form": user.form}[part]
-        assert stored is not None
-        stored.data = json.dumps(edit(json.loads(stored.data))).encode()
+        _memory_part(container, phone, part).data = document
         return
-    client = container.redis_client()
-    value = client.get(key_of(part, digits))
-    assert value is not None
-    head = HEADERS[part]
-    document = json.dumps(edit(json.loads(value[head:]))).encode()
-    client.set(key_of(part, digits), value[:head] + document, keepttl=True)
-
-
-def json_of(container: Container, backend: str, phone: str, part: str) -> dict[str, Any]:
-    raw = raw_of(container, backend, phone, part)
-    document: dict[str, Any] = json.loads(raw[0 if backend == "memory" else HEADERS[part] :])
-    return document
+    head = raw_of(container, backend, phone, part)[: HEADERS[part]]
+    container.redis_client().set(KEYS[part] % phone.lstrip("+"), head + document, keepttl=True)

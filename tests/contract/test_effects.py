@@ -9,7 +9,6 @@ offer's form id), so that tap meets the record, not a second payment.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from fakes import FakeClock
@@ -212,48 +211,6 @@ def test_a_result_that_is_not_json_leaves_the_effect_in_doubt(
         assert [d.key for d in msg.in_doubt] == ["offer-1"]
     with state.message(phone, "wamid.2") as msg, pytest.raises(EffectInDoubt):
         msg.effect("create_credex", lambda: {"credexID": "again"}, key="offer-1")
-
-
-@pytest.mark.parametrize("key", ["", "x" * 257, 7, "bad\ud800"])
-def test_a_bad_intent_key_is_refused_before_anything_runs(
-    state: StateService, phone: str, key: Any
-) -> None:
-    calls: list[int] = []
-    with state.message(phone, "wamid.1") as msg:
-        with pytest.raises(InvalidInput):
-            msg.effect("create_credex", lambda: calls.append(1), key=key)
-        with pytest.raises(InvalidInput):
-            msg.idempotency_key("create_credex", key=key)
-    assert calls == []
-
-
-def test_the_idempotency_key_is_the_same_for_every_attempt_of_an_intent(
-    state: StateService, phone: str
-) -> None:
-    with state.message(phone, "wamid.1") as first:
-        of_offer = first.idempotency_key("create_credex", key="offer-1")
-        of_message = first.idempotency_key("create_credex")
-    with state.message(phone, "wamid.2") as second:
-        assert second.idempotency_key("create_credex", key="offer-1") == of_offer
-        assert second.idempotency_key("create_credex") != of_message
-        assert second.idempotency_key("create_credex", key="offer-2") != of_offer
-    with state.message(phone, "wamid.1") as again:  # the same message: the same intent
-        assert again.idempotency_key("create_credex") == of_message
-
-
-def test_a_form_started_by_a_message_has_the_same_id_on_every_delivery(
-    state: StateService, phone: str
-) -> None:
-    with pytest.raises(ConnectionError), state.message(phone, "wamid.1", "offer") as msg:
-        first = msg.form_start("offer", required=["amount"]).id
-        raise ConnectionError("the reply was not sent")
-    with state.message(phone, "wamid.1", "offer") as msg:  # the redelivery
-        assert msg.form_start("offer", required=["amount"]).id == first
-        assert msg.form_start("offer", required=["amount"]).id != first  # a second start
-    with state.message(phone, "wamid.2", "offer") as msg:
-        assert msg.form_start("offer", required=["amount"]).id != first
-    one_call = {state.form_start(phone, "offer", ["amount"]).id for _ in range(3)}
-    assert len(one_call) == 3
 
 
 def _times_out() -> None:

@@ -11,7 +11,6 @@ import pytest
 from fakes import FakeClock
 
 from vimbiso_state.domain.expirations import Expiration, ExpiryKind
-from vimbiso_state.services.exceptions import InvalidInput
 from vimbiso_state.services.state_service import StateService
 
 OFFER = "handle_action_offer_credex"
@@ -127,14 +126,6 @@ def test_two_consumers_at_once_never_get_the_same_event(
         thread.join(30)
     delivered = seen[0] + seen[1]
     assert sorted(delivered) == sorted(m.lstrip("+") for m in members)
-
-
-@pytest.mark.parametrize(("limit", "lease"), [(0, 60), (1001, 60), (10, 0), (10, 3601)])
-def test_bad_limits_and_leases_are_refused_before_anything_is_claimed(
-    state: StateService, limit: int, lease: float
-) -> None:
-    with pytest.raises(InvalidInput):
-        state.expirations(limit=limit, lease=lease)
 
 
 def test_every_message_reopens_the_customer_service_window(

@@ -19,7 +19,6 @@ from fakes import FakeClock
 from vimbiso_state.domain.conversation import DEFAULT_STAGE, Notice
 from vimbiso_state.services.container import Container
 from vimbiso_state.services.exceptions import (
-    CalledInsideOwnMessage,
     EffectInDoubt,
     InvalidInput,
     LeaseLost,
@@ -211,34 +210,7 @@ def test_one_call_writes_wait_for_a_message_and_then_apply_on_its_result(
     assert state.start(phone).context == {"message": True, "update": True}
 
 
-def test_a_write_inside_the_users_own_message_is_refused_at_once_and_stores_nothing(
-    build: Callable[..., Container], phone: str
-) -> None:
-    """The block holds the user until it ends: a one-call write (or a second message) for the
-    same user from the block's own thread waited for itself, lease_wait long, then raised
-    UserBusy, which tells the bot to have WhatsApp deliver the message again: it failed the
-    same way on every delivery."""
-    state = build(lease_wait=5.0).state_service()
-    state.start(phone)
-    started = time.monotonic()
-    inside = pytest.raises(CalledInsideOwnMessage, match=r"msg\.conversation")
-    with inside, state.message(phone, "wamid.s"):
-        state.update(phone, lambda c: c.context.update(inner=True))
-    with (
-        pytest.raises(CalledInsideOwnMessage, match="wait for itself"),
-        state.message(phone, "wamid.o"),
-        state.message(phone, "wamid.inner"),
-    ):
-        pytest.fail("a second block for the user opened inside the first")
-    assert time.monotonic() - started < 2.0  # not two waits of lease_wait
-    assert state.start(phone).context == {}
-    with state.message(phone, "wamid.s") as msg:  # after the block, its thread is let go
-        msg.conversation.context["kept"] = True
-    state.update(phone, lambda c: c.context.update(after=True))
-    assert state.start(phone).context == {"kept": True, "after": True}
-
-
-def test_asyncio_a_write_inside_the_tasks_own_message_is_refused_and_other_tasks_wait(
+def test_asyncio_other_tasks_wait_for_a_tasks_message_without_blocking_the_loop(
     build: Callable[..., Container], phone: str
 ) -> None:
     container = build(lease_wait=5.0)
@@ -247,8 +219,6 @@ def test_asyncio_a_write_inside_the_tasks_own_message_is_refused_and_other_tasks
         state = container.async_state_service()
         try:
             async with state.message(phone, "wamid.a") as msg:
-                with pytest.raises(CalledInsideOwnMessage, match="wait for itself"):
-                    await state.update(phone, lambda c: c.context.update(inner=True))
                 other = asyncio.create_task(
                     state.update(phone, lambda c: c.context.update(other=True))
                 )
@@ -380,28 +350,6 @@ def test_effects_are_per_message_and_per_name(state: StateService, phone: str) -
         assert msg.effect("dashboard", lambda: 2) == 2
     with state.message(phone, "wamid.b") as msg:
         assert msg.effect("login", lambda: 3) == 3
-
-
-def test_the_idempotency_key_is_the_same_for_every_delivery(
-    state: StateService, phone: str
-) -> None:
-    with state.message(phone, "wamid.key") as first:
-        key = first.idempotency_key("create_credex")
-        assert key != first.idempotency_key("accept_credex")
-        raise_later = key
-    with state.message(phone, "wamid.key") as again:
-        assert again.duplicate
-        assert again.idempotency_key("create_credex") == raise_later
-    with state.message(phone, "wamid.other") as other:
-        assert other.idempotency_key("create_credex") != key
-
-
-@pytest.mark.parametrize("message_id", ["", None, 7, "x" * 257])
-def test_a_bad_message_id_is_refused_before_anything(
-    state: StateService, phone: str, message_id: Any
-) -> None:
-    with pytest.raises(InvalidInput):
-        state.message(phone, message_id)
 
 
 def _jwt(exp: datetime) -> str:

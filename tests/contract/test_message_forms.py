@@ -8,9 +8,7 @@ from fakes import FakeClock
 
 from vimbiso_state.domain.conversation import Notice
 from vimbiso_state.services.exceptions import (
-    FormIncomplete,
     FormValidationError,
-    InvalidInput,
     NoActiveForm,
 )
 from vimbiso_state.services.state_service import StateService
@@ -66,23 +64,6 @@ def test_form_changes_are_stored_only_by_the_commit(state: StateService, phone: 
         msg.form_fill(amount="100")
         raise LookupError("the bot's own bug")
     assert state.start(phone).form.values == {}  # type: ignore[union-attr]
-
-
-def test_form_rules_are_those_of_the_one_call_operations(state: StateService, phone: str) -> None:
-    with state.message(phone, "wamid.r1") as msg:
-        with pytest.raises(NoActiveForm):
-            msg.form_fill(amount="5")
-        with pytest.raises(NoActiveForm):
-            msg.form_complete()
-        with pytest.raises(InvalidInput, match="list of field names"):
-            msg.form_start("offer", required="amount")  # type: ignore[arg-type]
-        msg.form_start("offer", required=["amount", "recipient"])
-        msg.form_fill(amount="7")
-        with pytest.raises(FormIncomplete) as incomplete:
-            msg.form_complete()
-        assert incomplete.value.missing == ["recipient"]
-        assert msg.conversation.form is not None  # an incomplete form stays open
-    assert state.start(phone).form.values == {"amount": "7", "denomination": "USD"}  # type: ignore[union-attr]
 
 
 def test_a_form_started_in_a_message_expires_after_form_ttl(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 from fakes import FakeClock
 
 from vimbiso_state.domain.conversation import DEFAULT_STAGE, Notice
-from vimbiso_state.services.exceptions import InvalidInput
 from vimbiso_state.services.state_service import StateService
 
 MEMBER = {"memberID": "m-1", "memberTier": 3, "firstname": "Rudo", "lastname": "Dube"}
@@ -75,18 +73,3 @@ def test_an_expired_session_has_no_context_left_to_keep(
     state.reset(phone, keep_context=["mock_testing"])
     conv = state.start(phone)
     assert conv.context == {} and conv.notices == [Notice.WELCOME]
-
-
-@pytest.mark.parametrize(
-    "names",
-    ["mock_testing", [1], ["mock_testing", None], {"mock_testing"}, None, b"mock_testing"],
-)
-def test_bad_keep_context_is_refused_before_anything_is_forgotten(
-    state: StateService, phone: str, names: object
-) -> None:
-    _in_progress(state, phone)
-    with pytest.raises(InvalidInput, match="keep_context is a list of context key names"):
-        state.reset(phone, keep_context=names)  # type: ignore[arg-type]
-    conv = state.start(phone)
-    assert conv.profile is not None and state.token(phone) == "jwt-of-the-member"
-    assert conv.context["mock_testing"] is True

@@ -11,9 +11,7 @@ from vimbiso_state.services.container import Container
 from vimbiso_state.services.exceptions import (
     FormIncomplete,
     FormValidationError,
-    InvalidPhoneNumber,
     NoActiveForm,
-    StateError,
     TokenError,
 )
 from vimbiso_state.services.state_service import StateService
@@ -284,11 +282,3 @@ def test_a_failed_delivery_can_be_retried(state: StateService, phone: str) -> No
     with pytest.raises(ConnectionError):
         state.handle_once(phone, "wamid.retry", fails)
     assert state.handle_once(phone, "wamid.retry", lambda c: c.navigate(OFFER)) is not None
-
-
-@pytest.mark.parametrize("bad", ["", "abc", "+1 555*", "263{77}1234567", "2637712:34567", "0771"])
-def test_invalid_phone_numbers_are_refused(state: StateService, bad: str) -> None:
-    with pytest.raises(InvalidPhoneNumber):
-        state.start(bad)
-    with pytest.raises(StateError):
-        state.save_token(bad, "x")

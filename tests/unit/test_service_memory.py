@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from dependency_injector import providers
 from fakes import DIGITS, OTHER_PHONE, PHONE, FakeClock
 
 from vimbiso_state.domain.conversation import DEFAULT_STAGE, Conversation, Notice
@@ -19,7 +17,6 @@ from vimbiso_state.services.exceptions import (
     ConfigurationError,
     FormIncomplete,
     FormValidationError,
-    InvalidInput,
     InvalidPhoneNumber,
     NoActiveForm,
     StateError,
@@ -34,16 +31,6 @@ ACCOUNTS = [
     {"accountID": "a-1", "accountName": "Personal", "accountHandle": "tendai"},
     {"accountID": "a-2", "accountName": "Business", "accountHandle": "moyo_traders"},
 ]
-
-
-class Untouchable:
-    """A repository that fails the test if it is used at all."""
-
-    def __getattr__(self, name: str) -> Any:
-        def used(*args: Any, **kwargs: Any) -> Any:
-            raise AssertionError(f"storage was used ({name}) before the input was validated")
-
-        return used
 
 
 # start, navigate, back
@@ -77,13 +64,6 @@ def test_navigate_and_back_walk_the_menu(state: StateService) -> None:
     assert (conversation.stage, conversation.option) == (DEFAULT_STAGE, None)
     assert state.back(PHONE).stage == DEFAULT_STAGE
     assert state.start(PHONE).stage == DEFAULT_STAGE
-
-
-def test_navigate_to_user_text_is_refused_and_stores_nothing(state: StateService) -> None:
-    state.start(PHONE)
-    with pytest.raises(InvalidInput):
-        state.navigate(PHONE, "DROP *")
-    assert state.start(PHONE).version == 1
 
 
 # update
@@ -362,13 +342,6 @@ def test_form_start_replaces_a_previous_form(state: StateService) -> None:
     assert (form.name, form.values) == ("transfer", {})
 
 
-def test_form_start_with_a_bad_name_stores_nothing(state: StateService) -> None:
-    state.start(PHONE)
-    with pytest.raises(InvalidInput):
-        state.form_start(PHONE, "offer:*", ["amount"])
-    assert state.start(PHONE).version == 1
-
-
 # tokens
 def test_saved_token_can_be_read_and_revoked(state: StateService) -> None:
     assert state.token(PHONE) is None
@@ -396,12 +369,6 @@ def test_token_expires_after_thirty_minutes(state: StateService, clock: FakeCloc
 def test_tokens_are_per_user(state: StateService) -> None:
     state.save_token(PHONE, SECRET)
     assert state.token(OTHER_PHONE) is None
-
-
-@pytest.mark.parametrize("value", ["", None, 12345, "x" * 8193])
-def test_save_token_rejects_a_value_that_is_not_a_token(state: StateService, value: object) -> None:
-    with pytest.raises(InvalidInput):
-        state.save_token(PHONE, value)  # type: ignore[arg-type]
 
 
 def test_token_value_never_appears_in_reprs_strings_stored_bytes_or_logs(
@@ -540,9 +507,6 @@ def test_set_profile_takes_a_selection_for_one_call(state: StateService) -> None
     conversation = state.set_profile(PHONE, MEMBER, ACCOUNTS, selection="first")
     assert conversation.current_account is not None
     assert conversation.current_account.account_id == "a-1"
-    with pytest.raises(InvalidInput, match="account selection"):
-        state.set_profile(OTHER_PHONE, MEMBER, ACCOUNTS, selection="best")
-    assert state.start(OTHER_PHONE).profile is None
 
 
 def test_an_unknown_default_account_setting_is_a_configuration_error() -> None:
@@ -550,55 +514,6 @@ def test_an_unknown_default_account_setting_is_a_configuration_error() -> None:
     container.config.from_dict({"backend": "memory", "default_account": "random"})
     with pytest.raises(ConfigurationError, match="default_account"):
         container.state_service()
-
-
-def test_set_profile_with_bad_data_raises_and_stores_nothing(state: StateService) -> None:
-    state.start(PHONE)
-    with pytest.raises(InvalidInput):
-        state.set_profile(PHONE, {"firstname": "no id"}, ACCOUNTS)
-    after = state.start(PHONE)
-    assert after.profile is None and after.version == 1
-
-
-# phone validation happens before storage
-CALLS = {
-    "start": lambda s, p: s.start(p),
-    "start_greeting": lambda s, p: s.start(p, "hi"),
-    "restart": lambda s, p: s.restart(p),
-    "navigate": lambda s, p: s.navigate(p, OFFER),
-    "back": lambda s, p: s.back(p),
-    "update": lambda s, p: s.update(p, lambda c: None),
-    "handle_once": lambda s, p: s.handle_once(p, "wamid.1", lambda c: None),
-    "set_profile": lambda s, p: s.set_profile(p, MEMBER, ACCOUNTS),
-    "reset": lambda s, p: s.reset(p),
-    "form_start": lambda s, p: s.form_start(p, "offer", ["amount"]),
-    "form_fill": lambda s, p: s.form_fill(p, amount="5"),
-    "form_complete": lambda s, p: s.form_complete(p),
-    "save_token": lambda s, p: s.save_token(p, SECRET),
-    "token": lambda s, p: s.token(p),
-    "revoke_token": lambda s, p: s.revoke_token(p),
-}
-
-
-@pytest.mark.parametrize("call", sorted(CALLS))
-@pytest.mark.parametrize("phone", ["263*", "{263771234567}", "user:263771234567", "", None])
-def test_invalid_phone_raises_before_any_storage(
-    container: Container, call: str, phone: object
-) -> None:
-    container.conversations.override(providers.Object(Untouchable()))
-    container.tokens.override(providers.Object(Untouchable()))
-    state = container.state_service()
-    with pytest.raises(InvalidPhoneNumber):
-        CALLS[call](state, phone)
-
-
-@pytest.mark.parametrize("option", ["DROP *", "x:y", "{263771234567}"])
-def test_navigate_rejects_user_text_before_touching_storage(
-    container: Container, option: str
-) -> None:
-    container.conversations.override(providers.Object(Untouchable()))
-    with pytest.raises(InvalidInput):
-        container.state_service().navigate(PHONE, option)
 
 
 def test_errors_share_the_state_error_base() -> None:
@@ -639,12 +554,6 @@ def test_handle_once_that_raises_does_not_mark_the_message_handled(state: StateS
     with pytest.raises(ValueError):
         state.handle_once(PHONE, "wamid.1", broken)
     assert state.handle_once(PHONE, "wamid.1", lambda c: c.navigate(OFFER)) is not None
-
-
-@pytest.mark.parametrize("message_id", ["", "x" * 257, None, 42])
-def test_handle_once_rejects_a_bad_message_id(state: StateService, message_id: object) -> None:
-    with pytest.raises(InvalidInput):
-        state.handle_once(PHONE, message_id, lambda c: None)  # type: ignore[arg-type]
 
 
 # configuration
