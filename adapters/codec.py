@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
@@ -82,25 +86,47 @@ def encode_stored(
     return Encoded(encode(value, extras, pin=True), False)
 
 
+class _Pinned:
+    """Encodes one stored kind with the fields a store keeps beside its document (they move
+    with every message and form answer) pinned to what the document holds in their place, so
+    that a part nobody changed encodes to the bytes it was stored as.
+
+    Encoded from a copy of the fields, as a msgspec Struct with the same fields in the same
+    order (the same JSON, nearly as fast as the dataclass): the domain object is never changed,
+    not even while it is encoded, so another thread reading it never sees a pinned value.
+    """
+
+    def __init__(self, kind: type[Any], pins: Mapping[str, str | None]) -> None:
+        names = tuple(f.name for f in dataclasses.fields(kind))
+        self._values = operator.attrgetter(*names)
+        self._document = msgspec.defstruct(f"Stored{kind.__name__}", [(n, Any) for n in names])
+        # (the field's place, the place of the field it takes its value from; None: null)
+        self._pins = [
+            (names.index(name), None if source is None else names.index(source))
+            for name, source in pins.items()
+        ]
+
+    def encode(self, value: object) -> bytes:
+        values = list(self._values(value))
+        for at, source in self._pins:
+            values[at] = None if source is None else values[source]
+        return _encoder.encode(self._document(*values))
+
+
+# Last-seen is stored as the creation time; the critical data's form deadline and last
+# inbound message, as nothing.
+_PINNED = {
+    CriticalData: _Pinned(
+        CriticalData, {"last_seen_at": "created_at", "form_expires_at": None, "inbound_at": None}
+    ),
+    Session: _Pinned(Session, {"last_seen_at": "started_at"}),
+}
+
+
 def _pinned(value: object) -> bytes:
-    if type(value) is CriticalData:
-        # The stores keep the form's deadline and the last inbound message beside the
-        # document too (they move with every form answer and message, and must not make the
-        # profile look changed).
-        seen, form_at, inbound = value.last_seen_at, value.form_expires_at, value.inbound_at
-        value.last_seen_at, value.form_expires_at, value.inbound_at = value.created_at, None, None
-        try:
-            return _encoder.encode(value)
-        finally:
-            value.last_seen_at, value.form_expires_at, value.inbound_at = seen, form_at, inbound
-    if type(value) is Session:
-        seen = value.last_seen_at
-        value.last_seen_at = value.started_at
-        try:
-            return _encoder.encode(value)
-        finally:
-            value.last_seen_at = seen
-    return _encoder.encode(value)
+    """JSON of a part as the stores keep it (see _Pinned)."""
+    pinned = _PINNED.get(type(value))
+    return _encoder.encode(value) if pinned is None else pinned.encode(value)
 
 
 def encode(value: object, extras: Mapping[str, bytes] | None = None, pin: bool = False) -> bytes:
@@ -222,22 +248,52 @@ class _SoundDocuments:
     """The documents of the current schema read lately that decoded and passed the domain's
     checks, with their unknown fields: a user's profile comes back unchanged message after
     message, and checking it again every time cost more than decoding it. Keyed by the
-    document's bytes (held by hash: a dict keeps the bytes, bounded by count)."""
+    document's bytes, so it holds them: bounded in bytes as well as in entries (documents
+    may be up to MAX_DOCUMENT_BYTES each), the oldest forgotten first."""
 
-    def __init__(self, size: int = 2048) -> None:
-        self._size = size
-        self._known: dict[tuple[type[Any], bytes], dict[str, bytes]] = {}
+    # What an entry costs beside its bytes: the key tuple, the dict slots, the unknown fields'
+    # dict (an estimate; the bound is about the documents, which dominate).
+    ENTRY_OVERHEAD = 256
+
+    def __init__(self, max_bytes: int = 4 * 1024 * 1024, max_entries: int = 2048) -> None:
+        self.max_bytes = max_bytes
+        self._max_entries = max_entries
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything; a forked child starts here (a lock held by another thread of
+        its parent at the fork would stay held in the child forever)."""
+        self._known: OrderedDict[tuple[type[Any], bytes], tuple[dict[str, bytes], int]] = (
+            OrderedDict()
+        )
+        self.size = 0  # bytes held, by the same estimate
+        self._lock = threading.Lock()  # taken on a miss only: the hits stay lock-free
 
     def get(self, key: tuple[type[Any], bytes]) -> dict[str, bytes] | None:
-        return self._known.get(key)
+        entry = self._known.get(key)
+        return None if entry is None else entry[0]
 
     def remember(self, key: tuple[type[Any], bytes], unknown: dict[str, bytes]) -> None:
-        if len(self._known) >= self._size:
-            self._known.clear()  # cheaper than an LRU, and a cold read is only a check
-        self._known[key] = unknown
+        kind, document = key
+        size = len(document) + sum(map(len, unknown.values())) + self.ENTRY_OVERHEAD
+        if size > self.max_bytes:
+            return
+        # A copy of its own, as large as the document: bytes fresh from msgspec's encoder (the
+        # memory backend's) sit in a buffer up to half as large again.
+        key = (kind, bytes(memoryview(document)))
+        with self._lock:
+            known = self._known
+            if key in known:
+                return
+            while known and (self.size + size > self.max_bytes or len(known) >= self._max_entries):
+                self.size -= known.popitem(last=False)[1][1]
+            known[key] = (unknown, size)
+            self.size += size
 
 
 _SOUND = _SoundDocuments()
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_SOUND.clear)
 
 
 def _fields(kind: type[Any], data: bytes | memoryview) -> tuple[bool, dict[str, bytes]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from cryptography.fernet import Fernet
@@ -50,6 +50,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_INPUT, f"{PROG}: {message} (see {self.prog} --help)\n")
 
 
+# Adds one command: its name, its one-line help, the shared arguments it takes.
+_Add = Callable[..., argparse.ArgumentParser]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -69,12 +73,20 @@ def _parser() -> argparse.ArgumentParser:
         help="use Redis at URL (default: REDIS_STATE_URL with STATE_BACKEND=redis, "
         "else the in-memory backend)",
     )
-    phone = _Parser(add_help=False)
-    phone.add_argument("phone", metavar="PHONE", help="the user's number, e.g. +263771234567")
 
     def add(name: str, text: str, *parents: _Parser) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=text, description=text, parents=list(parents))
 
+    _user_commands(add, backend)
+    _store_commands(add, backend)
+    add("keygen", "print a new Fernet key for STATE_TOKEN_KEYS")
+    return parser
+
+
+def _user_commands(add: _Add, backend: _Parser) -> None:
+    """The commands about one user: play one, look inside one, forget one."""
+    phone = _Parser(add_help=False)
+    phone.add_argument("phone", metavar="PHONE", help="the user's number, e.g. +263771234567")
     add("demo", "play a realistic WhatsApp conversation against the backend", backend)
     chatting = add("chat", "be the WhatsApp user: the bot's menu and forms, from stdin", backend)
     chatting.add_argument(
@@ -83,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     chatting.add_argument("--fresh", action="store_true", help="forget this number first")
     add("inspect", "show one user's state, form, session, token and key TTLs", backend, phone)
     add("reset", "forget one user: conversation, form and token (handled ids stay)", backend, phone)
+
+
+def _store_commands(add: _Add, backend: _Parser) -> None:
+    """The commands about the whole store: count, check, read expiry events, import."""
     counting = add(
         "stats",
         "count conversations and keys, measure memory, show where users stand (SCAN)",
@@ -122,8 +138,6 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="go on from this SCAN cursor (an interrupted run prints it)",
     )
-    add("keygen", "print a new Fernet key for STATE_TOKEN_KEYS")
-    return parser
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,7 +1,6 @@
-"""The Redis backend for asyncio: redis.asyncio clients, the same layout, scripts and rules.
-
-Only the I/O differs from store.py; the calls and the meaning of replies come from
-protocol.py, and the retry decisions from RetryPolicy.
+"""The Redis backend for asyncio: redis.asyncio clients, and repositories that await what
+round_trips.py asks (store.py sends the same requests blocking; the retry decisions come from
+RetryPolicy).
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import redis.asyncio
@@ -26,17 +26,16 @@ from vimbiso_state.adapters.redis.connection import (
     is_wrong_type,
 )
 from vimbiso_state.adapters.redis.keys import KeySchema
-from vimbiso_state.adapters.redis.partitions import PartitionGroups
-from vimbiso_state.adapters.redis.protocol import ConversationCalls, ExpiryCalls, legacy_digest
-from vimbiso_state.adapters.redis.scripts import (
-    BEGIN,
-    CLAIM,
-    COMMIT,
-    EFFECT,
-    EXPIRY,
-    FORGET,
-    LOAD,
-    RELEASE,
+from vimbiso_state.adapters.redis.round_trips import (
+    ConversationRoundTrips,
+    OnNode,
+    Pipeline,
+    ReadToken,
+    RoundTrips,
+    Script,
+    Servers,
+    queue,
+    read_token,
 )
 from vimbiso_state.domain.effects import Effect
 from vimbiso_state.domain.errors import StateUnavailable
@@ -131,26 +130,82 @@ async def close_async(client: AsyncRedisClient) -> None:
 T = TypeVar("T")
 
 
-class _AsyncRedisRepository:
+class AsyncSender:
+    """Sender (store.py) for asyncio: the same requests, awaited; an asyncio cluster client
+    reads its slot map before its first command (``discovered``)."""
+
     def __init__(
-        self,
-        client: AsyncRedisClient,
-        retry: RetryPolicy | None = None,
-        keys: KeySchema | None = None,
+        self, client: AsyncRedisClient, retry: RetryPolicy, waits: AsyncRedisClient
     ) -> None:
         self._client = client
-        self._retry = AsyncRetryPolicy(retry or RetryPolicy())
-        self._keys = keys or KeySchema(cluster=isinstance(client, AsyncRedisCluster))
+        self._retry = AsyncRetryPolicy(retry)
+        self._waits = waits
+        self._send: dict[type[Any], Callable[[Any], Awaitable[Any]]] = {
+            Script: self._script,
+            Pipeline: self._pipeline,
+            Servers: self._servers,
+            OnNode: self._on_node,
+            ReadToken: self._read_token,
+        }
 
-    async def _run(self, operation: Callable[[], Awaitable[T]]) -> T:
-        async def attempt() -> T:
-            await discovered(self._client)
-            return await operation()
+    async def run(self, round_trips: RoundTrips[T]) -> T:
+        """Send each request ``round_trips`` yields, and return what it returns."""
+        reply = None
+        while True:
+            try:
+                request = round_trips.send(reply)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+            reply = await self._retry.call(partial(self._attempt, request))
 
-        return await self._retry.call(attempt)
+    async def _attempt(self, request: Any) -> Any:
+        await discovered(self._client)
+        return await self._send[type(request)](request)
+
+    async def _script(self, call: Script) -> Any:
+        if call.wait is not None:
+            # The waits client is a second client: first waits made at once on a cluster
+            # would race its discovery.
+            await discovered(self._waits)
+            await self._waits.blpop([call.wait.key], timeout=call.wait.seconds)
+        return await call.script.call_async(self._client, call.keys, call.args)
+
+    async def _pipeline(self, pipeline: Pipeline) -> list[Any]:
+        client = self._client if pipeline.wait is None else self._waits
+
+        async def send(by_source: bool) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            queue(pipe, pipeline, by_source)
+            replies: list[Any] = await pipe.execute()
+            return replies
+
+        try:
+            return await send(by_source=False)
+        except NoScriptError:
+            return await send(by_source=True)
+
+    async def _servers(self, servers: Servers) -> list[tuple[Any, list[str]]]:
+        return servers.groups.in_turn(self._client)  # after discovered(), in _attempt
+
+    async def _on_node(self, call: OnNode) -> Any:
+        try:
+            return await call.script.on_node_async(self._client, call.node, call.keys, call.args)
+        except Exception:
+            call.failed()
+            raise
+
+    async def _read_token(self, read: ReadToken) -> Any:
+        try:
+            return await self._client.get(read.key)
+        except ResponseError as exc:
+            if not is_wrong_type(exc):
+                raise
+            await self._client.delete(read.key)  # not a token: damaged (see store.py)
+            return None
 
 
-class AsyncRedisConversationRepository(_AsyncRedisRepository):
+class AsyncRedisConversationRepository(AsyncSender):
     """RedisConversationRepository for asyncio."""
 
     def __init__(
@@ -162,61 +217,19 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
         waits: AsyncRedisClient | None = None,
         wait_slice: float = 0.2,
     ) -> None:
-        super().__init__(client, retry, keys)
-        self._calls = ConversationCalls(timeouts)
-        self._expiry = ExpiryCalls(timeouts)
-        self._partitions = PartitionGroups(self._keys.cluster)
-        self._waits = waits or client
-        self._wait_slice = wait_slice
+        super().__init__(client, retry or RetryPolicy(), waits or client)
+        cluster = isinstance(client, AsyncRedisCluster)
+        self._keys = keys or KeySchema(cluster=cluster)
+        self._trips = ConversationRoundTrips(timeouts, self._keys, not cluster, wait_slice)
 
     async def load(self, phone: PhoneNumber, now: datetime) -> StoredConversation:
-        keys, args = self._keys.for_user(phone).load, self._calls.load_args(now, True)
-        reply = await self._run(lambda: LOAD.call_async(self._client, keys, args))
-        return self._calls.loaded(reply, now)
+        return await self.run(self._trips.load(phone, now))
 
+    # The unit of work
     async def begin(
-        self,
-        phone: PhoneNumber,
-        now: datetime,
-        message_id: str | None,
-        lease: str,
-        wait: timedelta,
+        self, phone: PhoneNumber, now: datetime, message_id: str | None, lease: str, wait: timedelta
     ) -> Begun:
-        """See RedisConversationRepository.begin."""
-        user = self._keys.for_user(phone)
-        waited = wait > timedelta(0)
-        seconds = round(min(wait.total_seconds(), self._wait_slice), 3) or 0.001
-        if isinstance(self._client, AsyncRedisCluster):
-            args = self._calls.begin_args(now, message_id, lease, waited, read_here=True)
-
-            async def on_cluster() -> Any:
-                if waited:
-                    # The waits client is a second cluster client, and _run discovered only
-                    # the first: first waits made at once would race its discovery.
-                    await discovered(self._waits)
-                    await self._waits.blpop([user.wake], timeout=seconds)
-                return await BEGIN.call_async(self._client, user.begin, args)
-
-            return self._calls.began(await self._run(on_cluster), None, now)
-        args = self._calls.begin_args(now, message_id, lease, waited)
-
-        async def attempt(by_source: bool) -> list[Any]:
-            pipe = (self._waits if waited else self._client).pipeline(transaction=False)
-            if waited:
-                pipe.blpop([user.wake], timeout=seconds)
-            BEGIN.queue(pipe, user.begin, args, by_source)
-            pipe.mget(user.parts)
-            replies: list[Any] = await pipe.execute()
-            return replies[-2:]
-
-        async def one_round_trip() -> list[Any]:
-            try:
-                return await attempt(by_source=False)
-            except NoScriptError:
-                return await attempt(by_source=True)
-
-        reply, values = await self._run(one_round_trip)
-        return self._calls.began(reply, values, now)
+        return await self.run(self._trips.begin(phone, now, message_id, lease, wait))
 
     async def commit(
         self,
@@ -227,110 +240,48 @@ class AsyncRedisConversationRepository(_AsyncRedisRepository):
         token: TokenChange | None,
         now: datetime,
     ) -> WriteResult:
-        keys = self._keys.for_user(phone).commit
-        args = self._calls.commit_args(phone.digits, holder, message_id, write, token, now)
-        reply = await self._run(lambda: COMMIT.call_async(self._client, keys, args))
-        return self._calls.committed(reply)
+        trips = self._trips.commit(phone, holder, message_id, write, token, now)
+        return await self.run(trips)
 
     async def release(self, phone: PhoneNumber, lease: str) -> None:
-        keys = self._keys.for_user(phone).release
-        await self._run(lambda: RELEASE.call_async(self._client, keys, [lease]))
+        await self.run(self._trips.release(phone, lease))
 
     async def forget(self, phone: PhoneNumber) -> None:
-        keys = self._keys.for_user(phone).forget
-        await self._run(lambda: FORGET.call_async(self._client, keys, []))
+        await self.run(self._trips.forget(phone))
 
     async def effect_start(
         self, phone: PhoneNumber, holder: Holder, effect: Effect, now: datetime
     ) -> EffectRecord:
-        keys = self._keys.for_user(phone).effect(legacy_digest(effect.key))
-        args = self._calls.effect_start_args(holder, effect, now)
-        reply = await self._run(lambda: EFFECT.call_async(self._client, keys, args))
-        return self._calls.effect_record(reply)
+        return await self.run(self._trips.effect_start(phone, holder, effect, now))
 
     async def effect_finish(
         self, phone: PhoneNumber, effect: Effect, result: bytes, now: datetime, settle: bool
     ) -> EffectRecord:
-        keys = self._keys.for_user(phone).effect(None)
-        args = self._calls.effect_finish_args(effect, result, now, settle)
-        reply = await self._run(lambda: EFFECT.call_async(self._client, keys, args))
-        return self._calls.effect_record(reply)
+        trips = self._trips.effect_finish(phone, effect, result, now, settle)
+        return await self.run(trips)
 
     # Expiry events
     async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
-        """See RedisConversationRepository.claim."""
-        reply = await self._each_server(self._expiry.claim_args(now, limit, lease))
-        return ExpiryCalls.claims(reply, now, lease)
-
-    async def _each_server(self, args: list[Any]) -> list[Any]:
-        """See RedisConversationRepository._each_server."""
-        await discovered(self._client)
-        limit, taken = int(args[2]), list[Any]()
-        for node, keys in self._partitions.in_turn(self._client):
-
-            async def attempt(node: Any = node, keys: list[str] = keys) -> list[Any]:
-                try:
-                    reply: list[Any] = await CLAIM.on_node_async(
-                        self._client, node, keys[:1], [*args, *keys[1:]]
-                    )
-                except Exception:
-                    self._partitions.forget()
-                    raise
-                return reply
-
-            taken += await self._run(attempt)
-            args[2] = limit - len(taken) // 2
-            if args[2] <= 0:
-                break
-        return taken
+        return await self.run(self._trips.claim(now, limit, lease))
 
     async def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]:
-        replies = await self._each(claims, lambda claim: self._expiry.check_args(claim, now))
-        pairs = zip(claims, replies, strict=True)
-        return [ExpiryCalls.checked(claim, reply) for claim, reply in pairs]
+        return await self.run(self._trips.check(claims, now))
 
     async def ack(self, claims: Sequence[Claim], now: datetime) -> None:
-        await self._each(claims, lambda claim: self._expiry.ack_args(claim, now))
-
-    async def _each(self, claims: Sequence[Claim], args: Callable[[Claim], list[Any]]) -> list[Any]:
-        """See RedisConversationRepository._each."""
-        keys = [self._keys.for_user(PhoneNumber(c.digits)).expiry_entry for c in claims]
-        if isinstance(self._client, AsyncRedisCluster):
-            return [
-                await self._run(lambda k=k, c=c: EXPIRY.call_async(self._client, k, args(c)))
-                for k, c in zip(keys, claims, strict=True)
-            ]
-
-        async def attempt(by_source: bool) -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            for k, c in zip(keys, claims, strict=True):
-                EXPIRY.queue(pipe, k, args(c), by_source)
-            replies: list[Any] = await pipe.execute()
-            return replies
-
-        async def one_round_trip() -> list[Any]:
-            try:
-                return await attempt(by_source=False)
-            except NoScriptError:
-                return await attempt(by_source=True)
-
-        return await self._run(one_round_trip) if claims else []
+        await self.run(self._trips.ack(claims, now))
 
 
-class AsyncRedisTokenRepository(_AsyncRedisRepository):
+class AsyncRedisTokenRepository(AsyncSender):
     """RedisTokenRepository for asyncio."""
 
+    def __init__(
+        self,
+        client: AsyncRedisClient,
+        retry: RetryPolicy | None = None,
+        keys: KeySchema | None = None,
+    ) -> None:
+        super().__init__(client, retry or RetryPolicy(), client)
+        self._keys = keys or KeySchema(cluster=isinstance(client, AsyncRedisCluster))
+
     async def get(self, phone: PhoneNumber) -> bytes | None:
-        key = self._keys.for_user(phone).token
-
-        async def get() -> Any:
-            try:
-                return await self._client.get(key)
-            except ResponseError as exc:
-                if not is_wrong_type(exc):
-                    raise
-                await self._client.delete(key)  # not a token: damaged (see store.py)
-                return None
-
-        value = await self._run(get)
-        return value.encode() if isinstance(value, str) else value
+        return await self.run(read_token(self._keys, phone))

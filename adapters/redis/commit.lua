@@ -22,7 +22,7 @@
 -- to what changed.
 -- The epoch says which effect records guard this conversation: the records as begun, or
 -- ones this unit of work started itself when there were none; a later read that finds
--- other records (or none) knows they were evicted (protocol.py: guards_lost).
+-- other records (or none) knows they were evicted (layout.py: guards_lost).
 -- The expiry index (in the user's hash slot) gets an entry for the session and for the
 -- form no later than their deadlines; a deadline that moved later leaves its entry early,
 -- and whoever claims it then puts it back (expiry.lua). A form that is gone loses its entry.

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -158,6 +158,15 @@ def connect_cluster(
         return (retry or RetryPolicy(retries=0)).call(discover)
     except StateError as exc:
         raise StateUnavailable(f"Redis Cluster could not be reached: {exc}") from exc
+
+
+def nodes(client: Any) -> list[tuple[str, redis.Redis]]:
+    """The servers behind a client: the client itself (named ""), or every primary of a
+    cluster, each a client of its own under the node's name."""
+    primaries = getattr(client, "get_primaries", None)
+    if primaries is None:
+        return [("", client)]
+    return [(node.name, client.get_redis_connection(node)) for node in primaries()]
 
 
 def is_wrong_type(exc: Exception) -> bool:

@@ -6,8 +6,7 @@ import shutil
 import textwrap
 from typing import TextIO
 
-from vimbiso_state.adapters.redis.health import Finding, Verdict, check_server, overall
-from vimbiso_state.adapters.redis.keyspace import nodes
+from vimbiso_state.adapters.redis.connection import nodes
 from vimbiso_state.entrypoints.commands.common import (
     EXIT_FAIL,
     EXIT_OK,
@@ -18,6 +17,12 @@ from vimbiso_state.entrypoints.commands.common import (
 )
 from vimbiso_state.entrypoints.commands.output import verdict_label
 from vimbiso_state.services.config import Settings
+from vimbiso_state.services.operations.server_checks import (
+    Finding,
+    Verdict,
+    check_server,
+    overall,
+)
 
 
 def configuration_findings(config: Settings) -> list[Finding]:

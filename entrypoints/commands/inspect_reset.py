@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from datetime import datetime, timedelta
 from typing import TextIO
 
-from vimbiso_state.adapters.redis.keyspace import KeyInfo, describe_user_keys
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.entrypoints.commands.common import close, container, describe, is_redis
+from vimbiso_state.integrations.vimbiso_bot import mask_tokens
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
-from vimbiso_state.services.inspection import Inspector, Snapshot
+from vimbiso_state.services.operations import Inspector, KeyInfo, Snapshot, describe_user_keys
 
 MEMORY_NOTE = (
     "note: the memory backend lives inside one process; this command's process holds nothing. "
@@ -164,6 +165,16 @@ def show(snapshot: Snapshot, keys: list[KeyInfo] | None, out: TextIO) -> None:
 
 
 def run_inspect(config: Settings, phone: str, out: TextIO) -> int:
+    """Print what is stored for ``phone``; anything JWT-shaped is masked wherever it is (the
+    bot's own data may hold a token the library did not put there)."""
+    shown = io.StringIO()
+    try:
+        return _inspect(config, phone, shown)
+    finally:
+        out.write(mask_tokens(shown.getvalue()))
+
+
+def _inspect(config: Settings, phone: str, out: TextIO) -> int:
     number = PhoneNumber.parse(phone, config.phone_region)  # fails before any connection
     built, _ = container(config)
     try:

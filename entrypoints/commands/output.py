@@ -6,7 +6,7 @@ import os
 import time
 from typing import TextIO
 
-from vimbiso_state.adapters.redis.health import Verdict
+from vimbiso_state.services.operations.server_checks import Verdict
 
 _COLOURS = {Verdict.OK: "32", Verdict.WARN: "33", Verdict.FAIL: "31;1"}
 

@@ -7,8 +7,6 @@ import json
 import time
 from typing import Any, TextIO
 
-from vimbiso_state.adapters.redis.health import human_bytes
-from vimbiso_state.adapters.redis.keyspace import KINDS, Funnel, KeyspaceStats, keyspace_stats
 from vimbiso_state.entrypoints.commands.common import (
     CliError,
     close,
@@ -19,6 +17,13 @@ from vimbiso_state.entrypoints.commands.common import (
 )
 from vimbiso_state.entrypoints.commands.output import ProgressBar
 from vimbiso_state.services.config import Settings
+from vimbiso_state.services.operations.keyspace import (
+    KINDS,
+    Funnel,
+    KeyspaceStats,
+    keyspace_stats,
+)
+from vimbiso_state.services.operations.server_checks import human_bytes
 
 WHAT = {
     "user": "critical data: profile, current account (user:{phone}:state)",
@@ -43,24 +48,7 @@ def run(
             "stats reads a Redis keyspace: pass --redis URL or set STATE_BACKEND=redis "
             "(the memory backend lives inside one process)"
         )
-    built, _ = container(config)
-    bar = ProgressBar(err, "scanning")
-    started = time.monotonic()
-    try:
-        now = built.clock().now()  # the server's time: deadlines as the bot sees them
-        stats = keyspace_stats(
-            built.redis_client(),
-            retry=built.redis_retry(),
-            sample=sample,
-            progress=bar,
-            timeouts=built.timeouts(),
-            now=now,
-        )
-        pending, overdue = built.conversations().expiry_counts(now)
-    finally:
-        bar.close()
-        close(built)
-    elapsed = time.monotonic() - started
+    stats, pending, overdue, elapsed = _measured(config, err, sample)
     if as_json:
         document = _document(config, stats, elapsed)
         document["expiry_events"] = {"pending": pending, "overdue": overdue}
@@ -83,22 +71,46 @@ def run(
         "(due, not yet handed to a consumer: state.expirations)",
         file=out,
     )
-    per = stats.bytes_per_conversation
-    if stats.memory_problem:
-        print(f"memory per conversation: {stats.memory_problem}", file=out)
-    elif per is None:
-        why = "not measured (--sample 0)" if sample == 0 else "no conversations to measure"
-        print(f"memory per conversation: {why}", file=out)
-    else:
-        print(
-            f"memory per conversation: {human_bytes(per)} on average "
-            f"(MEMORY USAGE of every key of {stats.sampled:,} sampled user(s)); "
-            f"about {human_bytes(per * stats.users)} for all {stats.users:,}",
-            file=out,
-        )
+    print(f"memory per conversation: {_memory(stats, sample)}", file=out)
     if stats.funnel is not None:
         _print_funnel(stats.funnel, out)
     return 0
+
+
+def _measured(config: Settings, err: TextIO, sample: int) -> tuple[KeyspaceStats, int, int, float]:
+    """One SCAN of the keyspace (a progress bar on ``err``), the expiry index's counts
+    (pending, overdue) and the seconds they took."""
+    built, _ = container(config)
+    bar = ProgressBar(err, "scanning")
+    started = time.monotonic()
+    try:
+        now = built.clock().now()  # the server's time: deadlines as the bot sees them
+        stats = keyspace_stats(
+            built.redis_client(),
+            retry=built.redis_retry(),
+            sample=sample,
+            progress=bar,
+            timeouts=built.timeouts(),
+            now=now,
+        )
+        pending, overdue = built.conversations().expiry_counts(now)
+    finally:
+        bar.close()
+        close(built)
+    return stats, pending, overdue, time.monotonic() - started
+
+
+def _memory(stats: KeyspaceStats, sample: int) -> str:
+    per = stats.bytes_per_conversation
+    if stats.memory_problem:
+        return stats.memory_problem
+    if per is None:
+        return "not measured (--sample 0)" if sample == 0 else "no conversations to measure"
+    return (
+        f"{human_bytes(per)} on average "
+        f"(MEMORY USAGE of every key of {stats.sampled:,} sampled user(s)); "
+        f"about {human_bytes(per * stats.users)} for all {stats.users:,}"
+    )
 
 
 def _print_funnel(funnel: Funnel, out: TextIO) -> None:

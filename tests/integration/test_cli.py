@@ -23,12 +23,15 @@ from cli_output import one_error_line
 from cryptography.fernet import Fernet
 from fakes import FakeClock
 from redis_servers import RedisProcess
+from stored_documents import rewrite
+from vimbiso_bot_double import jwt
 
-from vimbiso_state.adapters.redis.keyspace import keyspace_stats
 from vimbiso_state.entrypoints.cli import main
 from vimbiso_state.entrypoints.demo import ACCOUNTS, MEMBER
+from vimbiso_state.integrations.vimbiso_bot import JWT_SHAPED
 from vimbiso_state.services.config import ENVIRONMENT, Settings
 from vimbiso_state.services.container import Container
+from vimbiso_state.services.operations.keyspace import keyspace_stats
 from vimbiso_state.services.state_service import StateService
 
 KEY = Fernet.generate_key().decode()
@@ -511,3 +514,34 @@ def test_expirations_prints_due_events_and_consumes_them_only_with_ack(
     assert [e for e in lines() if e["kind"] == "form"] == [event]  # nothing was consumed
     assert [e for e in lines("--ack") if e["kind"] == "form"] == [event]
     assert [e for e in lines() if e["kind"] == "form"] == []
+
+
+def test_inspect_masks_anything_token_shaped_wherever_it_is(
+    private_redis: RedisProcess, service: StateService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    phone = "+263773004002"
+    converse(service, phone)
+    planted = jwt({"sub": "mem-1", "planted": "by hand"})
+    container = Container.from_settings(
+        Settings(backend="redis", redis_url=private_redis.url, token_keys=(KEY,))
+    )
+
+    def plant_in_context(session: dict[str, Any]) -> dict[str, Any]:
+        session["context"] = {
+            "action": {"details": {"token": planted}},
+            "note": f"see {planted} here",
+        }
+        return session
+
+    def plant_in_member(user: dict[str, Any]) -> dict[str, Any]:
+        user["member"]["lastname"] = planted
+        return user
+
+    rewrite(container, "redis", phone, "session", plant_in_context)  # raw Redis writes
+    rewrite(container, "redis", phone, "user", plant_in_member)
+    container.redis_client().close()
+    assert main(["inspect", phone, "--redis", private_redis.url]) == 0
+    out = capsys.readouterr().out
+    assert planted not in out and not JWT_SHAPED.search(out)
+    assert "action={'details': {'token': '********'}}, note='see ******** here'" in out
+    assert "member           Tendai ******** (mem_7f3a)" in out

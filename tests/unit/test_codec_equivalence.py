@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime
+import sys
+import tracemalloc
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -442,3 +444,60 @@ def test_a_stored_session_with_the_live_bots_step_names_is_read() -> None:
     parts = codec.StoredParts()
     assert parts.read(Session, codec.encode(session)) == session
     assert not parts.damaged
+
+
+# What the storage path costs the bot's process and objects
+def test_documents_remembered_as_sound_hold_a_bounded_number_of_bytes() -> None:
+    """The codec remembers the documents it found sound, by their bytes; many large profiles
+    read once each must not keep more than a few MiB alive in the process (an entry count
+    alone let 2,048 documents of up to 64 KiB stay: 128 MiB)."""
+
+    def profile(n: int) -> CriticalData:
+        notes = f"{n:06d}" * 8_000  # a 48 KB field: large, within MAX_DOCUMENT_BYTES
+        return CriticalData(created_at=T0, last_seen_at=T0, member={"memberID": "m", "n": notes})
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(200):  # each document is made, read and let go, as a store does
+            assert codec.StoredParts().read(CriticalData, codec.encode(profile(n))) is not None
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # Holding them all would cost 200 x 48 KB, over 9 MiB.
+    assert held < 5 * 1024 * 1024
+
+
+def test_encoding_a_part_never_changes_the_domain_object_even_for_a_moment() -> None:
+    """Bot code may read a conversation from another thread while the store encodes it: the
+    stores pin the fields they keep beside a document (last-seen, the form's deadline, the
+    last inbound message) in the JSON, never on the object itself."""
+    later = T0 + timedelta(minutes=3)
+    critical = CriticalData(
+        created_at=T0, last_seen_at=later, form_expires_at=later, inbound_at=later
+    )
+    session = Session(id="s1", started_at=T0, last_seen_at=later)
+    stored = codec.encode_stored(critical).data
+
+    def fields() -> tuple[Any, ...]:
+        return (
+            critical.last_seen_at,
+            critical.form_expires_at,
+            critical.inbound_at,
+            session.last_seen_at,
+        )
+
+    seen = {fields()}
+
+    def watch(frame: Any, event: str, arg: Any) -> None:
+        seen.add(fields())  # at every call and return inside the codec, C calls included
+
+    previous = sys.getprofile()
+    sys.setprofile(watch)
+    try:
+        assert codec.encode_stored(critical, None, stored).unchanged
+        codec.encode_stored(critical)
+        codec.encode_stored(session)
+    finally:
+        sys.setprofile(previous)
+    assert seen == {(later, later, later, later)}

@@ -8,8 +8,14 @@ import pytest
 import redis
 
 from vimbiso_state.adapters.redis.connection import RetryPolicy
-from vimbiso_state.adapters.redis.health import Finding, Verdict, check_server, human_bytes, overall
 from vimbiso_state.domain.errors import StateUnavailable
+from vimbiso_state.services.operations.server_checks import (
+    Finding,
+    Verdict,
+    check_server,
+    human_bytes,
+    overall,
+)
 
 SEED_CONFIG = {
     "maxmemory-policy": "allkeys-lru",

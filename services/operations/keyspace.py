@@ -1,4 +1,5 @@
-"""Read-only views of the keyspace for operators' tools: one user's keys, and SCAN statistics.
+"""Read-only views of a Redis keyspace for operators' tools: one user's keys, and SCAN
+statistics.
 
 Nothing here writes, and nothing here is on the bot's path: ``vimbiso-state inspect`` and
 ``stats`` use it. SCAN walks the keyspace in small batches, so it never blocks the server the
@@ -18,9 +19,9 @@ from typing import Any
 import redis
 
 from vimbiso_state.adapters import codec
-from vimbiso_state.adapters.redis.connection import RetryPolicy
+from vimbiso_state.adapters.redis.connection import RetryPolicy, nodes
 from vimbiso_state.adapters.redis.keys import KeySchema
-from vimbiso_state.adapters.redis.protocol import SEEN, from_micros
+from vimbiso_state.adapters.redis.layout import read_session
 from vimbiso_state.domain.conversation import Session, is_step
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.lifecycle import session_alive
@@ -30,6 +31,7 @@ from vimbiso_state.domain.timeouts import Timeouts
 KINDS = ("user", "session", "form", "handled", "token", "lease")
 # A message's lease comes with two helper keys while others wait for it: one lease.
 _COUNTED_AS = {"waiters": "lease", "wake": "lease"}
+_SCHEMA = KeySchema()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ def describe_user_keys(
     client: Any, phone: PhoneNumber, retry: RetryPolicy | None = None
 ) -> list[KeyInfo]:
     """Every key of this user (TYPE, PTTL and the handled-id count), in one round trip."""
-    keys = KeySchema().for_user(phone)
+    keys = _SCHEMA.for_user(phone)
     names = {kind: getattr(keys, kind) for kind in KINDS}
 
     def read() -> list[Any]:
@@ -111,18 +113,14 @@ class Funnel:
     def _session(self, value: bytes | None) -> Session | None:
         if value is None:
             return None
-        head = value[:SEEN]
         try:
-            if len(head) != SEEN or not head.isdigit():
-                raise codec.DecodeError("damaged last-seen header")
-            session = codec.decode(Session, value[SEEN:])
+            session = read_session(value)
         except codec.DecodeError:
             self.unreadable += 1
             return None
         if session.step_problem():  # never print a stored value that is not a step name
             self.unreadable += 1
             return None
-        session.last_seen_at = from_micros(int(head))
         return session
 
     def _form(self, value: bytes | None) -> Form | None:
@@ -171,14 +169,6 @@ class KeyspaceStats:
 Progress = Callable[[int, int], None]  # (keys scanned so far, keys in the database)
 
 
-def nodes(client: Any) -> list[tuple[str, redis.Redis]]:
-    """The servers to walk: the client itself, or every primary of a cluster."""
-    primaries = getattr(client, "get_primaries", None)
-    if primaries is None:
-        return [("", client)]
-    return [(node.name, client.get_redis_connection(node)) for node in primaries()]
-
-
 def keyspace_stats(
     client: Any,
     *,
@@ -193,45 +183,63 @@ def keyspace_stats(
     """Walk the keyspace with SCAN, count keys by kind and measure a sample of users; with
     ``timeouts`` and ``now`` (the server's time), also where every known user stands."""
     policy = retry or RetryPolicy()
-    schema = KeySchema()
-    chooser = rng or random.Random()
     stats = KeyspaceStats()
+    funnel = None
     if timeouts is not None and now is not None:
-        stats.funnel = Funnel()
+        stats.funnel = funnel = Funnel()
     servers = nodes(client)
     total = sum(int(policy.call(server.dbsize)) for _, server in servers)
-    chosen: list[tuple[redis.Redis, str]] = []  # reservoir sample of (server, digits)
-    seen_users = 0
+    chosen = _Sample(sample, rng or random.Random())
     if progress:
         progress(0, total)
     for _, server in servers:
         for keys in _scan(server, policy, batch):
-            found: list[str] = []  # the users of this batch
-            for key in keys:
-                stats.scanned += 1
-                parsed = schema.parse(key)
-                if parsed is None:
-                    stats.by_kind["other"] += 1
-                    continue
-                kind, digits = parsed
-                stats.by_kind[_COUNTED_AS.get(kind, kind)] += 1
-                if kind == "user":
-                    found.append(digits)
-                    seen_users += 1
-                    if len(chosen) < sample:
-                        chosen.append((server, digits))
-                    else:
-                        slot = chooser.randrange(seen_users)
-                        if slot < sample:
-                            chosen[slot] = (server, digits)
-            if stats.funnel is not None and found:
+            found = _count(stats, keys)  # the users of this batch
+            for digits in found:
+                chosen.offer((server, digits))
+            if funnel is not None and found:
                 assert timeouts is not None and now is not None
                 for session, form in _documents(server, found, policy):
-                    stats.funnel.count(session, form, now, timeouts)
+                    funnel.count(session, form, now, timeouts)
             if progress:
                 progress(stats.scanned, max(total, stats.scanned))
-    _measure(stats, chosen, policy)
+    _measure(stats, chosen.taken, policy)
     return stats
+
+
+class _Sample:
+    """A uniform sample of ``size`` from a stream of unknown length (reservoir sampling)."""
+
+    def __init__(self, size: int, rng: random.Random) -> None:
+        self._size = size
+        self._rng = rng
+        self._seen = 0
+        self.taken: list[tuple[redis.Redis, str]] = []
+
+    def offer(self, item: tuple[redis.Redis, str]) -> None:
+        self._seen += 1
+        if len(self.taken) < self._size:
+            self.taken.append(item)
+        else:
+            slot = self._rng.randrange(self._seen)
+            if slot < self._size:
+                self.taken[slot] = item
+
+
+def _count(stats: KeyspaceStats, keys: list[bytes | str]) -> list[str]:
+    """Count a batch of keys by kind; the phone digits of the users among them."""
+    users = []
+    for key in keys:
+        stats.scanned += 1
+        parsed = _SCHEMA.parse(key)
+        if parsed is None:
+            stats.by_kind["other"] += 1
+            continue
+        kind, digits = parsed
+        stats.by_kind[_COUNTED_AS.get(kind, kind)] += 1
+        if kind == "user":
+            users.append(digits)
+    return users
 
 
 def _scan(server: redis.Redis, policy: RetryPolicy, batch: int) -> Iterator[list[bytes | str]]:
@@ -252,12 +260,11 @@ def _documents(
 ) -> list[tuple[bytes | None, bytes | None]]:
     """The stored session and form values of ``users``: one pipeline of GETs (their keys
     share the user key's hash slot, so on a cluster this node holds them too)."""
-    schema = KeySchema()
 
     def read() -> list[Any]:
         pipe = server.pipeline(transaction=False)
         for digits in users:
-            keys = schema.for_user(PhoneNumber(digits))
+            keys = _SCHEMA.for_user(PhoneNumber(digits))
             pipe.get(keys.session)
             pipe.get(keys.form)
         # A key of another type, or one that moved during resharding, reads as unreadable.
@@ -276,9 +283,8 @@ def _value(reply: object) -> bytes | None:
 def _measure(
     stats: KeyspaceStats, chosen: list[tuple[redis.Redis, str]], policy: RetryPolicy
 ) -> None:
-    schema = KeySchema()
     for server, digits in chosen:
-        keys = schema.for_user(PhoneNumber(digits)).all
+        keys = _SCHEMA.for_user(PhoneNumber(digits)).all
 
         def usage(server: redis.Redis = server, keys: list[str] = keys) -> list[Any]:
             pipe = server.pipeline(transaction=False)

@@ -1,0 +1,294 @@
+"""The script calls: for each Lua script, its arguments and what its reply means.
+
+Pure: no I/O. Each script's header comment (the ``*.lua`` files) documents the same
+arguments and reply; layout.py gives the stored bytes that go into them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from vimbiso_state.adapters.redis.layout import (
+    FOREIGN,
+    NO_WRITE,
+    StoredWrite,
+    effect_field,
+    handled_member,
+    in_doubt,
+    index_entry,
+    index_member,
+    read_conversation,
+    read_form,
+    stored_write,
+)
+from vimbiso_state.domain.conversation import window_closes_at
+from vimbiso_state.domain.effects import Effect
+from vimbiso_state.domain.expirations import Expiration
+from vimbiso_state.domain.ports import (
+    Begun,
+    Claim,
+    ConversationWrite,
+    EffectRecord,
+    EffectStatus,
+    Holder,
+    StoredConversation,
+    TokenChange,
+    WriteResult,
+    WriteStatus,
+)
+from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS, Timeouts, slide_step
+from vimbiso_state.domain.timestamps import from_micros, micros
+
+# TTLs are set a little past the domain's deadline: Redis only collects garbage, the domain
+# decides what has expired.
+GRACE_MS = 2000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_COMMITTED = {b"ok": WriteStatus.APPLIED, b"applied": WriteStatus.APPLIED}
+_EFFECTS = {
+    b"run": EffectStatus.RUN,
+    b"done": EffectStatus.DONE,
+    b"in_doubt": EffectStatus.IN_DOUBT,
+    b"lease_lost": EffectStatus.LEASE_LOST,
+    b"records_lost": EffectStatus.RECORDS_LOST,
+}
+_msgpack = msgspec.msgpack.Encoder()
+
+
+def micros_of(duration: timedelta) -> int:
+    return (duration.days * 86_400 + duration.seconds) * 1_000_000 + duration.microseconds
+
+
+def px(duration: timedelta) -> int:
+    """A TTL in milliseconds for a part whose domain deadline is ``duration`` away."""
+    return max(1, micros_of(duration) // 1000) + GRACE_MS
+
+
+class ScriptCalls:
+    """The arguments of every script for one set of timeouts, and what their replies mean."""
+
+    def __init__(self, timeouts: Timeouts) -> None:
+        self._timeouts = timeouts
+        self._load_constants = [
+            micros_of(timeouts.state),
+            micros_of(timeouts.session),
+            micros_of(slide_step(timeouts.state)),
+            micros_of(slide_step(timeouts.session)),
+            px(timeouts.state),
+            px(timeouts.session),
+        ]
+        self.lease_px = max(1, micros_of(timeouts.lease) // 1000)
+        self._dedupe_us = micros_of(timeouts.dedupe)
+        self._session_us = micros_of(timeouts.session)
+        # How far past what a write needs a TTL is extended, so that most writes move none.
+        self._state_slack = micros_of(slide_step(timeouts.state)) // 1000
+        self._dedupe_slack = micros_of(slide_step(timeouts.dedupe)) // 1000
+        self._effects_px = px(timeouts.dedupe)
+
+    # load.lua
+    def load_args(self, now: datetime, touch: bool) -> list[Any]:
+        return [b"%016d" % micros(now), b"1" if touch else b"0", *self._load_constants]
+
+    def peek_args(self) -> list[Any]:
+        """Nothing is touched, so ``now`` is never used: last-seen comes from the prefixes."""
+        return self.load_args(_EPOCH, False)
+
+    @staticmethod
+    def load_reply(reply: list[Any], now: datetime) -> StoredConversation:
+        user, session, form, touched, effects = reply
+        return read_conversation(
+            user, session, form, touched=int(touched), now=now, effects=int(effects)
+        )
+
+    @classmethod
+    def peek_reply(cls, reply: list[Any]) -> StoredConversation:
+        return cls.load_reply(reply, _EPOCH)
+
+    # begin.lua
+    def begin_args(
+        self,
+        now: datetime,
+        message_id: str | None,
+        lease: str,
+        waited: bool,
+        read_here: bool = False,
+    ) -> list[Any]:
+        return [
+            micros(now),
+            b"" if message_id is None else handled_member(message_id, lease),
+            lease,
+            self.lease_px,
+            b"1" if waited else b"0",
+            self._dedupe_us,
+            b"1" if read_here else b"0",
+        ]
+
+    @staticmethod
+    def begin_reply(reply: list[Any], values: list[Any] | None, now: datetime) -> Begun:
+        """What begin.lua found, with the parts it read (``values`` None) or the MGET
+        pipelined after it read (user, session, form, token)."""
+        status, fence, effects, doubts = reply[:4]
+        doubted = tuple(in_doubt(record) for record in doubts)
+        if status == b"duplicate":
+            return Begun(None, duplicate=True, effects=int(effects), in_doubt=doubted)
+        if status == b"busy":
+            return Begun(None, busy_for=timedelta(milliseconds=max(0, int(reply[4]))))
+        user, session, form, token = reply[4:8] if values is None else values
+        stored = read_conversation(user, session, form, touched=0, now=now, effects=int(effects))
+        return Begun(
+            stored,
+            token=None if token == FOREIGN else token,
+            fence=int(fence),
+            effects=int(effects),
+            in_doubt=doubted,
+        )
+
+    # commit.lua
+    def commit_args(
+        self,
+        digits: str,
+        holder: Holder,
+        message_id: str | None,
+        write: ConversationWrite | None,
+        token: TokenChange | None,
+        now: datetime,
+    ) -> list[Any]:
+        stored = NO_WRITE if write is None else stored_write(write)
+        return [
+            self._commit_numbers(holder, write, token, now, stored),
+            stored.header,
+            handled_member(message_id, holder.lease),
+            stored.critical,
+            stored.session,
+            stored.form,
+            f"{holder.lease}:{holder.fence}",
+            b"" if token is None else b"-" if token.sealed is None else token.sealed,
+            digits,
+        ]
+
+    def _commit_numbers(
+        self,
+        holder: Holder,
+        write: ConversationWrite | None,
+        token: TokenChange | None,
+        now: datetime,
+        stored: StoredWrite,
+    ) -> bytes:
+        """commit.lua's first argument: its numbers, one MessagePack array."""
+        t = self._timeouts
+        form_px = session_deadline = 0
+        if write is not None:
+            session_deadline = micros(write.session.last_seen_at) + self._session_us
+            if write.form is not None:
+                # Kept past its deadline, for the event that tells the member it expired (an
+                # acknowledged event deletes it; events are kept at most dedupe_ttl), never
+                # longer than the critical data that names it.
+                form_px = px(min(write.form.expires_at - now + t.dedupe, t.state))
+        return _msgpack.encode(
+            (
+                holder.fence,
+                px(t.state),
+                px(t.session),
+                form_px,
+                px(t.dedupe),
+                0 if token is None else px(token.ttl),
+                int(write is not None),
+                int(stored.critical_as_stored),
+                int(stored.form_as_stored),
+                MAX_HANDLED_IDS,
+                self._state_slack,
+                self._dedupe_slack,
+                holder.effects,
+                session_deadline,
+                micros(now) - self._dedupe_us,
+            )
+        )
+
+    @staticmethod
+    def commit_reply(reply: list[Any]) -> WriteResult:
+        status = _COMMITTED.get(reply[0])
+        if status is None:
+            return WriteResult(WriteStatus.LEASE_LOST, 0)
+        return WriteResult(status, int(reply[1]))
+
+    # effect.lua
+    def effect_start_args(self, holder: Holder, effect: Effect, now: datetime) -> list[Any]:
+        # 0.2 kept a message's effects under its own key: an intent that is a message id may
+        # have been started there (effect.lua looks at KeySchema's legacy key).
+        return [
+            b"start",
+            effect_field(effect),
+            f"{effect.name}\n{effect.key}",
+            micros(now),
+            f"{holder.lease}:{holder.fence}",
+            holder.effects,
+            holder.fence,
+            self._effects_px,
+            self._dedupe_us,
+            effect.name,
+        ]
+
+    def effect_finish_args(
+        self, effect: Effect, result: bytes, now: datetime, settle: bool
+    ) -> list[Any]:
+        kind = b"settle" if settle else b"finish"
+        field = effect_field(effect)
+        return [kind, field, result, micros(now), b"", 0, 0, self._effects_px, 0, b""]
+
+    @staticmethod
+    def effect_reply(reply: list[Any]) -> EffectRecord:
+        return EffectRecord(_EFFECTS[reply[0]], reply[1] if len(reply) > 1 else None)
+
+    # claim.lua
+    def claim_args(
+        self, now: datetime, limit: int, lease: timedelta, peek: bool = False
+    ) -> list[Any]:
+        at = micros(now)
+        mode = b"peek" if peek else b"claim"
+        return [at, at + micros_of(lease), limit, at - self._dedupe_us, mode]
+
+    @staticmethod
+    def claim_reply(reply: list[Any], now: datetime, lease: timedelta) -> list[Claim]:
+        """The entries claim.lua took: member, score before, member, score..."""
+        mark = micros(now) + micros_of(lease)
+        claims = []
+        for member, score in zip(reply[::2], reply[1::2], strict=True):
+            kind, digits = index_entry(member)
+            claims.append(Claim(digits, kind, mark, int(float(score))))
+        return claims
+
+    @staticmethod
+    def due_reply(reply: list[Any]) -> list[Claim]:
+        """Due entries claim.lua only read: each with its score as mark and previous score."""
+        entries = []
+        for member, score in zip(reply[::2], reply[1::2], strict=True):
+            kind, digits = index_entry(member)
+            entries.append(Claim(digits, kind, int(float(score)), int(float(score))))
+        return entries
+
+    # expiry.lua
+    def check_args(self, claim: Claim, now: datetime) -> list[Any]:
+        return [b"check", index_member(claim), claim.mark, micros(now), self._session_us]
+
+    @staticmethod
+    def ack_args(claim: Claim, now: datetime) -> list[Any]:
+        return [b"ack", index_member(claim), claim.mark, micros(now), 0]
+
+    @staticmethod
+    def check_reply(claim: Claim, reply: list[Any]) -> Expiration | None:
+        """The event in expiry.lua's answer to a check, or None (gone, or later)."""
+        if reply[0] != b"due":
+            return None
+        deadline, inbound, document = int(reply[1]), int(reply[2]), reply[3]
+        form = read_form(document) if document else None
+        return Expiration(
+            phone=claim.digits,
+            kind=claim.kind,
+            expired_at=from_micros(deadline),
+            window_closes_at=window_closes_at(from_micros(inbound) if inbound else None),
+            name=form.name if form is not None else None,
+            answers=dict(form.values) if form is not None else {},
+            redelivered=claim.previous > deadline,
+        )

@@ -1,0 +1,145 @@
+"""The Redis repositories' round trips, driven with scripted replies: no server, no I/O.
+
+round_trips.py decides what each repository method sends; store.py and aio.py only send it.
+These tests read the requests it makes, so a change that costs a round trip, or sends the
+wrong script or keys, fails here before any server is involved.
+"""
+
+from __future__ import annotations
+
+import inspect
+from datetime import timedelta
+from typing import Any
+
+from fakes import DIGITS, T0
+
+from vimbiso_state.adapters.redis.aio import (
+    AsyncRedisConversationRepository,
+    AsyncRedisTokenRepository,
+)
+from vimbiso_state.adapters.redis.keys import KeySchema
+from vimbiso_state.adapters.redis.round_trips import (
+    ConversationRoundTrips,
+    OnNode,
+    Pipeline,
+    ReadToken,
+    RoundTrips,
+    Script,
+    Servers,
+    read_token,
+)
+from vimbiso_state.adapters.redis.scripts import BEGIN, CLAIM, EXPIRY
+from vimbiso_state.adapters.redis.store import RedisConversationRepository, RedisTokenRepository
+from vimbiso_state.domain.expirations import ExpiryKind
+from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.ports import Claim
+from vimbiso_state.domain.timeouts import Timeouts
+
+PHONE = PhoneNumber(DIGITS)
+USER = KeySchema().for_user(PHONE)
+
+
+def trips(*, cluster: bool = False) -> ConversationRoundTrips:
+    return ConversationRoundTrips(Timeouts(), KeySchema(cluster), not cluster, wait_slice=0.2)
+
+
+def drive(round_trips: RoundTrips[Any], *replies: Any) -> tuple[list[Any], Any]:
+    """Run round trips against scripted replies: the requests they made, and their answer."""
+    requests: list[Any] = []
+    answers = iter(replies)
+    reply = None
+    while True:
+        try:
+            request = round_trips.send(reply)
+        except StopIteration as done:
+            return requests, done.value
+        requests.append(request)
+        reply = next(answers)
+
+
+def test_a_begin_holds_the_user_and_reads_the_parts_in_one_pipeline() -> None:
+    sent, begun = drive(
+        trips().begin(PHONE, T0, "wamid.1", "lease-1", timedelta(0)),
+        [[b"ok", 42, 0, []], [None, None, None, None]],
+    )
+    [pipeline] = sent
+    assert isinstance(pipeline, Pipeline) and pipeline.wait is None
+    begin, read = pipeline.calls
+    assert isinstance(begin, Script) and begin.script is BEGIN and begin.keys == USER.begin
+    assert read.name == "mget" and read.args == (USER.parts,)
+    assert begun.fence == 42 and begun.stored.critical is None and begun.token is None
+
+
+def test_a_waiting_begin_blocks_on_the_users_wake_list_in_the_same_round_trip() -> None:
+    sent, begun = drive(
+        trips().begin(PHONE, T0, None, "lease-1", timedelta(seconds=5)),
+        [None, [b"busy", 0, 0, [], 900], [None, None, None, None]],  # BLPOP, begin, MGET
+    )
+    [pipeline] = sent
+    assert pipeline.wait == (USER.wake, 0.2)  # one slice of the wait, then begin again
+    assert begun.busy_for == timedelta(milliseconds=900)
+
+
+def test_on_a_cluster_begin_reads_the_parts_inside_its_script() -> None:
+    # A cluster client's pipelines refuse scripts: the wait is part of the same request.
+    sent, begun = drive(
+        trips(cluster=True).begin(PHONE, T0, None, "lease-1", timedelta(seconds=1)),
+        [b"ok", 7, 0, [], None, None, None, b"sealed"],
+    )
+    [call] = sent
+    assert isinstance(call, Script) and call.script is BEGIN
+    assert call.wait == (USER.wake, 0.2) and call.args[-1] == b"1"
+    assert begun.fence == 7 and begun.token == b"sealed"
+
+
+def test_a_claim_asks_each_server_only_for_what_is_still_missing() -> None:
+    groups = [("a", ["expiry:{x}", "expiry:{y}"]), ("b", ["expiry:{z}"]), ("c", ["expiry:{w}"])]
+    sent, claims = drive(
+        trips(cluster=True).claim(T0, 3, timedelta(minutes=1)),
+        groups,
+        [f"s:{DIGITS}".encode(), b"1", f"f:{DIGITS}".encode(), b"2"],
+        [b"s:263771234568", b"3"],
+    )
+    servers, first, second = sent  # the limit is taken: the third server is not asked
+    assert isinstance(servers, Servers) and isinstance(first, OnNode)
+    assert first.script is CLAIM and first.node == "a"
+    assert first.keys == ["expiry:{x}"] and first.args[-1] == "expiry:{y}"  # the server's others
+    assert first.args[2] == 3 and second.args[2] == 1
+    assert [(c.kind, c.digits, c.previous) for c in claims] == [
+        (ExpiryKind.SESSION, DIGITS, 1),
+        (ExpiryKind.FORM, DIGITS, 2),
+        (ExpiryKind.SESSION, "263771234568", 3),
+    ]
+
+
+def test_checks_are_one_pipeline_on_one_redis_and_a_call_each_on_a_cluster() -> None:
+    claims = [Claim(DIGITS, ExpiryKind.FORM, 5, 1), Claim("263771234568", ExpiryKind.SESSION, 5, 1)]
+    gone = [b"gone"]
+    sent, found = drive(trips().check(claims, T0), [gone, gone])
+    assert [type(r) for r in sent] == [Pipeline] and found == [None, None]
+    sent, found = drive(trips(cluster=True).check(claims, T0), gone, gone)
+    assert [type(r) for r in sent] == [Script, Script] and found == [None, None]
+    assert all(r.script is EXPIRY for r in sent)
+    assert drive(
+        trips().ack([], T0),
+    ) == ([], None)  # nothing claimed: no round trip
+
+
+def test_a_token_is_one_read_of_the_users_token_key() -> None:
+    sent, token = drive(read_token(KeySchema(), PHONE), b"sealed")
+    assert sent == [ReadToken(USER.token)] and token == b"sealed"
+
+
+def test_the_blocking_and_asyncio_repositories_offer_the_same_calls() -> None:
+    """Both send what round_trips.py asks: their methods differ only in being awaited."""
+    for blocking, awaited in (
+        (RedisConversationRepository, AsyncRedisConversationRepository),
+        (RedisTokenRepository, AsyncRedisTokenRepository),
+    ):
+        names = {n for n in vars(awaited) if not n.startswith("_")}
+        assert names and names <= {n for n in vars(blocking) if not n.startswith("_")}
+        for name in names:
+            assert inspect.iscoroutinefunction(getattr(awaited, name)), name
+            assert inspect.signature(getattr(awaited, name)) == inspect.signature(
+                getattr(blocking, name)
+            ), name
