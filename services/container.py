@@ -154,6 +154,11 @@ class _Configuration(providers.Configuration):
         return masked(super().__call__(*args, **kwargs))
 
 
+# Every object the container builds is built once per container, even when threads ask for it
+# at the same moment (a gthread worker's first requests): one service, one pool of clients.
+Once = providers.ThreadSafeSingleton
+
+
 class Container(containers.DeclarativeContainer):
     """Wires a StateService from configuration (``backend``: memory, redis or redis-cluster)."""
 
@@ -161,20 +166,18 @@ class Container(containers.DeclarativeContainer):
     # is given, memory (with a warning) when neither is.
     config = _Configuration(default={**Settings().as_dict(), "backend": None, "redis_url": None})
 
-    settings = providers.Singleton(Settings.from_mapping, config)
+    settings = Once(Settings.from_mapping, config)
     timeouts = providers.Callable(lambda s: s.timeouts, settings)
 
     # redis: a redis.Redis; redis-cluster: a redis.cluster.RedisCluster (reads the slot map
     # when first built). The same repositories run on both: every call names one user's keys,
     # which share one hash slot. The asyncio clients are their redis.asyncio counterparts.
-    opened = providers.Singleton(OpenClients)
-    redis_retry = providers.Singleton(lambda s: RetryPolicy(s.redis_retries), settings)
-    redis_client = providers.Singleton(_redis_client, settings, opened, redis_retry)
-    redis_wait_client = providers.Singleton(
-        _redis_client, settings, opened, redis_retry, waits=True
-    )
-    async_redis_client = providers.Singleton(_async_redis_client, settings, opened)
-    async_redis_wait_client = providers.Singleton(_async_redis_client, settings, opened, waits=True)
+    opened = Once(OpenClients)
+    redis_retry = Once(lambda s: RetryPolicy(s.redis_retries), settings)
+    redis_client = Once(_redis_client, settings, opened, redis_retry)
+    redis_wait_client = Once(_redis_client, settings, opened, redis_retry, waits=True)
+    async_redis_client = Once(_async_redis_client, settings, opened)
+    async_redis_wait_client = Once(_async_redis_client, settings, opened, waits=True)
     _wait_slice = providers.Callable(lambda s: s.lease_wait, settings)
 
     # The same repositories serve one Redis and a cluster; only the client differs.
@@ -184,11 +187,11 @@ class Container(containers.DeclarativeContainer):
 
     # One clock for every host: on Redis, the server's (read once a minute); in memory, this
     # machine's (one process).
-    host_clock = providers.Singleton(SystemClock)
+    host_clock = Once(SystemClock)
     clock = providers.Selector(
         _storage,
         memory=host_clock,
-        redis=providers.Singleton(
+        redis=Once(
             ServerClock,
             providers.Callable(server_time, redis_client.provider, redis_retry),
             aread=providers.Callable(async_server_time, async_redis_client.provider, redis_retry),
@@ -196,23 +199,21 @@ class Container(containers.DeclarativeContainer):
     )
 
     # Clients of their own for health(), with short timeouts, and a cluster's found anew.
-    _health_settings = providers.Singleton(_health_client_settings, settings)
-    health_client = providers.Singleton(
+    _health_settings = Once(_health_client_settings, settings)
+    health_client = Once(
         _redis_client, _health_settings, opened, providers.Object(RetryPolicy(retries=0))
     )
-    async_health_client = providers.Singleton(_async_redis_client, _health_settings, opened)
+    async_health_client = Once(_async_redis_client, _health_settings, opened)
     _health_attempt = providers.Callable(_health_attempt_bound, settings)
     _backend = providers.Callable(lambda s: s.backend, settings)
 
-    memory_tokens = providers.Singleton(MemoryTokenRepository, clock)
-    memory_conversations = providers.Singleton(
-        MemoryConversationRepository, clock, timeouts, memory_tokens
-    )
+    memory_tokens = Once(MemoryTokenRepository, clock)
+    memory_conversations = Once(MemoryConversationRepository, clock, timeouts, memory_tokens)
 
     conversations = providers.Selector(
         _storage,
         memory=memory_conversations,
-        redis=providers.Singleton(
+        redis=Once(
             RedisConversationRepository,
             redis_client,
             timeouts,
@@ -224,14 +225,14 @@ class Container(containers.DeclarativeContainer):
     tokens = providers.Selector(
         _storage,
         memory=memory_tokens,
-        redis=providers.Singleton(RedisTokenRepository, redis_client, redis_retry),
+        redis=Once(RedisTokenRepository, redis_client, redis_retry),
     )
 
     # asyncio: the memory backend shares its store with the sync service of this container.
     async_conversations = providers.Selector(
         _storage,
-        memory=providers.Singleton(AsyncMemoryConversationRepository, memory_conversations),
-        redis=providers.Singleton(
+        memory=Once(AsyncMemoryConversationRepository, memory_conversations),
+        redis=Once(
             AsyncRedisConversationRepository,
             async_redis_client,
             timeouts,
@@ -242,33 +243,29 @@ class Container(containers.DeclarativeContainer):
     )
     async_tokens = providers.Selector(
         _storage,
-        memory=providers.Singleton(AsyncMemoryTokenRepository, memory_tokens),
-        redis=providers.Singleton(AsyncRedisTokenRepository, async_redis_client, redis_retry),
+        memory=Once(AsyncMemoryTokenRepository, memory_tokens),
+        redis=Once(AsyncRedisTokenRepository, async_redis_client, redis_retry),
     )
     # What state.health() asks: the container chooses it as it chooses the repositories.
     health = providers.Selector(
         _storage,
-        memory=providers.Singleton(MemoryHealthProbe, memory_conversations),
-        redis=providers.Singleton(
-            RedisHealthProbe, health_client.provider, _backend, _health_attempt
-        ),
+        memory=Once(MemoryHealthProbe, memory_conversations),
+        redis=Once(RedisHealthProbe, health_client.provider, _backend, _health_attempt),
     )
     async_health = providers.Selector(
         _storage,
-        memory=providers.Singleton(AsyncMemoryHealthProbe, memory_conversations),
-        redis=providers.Singleton(
-            AsyncRedisHealthProbe, async_health_client.provider, _backend, _health_attempt
-        ),
+        memory=Once(AsyncMemoryHealthProbe, memory_conversations),
+        redis=Once(AsyncRedisHealthProbe, async_health_client.provider, _backend, _health_attempt),
     )
-    cipher = providers.Singleton(_cipher, settings)
+    cipher = Once(_cipher, settings)
     _required_cipher = providers.Callable(_service_cipher, settings, cipher)
 
     _max_retries = providers.Callable(lambda s: s.max_retries, settings)
     _phone_region = providers.Callable(lambda s: s.phone_region, settings)
     _account_selection = providers.Callable(lambda s: s.account_selection, settings)
     # Metrics, spans and logs; both services of a container share it.
-    telemetry = providers.Singleton(lambda s: Telemetry(s.telemetry_salt), settings)
-    state_service = providers.Singleton(
+    telemetry = Once(lambda s: Telemetry(s.telemetry_salt), settings)
+    state_service = Once(
         StateService,
         conversations=conversations,
         tokens=tokens,
@@ -281,7 +278,7 @@ class Container(containers.DeclarativeContainer):
         telemetry=telemetry,
         health=health,
     )
-    async_state_service = providers.Singleton(
+    async_state_service = Once(
         AsyncStateService,
         conversations=async_conversations,
         tokens=async_tokens,
