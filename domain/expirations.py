@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+# Index entries a poll may look at for each event it may hand out: on the way it puts back the
+# entries whose deadline moved and drops those with nothing pending, so that a poll's work
+# stays bounded when many of the entries due are no event.
+LOOKED_AT_PER_EVENT = 4
+
 
 class ExpiryKind(StrEnum):
     FORM = "form"

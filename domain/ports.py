@@ -264,14 +264,11 @@ class Claim(NamedTuple):
 class ExpiryRepository(Protocol):
     """The index of deadlines, and what its due entries mean for each conversation."""
 
-    def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
-        """Up to ``limit`` entries due at ``now``, hidden from other consumers for ``lease``
-        (entries older than dedupe_ttl are dropped instead)."""
-        ...
-
-    def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]:
-        """The event of each claimed entry, or None: an entry whose deadline moved is put back
-        at the new deadline, one with nothing pending is dropped."""
+    def claim(self, now: datetime, limit: int, lease: timedelta) -> list[tuple[Claim, Expiration]]:
+        """Up to ``limit`` events due at ``now``, oldest first, each hidden from other
+        consumers for ``lease``. On the way, an entry whose deadline moved is put back at the
+        new deadline, one with nothing pending is dropped, and so are entries older than
+        dedupe_ttl."""
         ...
 
     def ack(self, claims: Sequence[Claim], now: datetime) -> None:
@@ -283,9 +280,9 @@ class ExpiryRepository(Protocol):
 class AsyncExpiryRepository(Protocol):
     """ExpiryRepository for asyncio."""
 
-    async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]: ...
-
-    async def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]: ...
+    async def claim(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> list[tuple[Claim, Expiration]]: ...
 
     async def ack(self, claims: Sequence[Claim], now: datetime) -> None: ...
 

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 from vimbiso_state.services.flows import (
     AckClaims,
     Begin,
-    CheckClaims,
     ClaimDue,
     Commit,
     EffectFinish,
@@ -42,7 +41,6 @@ CALLS: dict[type[Request], tuple[str, str]] = {
     EffectFinish: ("messages", "effect_finish"),
     GetToken: ("tokens", "get"),
     ClaimDue: ("expiry", "claim"),
-    CheckClaims: ("expiry", "check"),
     AckClaims: ("expiry", "ack"),
 }
 

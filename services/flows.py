@@ -118,16 +118,11 @@ class EffectFinish(NamedTuple):
 
 
 class ClaimDue(NamedTuple):
-    """Claim expiry index entries due at ``now`` for ``lease`` (ExpiryRepository.claim)."""
+    """Claim the events due at ``now`` for ``lease`` (ExpiryRepository.claim)."""
 
     now: datetime
     limit: int
     lease: timedelta
-
-
-class CheckClaims(NamedTuple):
-    claims: tuple[Claim, ...]
-    now: datetime
 
 
 class AckClaims(NamedTuple):
@@ -160,7 +155,6 @@ Request = (
     | EffectStart
     | EffectFinish
     | ClaimDue
-    | CheckClaims
     | AckClaims
     | Noticed
 )
@@ -544,7 +538,7 @@ class Flows:
 
     # Expiry events
     def expirations(self, limit: int, lease: float) -> Flow[list[tuple[Claim, Expiration]]]:
-        """Claim up to ``limit`` due entries for ``lease`` seconds, and the events they are."""
+        """Claim up to ``limit`` due events for ``lease`` seconds."""
         if type(limit) is not int or not 0 < limit <= MAX_EXPIRATIONS:
             raise InvalidInput(f"limit is a whole number from 1 to {MAX_EXPIRATIONS}")
         if not isinstance(lease, int | float) or not 0 < lease <= 3600:
@@ -553,11 +547,7 @@ class Flows:
 
     def _expirations(self, limit: int, lease: timedelta) -> Flow[list[tuple[Claim, Expiration]]]:
         now = self.clock.now()
-        claims = tuple(cast(list[Claim], (yield ClaimDue(now, limit, lease))))
-        if not claims:
-            return []
-        events = cast(list[Expiration | None], (yield CheckClaims(claims, now)))
-        return [(claim, event) for claim, event in zip(claims, events, strict=True) if event]
+        return cast(list[tuple[Claim, Expiration]], (yield ClaimDue(now, limit, lease)))
 
     def acknowledge(self, claims: Sequence[Claim]) -> Flow[None]:
         """The events of these claims were delivered."""

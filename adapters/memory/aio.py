@@ -77,11 +77,10 @@ class AsyncMemoryConversationRepository:
     ) -> EffectRecord:
         return self._store.effect_finish(phone, effect, result, now, settle)
 
-    async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
+    async def claim(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> list[tuple[Claim, Expiration]]:
         return self._store.claim(now, limit, lease)
-
-    async def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]:
-        return self._store.check(claims, now)
 
     async def ack(self, claims: Sequence[Claim], now: datetime) -> None:
         self._store.ack(claims, now)

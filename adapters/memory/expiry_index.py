@@ -7,7 +7,7 @@ around every call.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from vimbiso_state.domain.expirations import ExpiryKind
 from vimbiso_state.domain.ports import Claim
@@ -31,9 +31,12 @@ class ExpiryIndex:
     def noted(
         self, digits: str, session: datetime, form: datetime | None, oldest: datetime
     ) -> None:
-        """A commit's deadlines: an entry no later than each, none for a form that is gone;
-        entries older than ``oldest`` go."""
-        self._at_most((ExpiryKind.SESSION, digits), micros(session))
+        """A commit's deadlines: the session's entry follows its deadline (an active
+        member's entry is never due), the form's is no later than its deadline, none for a
+        form that is gone; entries older than ``oldest`` go."""
+        entry, deadline = (ExpiryKind.SESSION, digits), micros(session)
+        if self._scores.get(entry, 0) < deadline:
+            self._scores[entry] = deadline
         if form is None:
             self._scores.pop((ExpiryKind.FORM, digits), None)
         else:
@@ -52,18 +55,25 @@ class ExpiryIndex:
         for entry in [e for e, s in self._scores.items() if s < score]:
             del self._scores[entry]
 
-    def claim(self, now: datetime, limit: int, lease: timedelta, oldest: datetime) -> list[Claim]:
+    def drop_before(self, oldest: datetime) -> None:
+        """Entries due before ``oldest`` go: an event is kept at most that long."""
         self._drop_before(micros(oldest))
-        due = sorted((s, e) for e, s in self._scores.items() if s <= micros(now))[:limit]
-        mark = micros(now + lease)
-        for _, entry in due:
-            self._scores[entry] = mark
-        return [Claim(digits, kind, mark, score) for score, (kind, digits) in due]
 
-    def due(self, now: datetime, limit: int) -> list[Claim]:
-        """The entries due at ``now``, untouched."""
-        due = sorted((s, e) for e, s in self._scores.items() if s <= micros(now))[:limit]
-        return [Claim(digits, kind, score, score) for score, (kind, digits) in due]
+    def due(self, now: datetime, most: int) -> list[tuple[Entry, int]]:
+        """The oldest entries due at ``now`` (at most ``most``), with their scores."""
+        due = sorted((s, e) for e, s in self._scores.items() if s <= micros(now))[:most]
+        return [(entry, score) for score, entry in due]
+
+    def set(self, entry: Entry, score: int) -> None:
+        """A claim's mark (its lease end) on a due entry."""
+        self._scores[entry] = score
+
+    def settle(self, entry: Entry, deadline: datetime | None) -> None:
+        """An entry that is no event: put back at its moved ``deadline``, or (None) dropped."""
+        if deadline is None:
+            self._scores.pop(entry, None)
+        else:
+            self._scores[entry] = micros(deadline)
 
     def claimed(self, claim: Claim) -> bool:
         """Whether the entry still carries this claim's mark."""

@@ -18,7 +18,7 @@ from vimbiso_state.adapters.memory.expiry_index import ExpiryIndex
 from vimbiso_state.domain.clock import Clock
 from vimbiso_state.domain.conversation import CriticalData, Session
 from vimbiso_state.domain.effects import Effect, InDoubt
-from vimbiso_state.domain.expirations import Due, Expiration, ExpiryKind, due
+from vimbiso_state.domain.expirations import LOOKED_AT_PER_EVENT, Due, Expiration, ExpiryKind, due
 from vimbiso_state.domain.form import Form
 from vimbiso_state.domain.lifecycle import expiration_of, expiry_deadline
 from vimbiso_state.domain.phone import PhoneNumber
@@ -35,6 +35,7 @@ from vimbiso_state.domain.ports import (
     WriteStatus,
 )
 from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS, Timeouts, slide_step
+from vimbiso_state.domain.timestamps import micros
 
 # Storage keeps a part a little longer than its domain deadline, as the Redis TTLs do, so that
 # the domain (not the garbage collector) is what decides expiry.
@@ -437,34 +438,38 @@ class MemoryConversationRepository:
                 del effects.records[effect]
 
     # Expiry events
-    def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
+    def claim(self, now: datetime, limit: int, lease: timedelta) -> list[tuple[Claim, Expiration]]:
         with self._lock:
-            return self._expiry.claim(now, limit, lease, now - self._timeouts.dedupe)
+            self._expiry.drop_before(now - self._timeouts.dedupe)
+            return self._due(now, limit, micros(now + lease))
 
-    def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]:
+    def due(self, now: datetime, limit: int) -> list[Expiration]:
+        """Up to ``limit`` due events, taken by nobody: nothing is written."""
         with self._lock:
-            return [self._checked(claim, now) for claim in claims]
+            return [event for _, event in self._due(now, limit, None)]
 
-    def _checked(self, claim: Claim, now: datetime) -> Expiration | None:
-        if not self._expiry.claimed(claim):
-            return None  # claimed again by another consumer since
-        user = self._user(PhoneNumber(claim.digits), now)
-        stored = _stored(user) if user is not None else None
-        deadline = None if stored is None else expiry_deadline(stored, claim.kind, self._timeouts)
-        outcome = due(deadline, now)
-        if outcome is Due.GONE:
-            self._expiry.drop(claim)
-            return None
-        assert deadline is not None and stored is not None
-        if outcome is Due.LATER:
-            self._expiry.put_back(claim, deadline)
-            return None
-        return expiration_of(claim.digits, claim.kind, stored, deadline, claim.previous)
-
-    def due_entries(self, now: datetime, limit: int) -> list[Claim]:
-        """Up to ``limit`` entries due at ``now``, read without claiming them."""
-        with self._lock:
-            return self._expiry.due(now, limit)
+    def _due(self, now: datetime, limit: int, mark: int | None) -> list[tuple[Claim, Expiration]]:
+        """The due events of the oldest entries, each checked against its conversation; with
+        a ``mark`` (a claim's lease end) they are claimed, the entries whose deadline moved
+        are put back and those with nothing pending dropped."""
+        taken: list[tuple[Claim, Expiration]] = []
+        for entry, score in self._expiry.due(now, limit * LOOKED_AT_PER_EVENT):
+            kind, digits = entry
+            user = self._user(PhoneNumber(digits), now)
+            stored = _stored(user) if user is not None else None
+            deadline = None if stored is None else expiry_deadline(stored, kind, self._timeouts)
+            outcome = due(deadline, now)
+            if outcome is Due.DUE:
+                assert deadline is not None and stored is not None
+                if mark is not None:
+                    self._expiry.set(entry, mark)
+                claim = Claim(digits, kind, score if mark is None else mark, score)
+                taken.append((claim, expiration_of(digits, kind, stored, deadline, score)))
+                if len(taken) == limit:
+                    break
+            elif mark is not None:
+                self._expiry.settle(entry, deadline if outcome is Due.LATER else None)
+        return taken
 
     def ack(self, claims: Sequence[Claim], now: datetime) -> None:
         with self._lock:

@@ -186,7 +186,10 @@ class AsyncSender:
             return await send(by_source=True)
 
     async def _servers(self, servers: Servers) -> list[tuple[Any, list[str]]]:
-        return servers.groups.in_turn(self._client)  # after discovered(), in _attempt
+        groups = servers.groups
+        return (
+            groups.in_turn(self._client) if servers.in_turn else groups.groups(self._client)
+        )  # after discovered(), in _attempt
 
     async def _on_node(self, call: OnNode) -> Any:
         try:
@@ -261,11 +264,10 @@ class AsyncRedisConversationRepository(AsyncSender):
         return await self.run(trips)
 
     # Expiry events
-    async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
+    async def claim(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> list[tuple[Claim, Expiration]]:
         return await self.run(self._trips.claim(now, limit, lease))
-
-    async def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]:
-        return await self.run(self._trips.check(claims, now))
 
     async def ack(self, claims: Sequence[Claim], now: datetime) -> None:
         await self.run(self._trips.ack(claims, now))

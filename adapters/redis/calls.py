@@ -6,6 +6,7 @@ arguments and reply; layout.py gives the stored bytes that go into them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ from vimbiso_state.adapters.redis.layout import (
 )
 from vimbiso_state.domain.conversation import window_closes_at
 from vimbiso_state.domain.effects import Effect
-from vimbiso_state.domain.expirations import Expiration
+from vimbiso_state.domain.expirations import LOOKED_AT_PER_EVENT, Expiration
 from vimbiso_state.domain.ports import (
     Begun,
     Claim,
@@ -82,6 +83,9 @@ class ScriptCalls:
         self.lease_px = max(1, micros_of(timeouts.lease) // 1000)
         self._dedupe_us = micros_of(timeouts.dedupe)
         self._session_us = micros_of(timeouts.session)
+        # How far a session's index entry may fall behind its deadline before a commit moves
+        # it (commit.lua): an active member's entry costs a write a step, not a message.
+        self._index_step_us = self._session_us // 10
         # How far past what a write needs a TTL is extended, so that most writes move none.
         self._state_slack = micros_of(slide_step(timeouts.state)) // 1000
         self._dedupe_slack = micros_of(slide_step(timeouts.dedupe)) // 1000
@@ -203,6 +207,7 @@ class ScriptCalls:
                 holder.effects,
                 session_deadline,
                 micros(now) - self._dedupe_us,
+                self._index_step_us,
             )
         )
 
@@ -241,54 +246,53 @@ class ScriptCalls:
     def effect_reply(reply: list[Any]) -> EffectRecord:
         return EffectRecord(_EFFECTS[reply[0]], reply[1] if len(reply) > 1 else None)
 
-    # claim.lua
+    # claim.lua and ack.lua
     def claim_args(
         self, now: datetime, limit: int, lease: timedelta, peek: bool = False
     ) -> list[Any]:
         at = micros(now)
         mode = b"peek" if peek else b"claim"
-        return [at, at + micros_of(lease), limit, at - self._dedupe_us, mode]
+        looked_at = limit * LOOKED_AT_PER_EVENT
+        return [
+            at,
+            at + micros_of(lease),
+            limit,
+            looked_at,
+            at - self._dedupe_us,
+            self._session_us,
+            mode,
+        ]
 
     @staticmethod
-    def claim_reply(reply: list[Any], now: datetime, lease: timedelta) -> list[Claim]:
-        """The entries claim.lua took: member, score before, member, score..."""
-        mark = micros(now) + micros_of(lease)
-        claims = []
-        for member, score in zip(reply[::2], reply[1::2], strict=True):
+    def claim_reply(reply: list[Any], mark: int | None) -> list[tuple[Claim, Expiration]]:
+        """claim.lua's due events (member, score before, deadline, last inbound, form JSON,
+        member...), each with the claim that holds it (``mark``: the claim's lease end; None
+        when only read, and then each entry's score stands for it)."""
+        taken = []
+        for at in range(0, len(reply), 5):
+            member, score, deadline, inbound, document = reply[at : at + 5]
             kind, digits = index_entry(member)
-            claims.append(Claim(digits, kind, mark, int(float(score))))
-        return claims
+            previous = int(float(score))
+            claim = Claim(digits, kind, previous if mark is None else mark, previous)
+            form = read_form(document) if document else None
+            event = Expiration(
+                phone=digits,
+                kind=kind,
+                expired_at=from_micros(int(deadline)),
+                window_closes_at=window_closes_at(from_micros(inbound) if inbound else None),
+                name=form.name if form is not None else None,
+                answers=dict(form.values) if form is not None else {},
+                redelivered=previous > int(deadline),
+            )
+            taken.append((claim, event))
+        return taken
 
     @staticmethod
-    def due_reply(reply: list[Any]) -> list[Claim]:
-        """Due entries claim.lua only read: each with its score as mark and previous score."""
-        entries = []
-        for member, score in zip(reply[::2], reply[1::2], strict=True):
-            kind, digits = index_entry(member)
-            entries.append(Claim(digits, kind, int(float(score)), int(float(score))))
-        return entries
-
-    # expiry.lua
-    def check_args(self, claim: Claim, now: datetime) -> list[Any]:
-        return [b"check", index_member(claim), claim.mark, micros(now), self._session_us]
-
-    @staticmethod
-    def ack_args(claim: Claim, now: datetime) -> list[Any]:
-        return [b"ack", index_member(claim), claim.mark, micros(now), 0]
-
-    @staticmethod
-    def check_reply(claim: Claim, reply: list[Any]) -> Expiration | None:
-        """The event in expiry.lua's answer to a check, or None (gone, or later)."""
-        if reply[0] != b"due":
-            return None
-        deadline, inbound, document = int(reply[1]), int(reply[2]), reply[3]
-        form = read_form(document) if document else None
-        return Expiration(
-            phone=claim.digits,
-            kind=claim.kind,
-            expired_at=from_micros(deadline),
-            window_closes_at=window_closes_at(from_micros(inbound) if inbound else None),
-            name=form.name if form is not None else None,
-            answers=dict(form.values) if form is not None else {},
-            redelivered=claim.previous > deadline,
-        )
+    def ack_args(
+        claims: Sequence[Claim], partition: Callable[[str], str], now: datetime
+    ) -> list[Any]:
+        """ack.lua's arguments: now, then each claim's partition, member and mark."""
+        args: list[Any] = [micros(now)]
+        for claim in claims:
+            args += [partition(claim.digits), index_member(claim), claim.mark]
+        return args

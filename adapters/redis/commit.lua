@@ -9,7 +9,7 @@
 -- ARGV: 1 the numbers, a MessagePack array: fence, user px, session px, form px, handled px,
 --       token px, write (0: the token alone), critical as stored (0/1), form as stored
 --       (0/1), most ids kept, user px slack, handled px slack, effects epoch as begun,
---       the session's deadline (us), the oldest index entry kept (us);
+--       the session's deadline (us), the oldest index entry kept (us), the index step (us);
 --       2 last-seen, the form's deadline and the last inbound message (16 digits each),
 --       3 handled member, 4 critical JSON ('' when as stored), 5 session value, 6 form JSON
 --       ('' deletes the form, or: as stored), 7 holder (lease:fence), 8 token ('' keeps it,
@@ -24,14 +24,17 @@
 -- ones this unit of work started itself when there were none; a later read that finds
 -- other records (or none) knows they were evicted (layout.py: guards_lost).
 -- The expiry index (in the user's hash slot) gets an entry for the session and for the
--- form no later than their deadlines; a deadline that moved later leaves its entry early,
--- and whoever claims it then puts it back (expiry.lua). A form that is gone loses its entry.
+-- form no later than their deadlines (a hint: claim.lua checks it against the conversation).
+-- The session's entry follows its deadline in steps, so that an active member's entry costs
+-- a write a step, not a message, and is never due while they write; an entry left early
+-- (the session slid on a read) is put back by whoever claims it. A form that is gone loses
+-- its entry.
 -- Keys of the wrong type: see prelude.lua.
 local n = cmsgpack.unpack(ARGV[1])
 local fence, user_px, session_px, form_px, handled_px = n[1], n[2], n[3], n[4], n[5]
 local token_px, write, critical_as_stored, form_as_stored = n[6], n[7] == 1, n[8] == 1, n[9] == 1
 local limit, user_slack, handled_slack, begun_effects = n[10], n[11], n[12], n[13]
-local session_deadline, oldest_entry = n[14], n[15]
+local session_deadline, oldest_entry, index_step = n[14], n[15], n[16]
 local member, token, digits = ARGV[3], ARGV[8], ARGV[9]
 
 local holder = redis.pcall('GET', KEYS[5])
@@ -72,8 +75,12 @@ if write then
   -- The records outlive the critical data that names them (in doubt, they never expire).
   if redis.call('PTTL', KEYS[9]) >= 0 then keep(KEYS[9], user_px + user_slack, user_slack) end
   local index = KEYS[10]
-  if wrong_type(redis.pcall('ZADD', index, 'LT', session_deadline, 's:' .. digits)) then
+  local entry = redis.pcall('ZSCORE', index, 's:' .. digits)
+  if wrong_type(entry) then
     redis.call('DEL', index)  -- not a sorted set: damaged, start it afresh
+    entry = false
+  end
+  if not entry or tonumber(entry) < session_deadline - index_step then
     redis.call('ZADD', index, session_deadline, 's:' .. digits)
   end
   local form_deadline = tonumber(string.sub(ARGV[2], 17, 32))

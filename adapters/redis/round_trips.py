@@ -12,18 +12,20 @@ from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
-from vimbiso_state.adapters.redis.calls import ScriptCalls
+from vimbiso_state.adapters.redis.calls import ScriptCalls, micros_of
 from vimbiso_state.adapters.redis.keys import KeySchema
 from vimbiso_state.adapters.redis.layout import legacy_digest
-from vimbiso_state.adapters.redis.partitions import PartitionGroups, partitions
+from vimbiso_state.adapters.redis.partitions import PartitionGroups, partition_of, partitions
 from vimbiso_state.adapters.redis.scripts import (
+    ACK,
     BEGIN,
     CLAIM,
     COMMIT,
+    DUE,
     EFFECT,
-    EXPIRY,
     FORGET,
     LOAD,
+    PEEK,
     RELEASE,
     LuaScript,
 )
@@ -42,6 +44,8 @@ from vimbiso_state.domain.ports import (
 )
 from vimbiso_state.domain.timeouts import Timeouts
 from vimbiso_state.domain.timestamps import micros
+
+CLAIMED_FIELDS = 5  # claim.lua's reply: member, score before, deadline, inbound, form
 
 T = TypeVar("T")
 
@@ -80,9 +84,11 @@ class Pipeline(NamedTuple):
 
 class Servers(NamedTuple):
     """The servers holding the expiry index's partitions, from the client's slot map (an
-    asyncio cluster client reads it on first use), in ``groups``' turn."""
+    asyncio cluster client reads it on first use): from the next one in ``groups``' turn,
+    or (``in_turn`` False) in their order."""
 
     groups: PartitionGroups
+    in_turn: bool = True
 
 
 class OnNode(NamedTuple):
@@ -130,6 +136,7 @@ class ConversationRoundTrips:
         self._keys = keys
         self._pipelined = pipelined_scripts
         self._partitions = PartitionGroups(keys.cluster)
+        self._servers: tuple[object, dict[str, int]] = (None, {})
         self._wait_slice = wait_slice
 
     def load(self, phone: PhoneNumber, now: datetime) -> RoundTrips[StoredConversation]:
@@ -138,7 +145,7 @@ class ConversationRoundTrips:
 
     def peek(self, phone: PhoneNumber) -> RoundTrips[StoredConversation]:
         keys, args = self._keys.for_user(phone).load, self.calls.peek_args()
-        return self.calls.peek_reply((yield Script(LOAD, keys, args)))
+        return self.calls.peek_reply((yield Script(PEEK, keys, args)))
 
     def begin(
         self, phone: PhoneNumber, now: datetime, message_id: str | None, lease: str, wait: timedelta
@@ -194,26 +201,56 @@ class ConversationRoundTrips:
         return self.calls.effect_reply((yield Script(EFFECT, keys, args)))
 
     # The expiry index
-    def claim(self, now: datetime, limit: int, lease: timedelta) -> RoundTrips[list[Claim]]:
-        reply = yield from self._each_server(self.calls.claim_args(now, limit, lease))
-        return self.calls.claim_reply(reply, now, lease)
+    def claim(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> RoundTrips[list[tuple[Claim, Expiration]]]:
+        args = self.calls.claim_args(now, limit, lease)
+        taken = yield from self._each_server(CLAIM, args)
+        return self.calls.claim_reply(taken, micros(now) + micros_of(lease))
 
-    def due_entries(self, now: datetime, limit: int) -> RoundTrips[list[Claim]]:
+    def due(self, now: datetime, limit: int) -> RoundTrips[list[Expiration]]:
+        """Up to ``limit`` due events, taken by nobody: nothing is written (operators' tools;
+        it runs on a full server too)."""
         args = self.calls.claim_args(now, limit, timedelta(0), peek=True)
-        return self.calls.due_reply((yield from self._each_server(args)))
+        taken = yield from self._each_server(DUE, args)
+        return [event for _, event in self.calls.claim_reply(taken, None)]
 
-    def _each_server(self, args: list[Any]) -> RoundTrips[list[Any]]:
+    def _each_server(self, script: LuaScript, args: list[Any]) -> RoundTrips[list[Any]]:
         """claim.lua on every server that holds partitions of the index (one call a server),
         until ``args``' limit is reached; the replies joined."""
         limit, taken = int(args[2]), list[Any]()
         groups: list[tuple[Any, list[str]]] = yield Servers(self._partitions)
         for node, keys in groups:
             forget = self._partitions.forget  # the slot map moved: group them again
-            taken += yield OnNode(CLAIM, node, keys[:1], [*args, *keys[1:]], forget)
-            args[2] = limit - len(taken) // 2
+            taken += yield OnNode(script, node, keys[:1], [*args, *keys[1:]], forget)
+            args[2] = limit - len(taken) // CLAIMED_FIELDS
             if args[2] <= 0:
                 break
         return taken
+
+    def ack(self, claims: Sequence[Claim], now: datetime) -> RoundTrips[None]:
+        """ack.lua once a server, for the claims whose entries it holds."""
+        if not claims:
+            return
+        groups: list[tuple[Any, list[str]]] = yield Servers(self._partitions, in_turn=False)
+        server_of = self._server_of(groups)
+        by_server: dict[int, list[Claim]] = {}
+        for claim in claims:
+            by_server.setdefault(server_of[self._partition_of(claim.digits)], []).append(claim)
+        for server, mine in by_server.items():
+            args = self.calls.ack_args(mine, self._partition_of, now)
+            first = [self._partition_of(mine[0].digits)]
+            yield OnNode(ACK, groups[server][0], first, args, self._partitions.forget)
+
+    def _server_of(self, groups: list[tuple[Any, list[str]]]) -> dict[str, int]:
+        """Which of ``groups``' servers holds each partition (kept while the groups stand)."""
+        if self._servers[0] is not groups:
+            where = {key: at for at, (_, keys) in enumerate(groups) for key in keys}
+            self._servers = (groups, where)
+        return self._servers[1]
+
+    def _partition_of(self, digits: str) -> str:
+        return partition_of(digits, self._keys.cluster)
 
     def expiry_counts(self, now: datetime) -> RoundTrips[tuple[int, int]]:
         """Index entries not yet due, and due ones nobody took yet (operators' tools)."""
@@ -223,30 +260,6 @@ class ConversationRoundTrips:
         counted = yield Pipeline(counts)
         total, due = sum(counted[::2]), sum(counted[1::2])
         return total - due, due
-
-    def check(self, claims: Sequence[Claim], now: datetime) -> RoundTrips[list[Expiration | None]]:
-        replies = yield from self._each(claims, lambda claim: self.calls.check_args(claim, now))
-        pairs = zip(claims, replies, strict=True)
-        return [self.calls.check_reply(claim, reply) for claim, reply in pairs]
-
-    def ack(self, claims: Sequence[Claim], now: datetime) -> RoundTrips[None]:
-        yield from self._each(claims, lambda claim: self.calls.ack_args(claim, now))
-
-    def _each(
-        self, claims: Sequence[Claim], args: Callable[[Claim], list[Any]]
-    ) -> RoundTrips[list[Any]]:
-        """expiry.lua for each claim: one pipeline on a single Redis, a call each on a cluster
-        (whose pipelines refuse scripts)."""
-        calls = [
-            Script(EXPIRY, self._keys.for_user(PhoneNumber(claim.digits)).expiry_entry, args(claim))
-            for claim in claims
-        ]
-        if self._pipelined:
-            return (yield Pipeline(calls)) if calls else []
-        replies = []
-        for call in calls:
-            replies.append((yield call))
-        return replies
 
 
 def read_token(keys: KeySchema, phone: PhoneNumber) -> RoundTrips[bytes | None]:

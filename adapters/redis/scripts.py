@@ -17,11 +17,16 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 
-def script_source(name: str) -> str:
+def script_source(name: str, read_only: bool = False) -> str:
     """A script's source: its own file, with prelude.lua (what every script shares) after
-    its shebang line; scripts cannot share code on the server."""
+    its shebang line; scripts cannot share code on the server. ``read_only`` adds the
+    ``no-writes`` flag, which lets a call that writes nothing run on a full server (where
+    Redis refuses any script that may write) and on a replica."""
     scripts = resources.files("vimbiso_state.adapters.redis")
     shebang, _, body = scripts.joinpath(name).read_text(encoding="utf-8").partition("\n")
+    if read_only:
+        flags = [flag for flag in shebang.partition("flags=")[2].split(",") if flag]
+        shebang = "#!lua flags=" + ",".join(["no-writes", *flags])
     prelude = scripts.joinpath("prelude.lua").read_text(encoding="utf-8")
     return f"{shebang}\n{prelude}{body}"
 
@@ -29,9 +34,9 @@ def script_source(name: str) -> str:
 class LuaScript:
     """One of the package's ``*.lua`` files, run by its SHA."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, read_only: bool = False) -> None:
         self.name = name
-        self.source = script_source(name)
+        self.source = script_source(name, read_only)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     def __call__(self, client: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
@@ -85,5 +90,7 @@ RELEASE = LuaScript("release.lua")
 FORGET = LuaScript("forget.lua")
 EFFECT = LuaScript("effect.lua")
 LOAD = LuaScript("load.lua")
+PEEK = LuaScript("load.lua", read_only=True)  # a read that slides nothing (operators' tools)
 CLAIM = LuaScript("claim.lua")
-EXPIRY = LuaScript("expiry.lua")
+DUE = LuaScript("claim.lua", read_only=True)  # the due events, taken by nobody
+ACK = LuaScript("ack.lua")

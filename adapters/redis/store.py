@@ -91,7 +91,8 @@ class Sender:
             return send(by_source=True)
 
     def _servers(self, servers: Servers) -> list[tuple[Any, list[str]]]:
-        return servers.groups.in_turn(self._client)
+        groups = servers.groups
+        return groups.in_turn(self._client) if servers.in_turn else groups.groups(self._client)
 
     def _on_node(self, call: OnNode) -> Any:
         try:
@@ -176,20 +177,17 @@ class RedisConversationRepository(Sender):
         return self.run(self._trips.effect_finish(phone, effect, result, now, settle))
 
     # Expiry events
-    def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
+    def claim(self, now: datetime, limit: int, lease: timedelta) -> list[tuple[Claim, Expiration]]:
         return self.run(self._trips.claim(now, limit, lease))
 
-    def due_entries(self, now: datetime, limit: int) -> list[Claim]:
-        """Up to ``limit`` entries due at ``now``, read without claiming them (operators'
-        tools): each with its score as both mark and previous score."""
-        return self.run(self._trips.due_entries(now, limit))
+    def due(self, now: datetime, limit: int) -> list[Expiration]:
+        """Up to ``limit`` due events, taken by nobody: nothing is written (operators'
+        tools)."""
+        return self.run(self._trips.due(now, limit))
 
     def expiry_counts(self, now: datetime) -> tuple[int, int]:
         """Index entries not yet due, and due ones nobody took yet (operators' tools)."""
         return self.run(self._trips.expiry_counts(now))
-
-    def check(self, claims: Sequence[Claim], now: datetime) -> list[Expiration | None]:
-        return self.run(self._trips.check(claims, now))
 
     def ack(self, claims: Sequence[Claim], now: datetime) -> None:
         self.run(self._trips.ack(claims, now))

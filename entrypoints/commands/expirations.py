@@ -9,9 +9,7 @@ import json
 from datetime import timedelta
 from typing import TextIO
 
-from vimbiso_state.domain.expirations import Due, Expiration, due
-from vimbiso_state.domain.lifecycle import expiration_of, expiry_deadline
-from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.expirations import Expiration
 from vimbiso_state.entrypoints.commands.common import CliError, close, container, is_redis
 from vimbiso_state.services.config import Settings
 
@@ -28,21 +26,14 @@ def run(config: Settings, out: TextIO, *, ack: bool, limit: int, lease: float) -
     try:
         repository = built.conversations()
         now = built.clock().now()  # the server's time: deadlines as the bot sees them
-        if ack:
-            claims = repository.claim(now, limit, timedelta(seconds=lease))
-            events = repository.check(claims, now) if claims else []
-            for event in events:
-                if event is not None:
-                    print(_line(event), file=out)
-            repository.ack([c for c, e in zip(claims, events, strict=True) if e], now)
-            return 0
-        timeouts = built.timeouts()
-        for entry in repository.due_entries(now, limit):
-            stored = repository.peek(PhoneNumber(entry.digits))
-            deadline = expiry_deadline(stored, entry.kind, timeouts)
-            if deadline is not None and due(deadline, now) is Due.DUE:
-                event = expiration_of(entry.digits, entry.kind, stored, deadline, entry.previous)
+        if not ack:
+            for event in repository.due(now, limit):
                 print(_line(event), file=out)
+            return 0
+        taken = repository.claim(now, limit, timedelta(seconds=lease))
+        for _, event in taken:
+            print(_line(event), file=out)
+        repository.ack([claim for claim, _ in taken], now)
         return 0
     finally:
         close(built)

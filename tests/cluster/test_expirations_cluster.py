@@ -12,6 +12,7 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 from redis_cluster import LocalCluster
+from wire_log import wire
 
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
@@ -19,7 +20,7 @@ from vimbiso_state.services.state_service import StateService
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster]
 
-USERS = [f"26378{n:07d}" for n in range(4_000_000, 4_000_105)]
+USERS = [f"26378{n:07d}" for n in range(4_000_000, 4_000_155)]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_a_backlog_is_served_oldest_first_on_each_master_and_every_master_in_tur
 def test_one_asyncio_poll_takes_its_whole_limit_from_all_masters(
     cluster: LocalCluster, state: StateService
 ) -> None:
-    phones = USERS[60:]
+    phones = USERS[60:105]
     _leave_forms(state, phones)
     key = Fernet.generate_key().decode()
     settings = Settings(backend="redis-cluster", redis_url=cluster.url, token_keys=(key,))
@@ -112,3 +113,17 @@ def test_one_asyncio_poll_takes_its_whole_limit_from_all_masters(
     taken, rest = asyncio.run(two_polls())
     assert len(taken) == 40
     assert sorted(taken + rest) == sorted(phones)
+
+
+def test_a_poll_costs_a_round_trip_a_master_to_take_and_one_to_acknowledge(
+    state: StateService,
+) -> None:
+    warm, phones = USERS[105:130], USERS[130:155]  # 25 members: some on every master
+    _leave_forms(state, warm)
+    with state.expirations(limit=1000):  # every master knows the scripts now
+        pass
+    _leave_forms(state, phones)
+    with wire() as sent, state.expirations(limit=1000) as batch:
+        taken = [event.phone for event in batch if event.kind == "form"]
+    assert sorted(taken) == sorted(phones)
+    assert sent == ["EVALSHA"] * 6  # claim.lua on each master, then ack.lua on each

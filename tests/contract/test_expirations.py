@@ -22,9 +22,11 @@ def short(state_with: Callable[..., StateService]) -> StateService:
     return state_with(form_ttl=1, session_ttl=2)
 
 
-def _events(state: StateService, kind: ExpiryKind | None = None) -> list[Expiration]:
+def _events(state: StateService, phone: str, kind: ExpiryKind | None = None) -> list[Expiration]:
+    """The member's events of one poll (the store is shared with other tests' members)."""
     with state.expirations(limit=1000) as batch:
-        return [event for event in batch if kind is None or event.kind is kind]
+        mine = [event for event in batch if event.phone == phone.lstrip("+")]
+    return [event for event in mine if kind is None or event.kind is kind]
 
 
 def _leave_an_offer(state: StateService, phone: str) -> None:
@@ -40,16 +42,16 @@ def test_a_member_who_leaves_a_form_is_told_once_after_its_deadline(
 ) -> None:
     _leave_an_offer(short, phone)
     answered_at = clock.now()
-    assert _events(short, ExpiryKind.FORM) == []  # not yet
+    assert _events(short, phone, ExpiryKind.FORM) == []  # not yet
     clock.advance(1.5)
-    [event] = _events(short, ExpiryKind.FORM)
+    [event] = _events(short, phone, ExpiryKind.FORM)
     assert event.phone == phone.lstrip("+") and event.name == "offer"
     assert event.answers == {"amount": "25", "denomination": "USD"}
     assert event.expired_at == answered_at + timedelta(seconds=1)
     assert event.window_closes_at == answered_at + timedelta(hours=24)
     assert not event.redelivered
     clock.advance(1)
-    assert _events(short, ExpiryKind.FORM) == []  # acknowledged: once
+    assert _events(short, phone, ExpiryKind.FORM) == []  # acknowledged: once
     with short.message(phone, f"wamid.{phone}.3", "hello?") as msg:
         assert msg.conversation.form is None  # expired, as before
 
@@ -62,11 +64,11 @@ def test_a_member_who_answered_in_time_is_not_told(
     with short.message(phone, f"wamid.{phone}.3", "bob_shop") as msg:
         msg.form_fill(recipient="bob_shop")  # the deadline moves on
     clock.advance(0.6)  # past the first deadline, not the second
-    assert _events(short, ExpiryKind.FORM) == []
+    assert _events(short, phone, ExpiryKind.FORM) == []
     with short.message(phone, f"wamid.{phone}.4", "1") as msg:
         msg.form_complete()  # and the offer is done
     clock.advance(5)
-    assert _events(short, ExpiryKind.FORM) == []
+    assert _events(short, phone, ExpiryKind.FORM) == []
 
 
 def test_a_session_that_times_out_is_one_event_and_then_nothing_is_indexed(
@@ -78,14 +80,14 @@ def test_a_session_that_times_out_is_one_event_and_then_nothing_is_indexed(
     clock.advance(1)
     short.start(phone)  # a read slides the session: its deadline moves on
     clock.advance(1.5)
-    assert _events(short, ExpiryKind.SESSION) == []
+    assert _events(short, phone, ExpiryKind.SESSION) == []
     clock.advance(1)
-    [event] = _events(short)
+    [event] = _events(short, phone)
     assert event.kind is ExpiryKind.SESSION
     assert event.expired_at == last + timedelta(seconds=3)
     assert event.window_closes_at == last + timedelta(hours=24)
     clock.advance(60)
-    assert _events(short) == []
+    assert _events(short, phone) == []
 
 
 def test_a_consumer_that_raises_loses_nothing(
@@ -97,9 +99,9 @@ def test_a_consumer_that_raises_loses_nothing(
         assert [event.kind for event in batch] == [ExpiryKind.FORM]
         raise ConnectionError("WhatsApp did not answer")
     clock.advance(5)
-    assert _events(short, ExpiryKind.FORM) == []  # still claimed by the failed consumer
+    assert _events(short, phone, ExpiryKind.FORM) == []  # still claimed by the failed consumer
     clock.advance(6)  # its lease has passed
-    [event] = _events(short, ExpiryKind.FORM)
+    [event] = _events(short, phone, ExpiryKind.FORM)
     assert event.redelivered
 
 

@@ -12,6 +12,8 @@ Cluster; both are started for the test alone, as their memory settings are chang
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
@@ -23,6 +25,7 @@ from redis_cluster import LocalCluster
 from redis_servers import RedisProcess
 from service_kinds import KINDS, service_of
 
+from vimbiso_state.entrypoints.cli import main
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
 from vimbiso_state.services.exceptions import StateUnavailable
@@ -247,3 +250,37 @@ def test_an_effect_refused_on_a_full_server_does_not_run_and_is_not_in_doubt(
             assert again.in_doubt == ()
             again.effect("create_credex", lambda: calls.append(1) or {"ok": True}, key="offer-1")
         assert calls == [1]
+
+
+def test_operators_can_still_read_a_full_server(
+    full: Deployment, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """When the server is full an operator needs to look most: ``inspect`` and
+    ``expirations`` (without --ack) write nothing, and their scripts say so (no-writes), so
+    Redis runs them over maxmemory."""
+    phone = "+263779400001"
+    digits = phone[1:]
+    container = Container.from_settings(
+        Settings(backend=full.backend, redis_url=full.url, token_keys=(TOKEN_KEY,), form_ttl=1)
+    )
+    state = container.state_service()
+    with state.message(phone, "wamid.1", "offer") as msg:
+        msg.form_start("offer", required=["amount", "recipient"])
+        msg.form_fill(amount="USD 25")
+    container.close()
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("STATE_TOKEN_KEYS", TOKEN_KEY)
+    monkeypatch.setenv("STATE_BACKEND", full.backend)
+    monkeypatch.setenv("REDIS_STATE_URL", full.url)
+    time.sleep(1.2)  # the form is past its deadline
+    _fill(full, digits)
+    with pytest.raises(StateUnavailable, match="Redis is full"):
+        state_again = Container.from_env().state_service()
+        with state_again.expirations() as batch:  # claiming writes: refused
+            list(batch)
+
+    assert main(["inspect", phone]) == 0
+    assert "USD" in capsys.readouterr().out
+    assert main(["expirations"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["phone"], e["kind"]) for e in lines if e["phone"] == phone] == [(phone, "form")]

@@ -1,4 +1,4 @@
-"""Round trips per operation on a real Redis (issue 4): counted on the wire, not timed.
+"""Round trips per operation on a real Redis: counted on the wire, not timed.
 
 Round trips are recorded by tests/wire_log.py (one entry per send, a health-check PING or a
 SCRIPT LOAD included). Scripts are loaded and connections opened by a warm-up before anything
@@ -247,3 +247,27 @@ def test_the_counter_sees_every_round_trip(redis_url: str) -> None:
     finally:
         client.delete(key)
         client.close()
+
+
+def test_a_poll_for_expiry_events_costs_one_round_trip_to_take_and_one_to_acknowledge(
+    redis_url: str,
+) -> None:
+    key = Fernet.generate_key().decode()
+    settings = Settings(backend="redis", redis_url=redis_url, token_keys=(key,), form_ttl=1)
+    container = Container.from_settings(settings)
+    state = container.state_service()
+    warm, *phones = [new_phone() for _ in range(4)]
+    for phone in [warm, *phones]:
+        with state.message(phone, f"wamid.{phone}", "offer") as msg:
+            msg.form_start("offer", required=["amount"])
+        time.sleep(0.01)
+    time.sleep(1.2)
+    with state.expirations(limit=1):  # the oldest, warm's: the scripts become known
+        pass
+    with wire() as sent, state.expirations(limit=1000) as batch:
+        mine = [event.phone for event in batch if "+" + event.phone in phones]
+    assert sorted(mine) == sorted(phone.lstrip("+") for phone in phones)
+    assert sent == ["EVALSHA", "EVALSHA"]  # claim.lua (checks included), ack.lua
+    for phone in [warm, *phones]:
+        state.reset(phone)
+    container.close()

@@ -52,7 +52,6 @@ from vimbiso_state.services.async_state_service import AsyncStateService
 from vimbiso_state.services.flows import (
     AckClaims,
     Begin,
-    CheckClaims,
     ClaimDue,
     Commit,
     EffectFinish,
@@ -135,7 +134,6 @@ class Script:
         "effect_finish": EffectFinish,
         "get": GetToken,
         "claim": ClaimDue,
-        "check": CheckClaims,
         "ack": AckClaims,
     }
 
@@ -781,7 +779,7 @@ def test_an_effect_after_the_block_is_refused_without_a_request(serve: Serve) ->
     assert script.kinds() == ["Begin", "Commit"]
 
 
-# Expiry events: claim, check, acknowledge
+# Expiry events: claim, acknowledge
 def _claim(n: int) -> Claim:
     return Claim(DIGITS, ExpiryKind.FORM, mark=n, previous=0)
 
@@ -790,30 +788,22 @@ def _event() -> Expiration:
     return Expiration(DIGITS, ExpiryKind.FORM, T0, None, "offer", {}, False)
 
 
-def test_nothing_due_is_one_request() -> None:
+def test_a_claim_is_one_request_and_its_events_are_the_batch() -> None:
     flow = _flows().expirations(10, 60)
     assert _next(flow) == ClaimDue(T0, 10, timedelta(seconds=60))
-    assert _finish(flow, []) == []
-
-
-def test_claimed_entries_whose_conversation_moved_on_or_is_gone_are_no_events() -> None:
-    claims = [_claim(1), _claim(2), _claim(3)]
-    flow = _flows().expirations(10, 60)
-    _next(flow)
-    assert _next(flow, claims) == CheckClaims(tuple(claims), T0)
-    event = _event()
-    assert _finish(flow, [None, event, None]) == [(claims[1], event)]
+    taken = [(_claim(1), _event())]
+    assert _finish(flow, taken) == taken
 
 
 def test_a_batch_acknowledges_its_events_when_its_block_ends_cleanly(serve: Serve) -> None:
     claims = [_claim(1), _claim(2)]
-    script = Script(claims, [_event(), None], None)
+    script = Script([(claim, _event()) for claim in claims], None)
     with serve(script).expirations(limit=10) as batch:
-        assert len(batch) == 1
-    assert script.requests[-1] == AckClaims((claims[0],), T0)
+        assert len(batch) == 2
+    assert script.requests[-1] == AckClaims(tuple(claims), T0)
 
 
-@pytest.mark.parametrize("replies", [([_claim(1)], [_event()]), ([],)], ids=["raised", "empty"])
+@pytest.mark.parametrize("replies", [([(_claim(1), _event())],), ([],)], ids=["raised", "empty"])
 def test_a_batch_that_raised_or_was_empty_acknowledges_nothing(
     serve: Serve, replies: tuple[Any, ...]
 ) -> None:

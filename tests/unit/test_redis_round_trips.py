@@ -18,6 +18,7 @@ from vimbiso_state.adapters.redis.aio import (
     AsyncRedisTokenRepository,
 )
 from vimbiso_state.adapters.redis.keys import KeySchema
+from vimbiso_state.adapters.redis.partitions import partition_of, slot_tags
 from vimbiso_state.adapters.redis.round_trips import (
     ConversationRoundTrips,
     OnNode,
@@ -28,14 +29,16 @@ from vimbiso_state.adapters.redis.round_trips import (
     Servers,
     read_token,
 )
-from vimbiso_state.adapters.redis.scripts import BEGIN, CLAIM, EXPIRY
+from vimbiso_state.adapters.redis.scripts import ACK, BEGIN, CLAIM
 from vimbiso_state.adapters.redis.store import RedisConversationRepository, RedisTokenRepository
 from vimbiso_state.domain.expirations import ExpiryKind
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.ports import Claim
 from vimbiso_state.domain.timeouts import Timeouts
+from vimbiso_state.domain.timestamps import micros
 
 PHONE = PhoneNumber(DIGITS)
+T0_US = micros(T0)
 USER = KeySchema().for_user(PHONE)
 
 
@@ -92,37 +95,48 @@ def test_on_a_cluster_begin_reads_the_parts_inside_its_script() -> None:
     assert begun.fence == 7 and begun.token == b"sealed"
 
 
+def _due(member: str, score: int, deadline: int, form: bytes = b"") -> list[Any]:
+    """One due event as claim.lua answers it."""
+    return [member.encode(), str(score).encode(), deadline, 0, form]
+
+
 def test_a_claim_asks_each_server_only_for_what_is_still_missing() -> None:
     groups = [("a", ["expiry:{x}", "expiry:{y}"]), ("b", ["expiry:{z}"]), ("c", ["expiry:{w}"])]
-    sent, claims = drive(
+    sent, taken = drive(
         trips(cluster=True).claim(T0, 3, timedelta(minutes=1)),
         groups,
-        [f"s:{DIGITS}".encode(), b"1", f"f:{DIGITS}".encode(), b"2"],
-        [b"s:263771234568", b"3"],
+        _due(f"s:{DIGITS}", 1, 1) + _due(f"f:{DIGITS}", 2, 2, b'{"name": "offer"}'),
+        _due("s:263771234568", 3, 3),
     )
     servers, first, second = sent  # the limit is taken: the third server is not asked
     assert isinstance(servers, Servers) and isinstance(first, OnNode)
     assert first.script is CLAIM and first.node == "a"
     assert first.keys == ["expiry:{x}"] and first.args[-1] == "expiry:{y}"  # the server's others
     assert first.args[2] == 3 and second.args[2] == 1
-    assert [(c.kind, c.digits, c.previous) for c in claims] == [
-        (ExpiryKind.SESSION, DIGITS, 1),
-        (ExpiryKind.FORM, DIGITS, 2),
-        (ExpiryKind.SESSION, "263771234568", 3),
+    assert [(c.kind, c.digits, c.previous, e.phone) for c, e in taken] == [
+        (ExpiryKind.SESSION, DIGITS, 1, DIGITS),
+        (ExpiryKind.FORM, DIGITS, 2, DIGITS),
+        (ExpiryKind.SESSION, "263771234568", 3, "263771234568"),
     ]
+    mark = T0_US + 60_000_000
+    assert {c.mark for c, _ in taken} == {mark}  # the lease's end marks every claim
 
 
-def test_checks_are_one_pipeline_on_one_redis_and_a_call_each_on_a_cluster() -> None:
-    claims = [Claim(DIGITS, ExpiryKind.FORM, 5, 1), Claim("263771234568", ExpiryKind.SESSION, 5, 1)]
-    gone = [b"gone"]
-    sent, found = drive(trips().check(claims, T0), [gone, gone])
-    assert [type(r) for r in sent] == [Pipeline] and found == [None, None]
-    sent, found = drive(trips(cluster=True).check(claims, T0), gone, gone)
-    assert [type(r) for r in sent] == [Script, Script] and found == [None, None]
-    assert all(r.script is EXPIRY for r in sent)
-    assert drive(
-        trips().ack([], T0),
-    ) == ([], None)  # nothing claimed: no round trip
+def test_acks_are_one_call_a_server_and_none_for_nothing_claimed() -> None:
+    cluster = trips(cluster=True)
+    a, b = [f"expiry:{{{tag}}}" for tag in slot_tags()[:2]]
+    first, second = DIGITS, "263771234568"
+    assert partition_of(first, True) != partition_of(second, True)
+    groups = [("a", [partition_of(first, True), a]), ("b", [partition_of(second, True), b])]
+    claims = [Claim(d, ExpiryKind.FORM, 5, 1) for d in (first, second, first)]
+    sent, _ = drive(cluster.ack(claims, T0), groups, 2, 1)
+    _, on_a, on_b = sent
+    assert isinstance(on_a, OnNode) and on_a.script is ACK and (on_a.node, on_b.node) == ("a", "b")
+    assert on_a.args[1:] == [partition_of(first, True), f"f:{first}", 5] * 2
+    assert on_b.args[1:] == [partition_of(second, True), f"f:{second}", 5]
+    single, _ = drive(trips().ack(claims, T0), [(None, ["expiry:{0}"])], 3)
+    assert [type(r) for r in single] == [Servers, OnNode]  # one server: one call
+    assert drive(trips().ack([], T0)) == ([], None)  # nothing claimed: no round trip
 
 
 def test_a_token_is_one_read_of_the_users_token_key() -> None:
