@@ -57,98 +57,103 @@ def inspector(built: Container) -> Inspector:
     )
 
 
+Rows = list[tuple[str, str]]
+
+
 def show(snapshot: Snapshot, keys: list[KeyInfo] | None, out: TextIO) -> None:
-    now, stored = snapshot.now, snapshot.stored
-    rows: list[tuple[str, str]] = []
-    critical, session, form = stored.critical, stored.session, stored.form
-    rows.append(("version", str(stored.version)))
-    if critical is None:
-        rows.append(("critical data", "none (never stored, expired or evicted)"))
-    else:
-        profile = critical.profile
-        member = profile.member if profile else None
-        rows.append(
-            (
-                "member",
-                f"{member.name or '-'} ({member.member_id})" if member else "none (no profile yet)",
-            )
-        )
-        account = critical.current_account
-        count = len(profile.accounts) if profile else 0
-        rows.append(
-            (
-                "current account",
-                f"{account.handle or '-'}: {account.name or '-'} ({account.account_id}), "
-                f"{count} account(s)"
-                if account
-                else "none",
-            )
-        )
-        rows.append(
-            (
-                "critical data",
-                f"last seen {_ago(critical.last_seen_at, now)}, "
-                f"{_until(snapshot.critical_deadline, now)}",
-            )
-        )
-    if session is None:
-        rows.append(("session", "none (expired, evicted or never started)"))
-    else:
-        rows.append(
-            (
-                "session",
-                f"{session.id}, last seen {_ago(session.last_seen_at, now)}, "
-                f"{_until(snapshot.session_deadline, now)}",
-            )
-        )
-        rows.append(("stage", session.stage))
-        rows.append(("option", session.option or "-"))
-        rows.append(("direction", session.direction.value))
-        rows.append(("menu", " > ".join(session.menu) or "-"))
-        offer = session.offer
-        rows.append(
-            (
-                "offer",
-                f"{offer.amount} {offer.denomination.value} to {offer.recipient} "
-                f"({offer.status.value})"
-                if offer
-                else "-",
-            )
-        )
-        rows.append(("context", ", ".join(f"{k}={v!r}" for k, v in session.context.items()) or "-"))
-    if form is None:
-        rows.append(("form", "none"))
-    else:
-        values = ", ".join(f"{k}={v}" for k, v in form.values.items()) or "no answers yet"
-        missing = ", ".join(form.missing()) or "nothing"
-        rows.append(
-            (
-                "form",
-                f"{form.name}: {values}; missing {missing}; {_until(form.expires_at, now)}",
-            )
-        )
+    stored = snapshot.stored
+    rows: Rows = [("version", str(stored.version))]
+    rows += _critical_rows(snapshot) + _session_rows(snapshot) + _form_rows(snapshot)
     notices = ", ".join(n.value for n in snapshot.conversation.notices)
     rows.append(("next message", f"would find: {notices}" if notices else "resumes as stored"))
     if stored.damaged:
         rows.append(("damaged", "a part could not be decoded and would be dropped"))
-    token = snapshot.token
-    if not token.stored:
-        rows.append(("token", "none"))
-    else:
-        detail = "present, value ********"
-        if token.length is not None:
-            detail += f" ({token.length} characters)"
-        if token.expires_at is not None:
-            detail += f", {_until(token.expires_at, now)}"
-        if token.problem:
-            detail += f" [{token.problem}]"
-        rows.append(("token", detail))
-
+    rows.append(("token", _token_detail(snapshot)))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name.ljust(width)}  {value}", file=out)
-    if keys is None:
-        return
+    if keys is not None:
+        _show_keys(keys, out)
+
+
+def _critical_rows(snapshot: Snapshot) -> Rows:
+    critical, now = snapshot.stored.critical, snapshot.now
+    if critical is None:
+        return [("critical data", "none (never stored, expired or evicted)")]
+    profile = critical.profile
+    member = profile.member if profile else None
+    account = critical.current_account
+    count = len(profile.accounts) if profile else 0
+    return [
+        (
+            "member",
+            f"{member.name or '-'} ({member.member_id})" if member else "none (no profile yet)",
+        ),
+        (
+            "current account",
+            f"{account.handle or '-'}: {account.name or '-'} ({account.account_id}), "
+            f"{count} account(s)"
+            if account
+            else "none",
+        ),
+        (
+            "critical data",
+            f"last seen {_ago(critical.last_seen_at, now)}, "
+            f"{_until(snapshot.critical_deadline, now)}",
+        ),
+    ]
+
+
+def _session_rows(snapshot: Snapshot) -> Rows:
+    session, now = snapshot.stored.session, snapshot.now
+    if session is None:
+        return [("session", "none (expired, evicted or never started)")]
+    offer = session.offer
+    return [
+        (
+            "session",
+            f"{session.id}, last seen {_ago(session.last_seen_at, now)}, "
+            f"{_until(snapshot.session_deadline, now)}",
+        ),
+        ("stage", session.stage),
+        ("option", session.option or "-"),
+        ("direction", session.direction.value),
+        ("menu", " > ".join(session.menu) or "-"),
+        (
+            "offer",
+            f"{offer.amount} {offer.denomination.value} to {offer.recipient} ({offer.status.value})"
+            if offer
+            else "-",
+        ),
+        ("context", ", ".join(f"{k}={v!r}" for k, v in session.context.items()) or "-"),
+    ]
+
+
+def _form_rows(snapshot: Snapshot) -> Rows:
+    form = snapshot.stored.form
+    if form is None:
+        return [("form", "none")]
+    values = ", ".join(f"{k}={v}" for k, v in form.values.items()) or "no answers yet"
+    missing = ", ".join(form.missing()) or "nothing"
+    until = _until(form.expires_at, snapshot.now)
+    return [("form", f"{form.name}: {values}; missing {missing}; {until}")]
+
+
+def _token_detail(snapshot: Snapshot) -> str:
+    token = snapshot.token
+    if not token.stored:
+        return "none"
+    detail = "present, value ********"
+    if token.length is not None:
+        detail += f" ({token.length} characters)"
+    if token.expires_at is not None:
+        detail += f", {_until(token.expires_at, snapshot.now)}"
+    if token.problem:
+        detail += f" [{token.problem}]"
+    return detail
+
+
+def _show_keys(keys: list[KeyInfo], out: TextIO) -> None:
     print("keys (Redis TTLs collect garbage; the deadlines above are the domain's):", file=out)
     width = max(len(k.name) for k in keys)
     for key in keys:
