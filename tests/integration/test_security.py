@@ -594,7 +594,7 @@ LIBRARY_COMMANDS = (
     "evalsha", "eval", "mget", "get", "set", "del", "getrange", "setrange", "pexpire", "pttl",
     "zadd", "zscore", "zcard", "zremrangebyrank", "ping", "time", "blpop", "rpush",
     "incr", "decr", "hget", "hset", "hgetall", "hdel", "persist", "zrem",
-    "zremrangebyscore", "zrange",
+    "zremrangebyscore", "zrange", "zcount",
 )  # fmt: skip
 DANGEROUS = ("flushall", "flushdb", "config", "keys", "debug", "shutdown")
 ACL_USER, ACL_PASSWORD = "vimbiso", "acl-" + secrets.token_hex(8)
@@ -619,6 +619,7 @@ SLIDE_STEP = SESSION_TTL / 300
 # A short dedupe window, so that an effect's result ages out (and is pruned) within the test.
 DEDUPE_TTL = 1
 ACL_SETTINGS: dict[str, Any] = {"session_ttl": SESSION_TTL, "dedupe_ttl": DEDUPE_TTL}
+ELSEWHERE_FORM_TTL = 1
 
 
 def _acl_url(server: RedisProcess) -> str:
@@ -627,7 +628,10 @@ def _acl_url(server: RedisProcess) -> str:
 
 def _realistic_flow(state: StateService, phone: str, elsewhere: StateService) -> None:
     """Every operation, on ``state``, plus a write by ``elsewhere`` (another process, which
-    reads the conversation before it writes)."""
+    reads the conversation before it writes, and whose forms expire in a second)."""
+    abandoned = phone.replace("+26377111", "+26377112")  # leaves a form: a due event
+    elsewhere.form_start(abandoned, "offer", required=["amount"])
+    due = time.monotonic() + ELSEWHERE_FORM_TTL
     state.start(phone)
     state.set_profile(phone, {"memberID": "m-acl"}, [{"accountID": "a-1"}, {"accountID": "a-2"}])
     state.navigate(phone, OFFER)
@@ -651,8 +655,9 @@ def _realistic_flow(state: StateService, phone: str, elsewhere: StateService) ->
     _messages(state, phone, elsewhere)
     for n in range(MAX_HANDLED_IDS):  # a burst: the handled ids are trimmed to their bound
         state.handle_once(phone, f"wamid.burst.{n}", lambda conv: None)
-    with state.expirations() as batch:  # the expiry index is polled
-        list(batch)
+    time.sleep(max(0.0, due + 0.1 - time.monotonic()))  # the sleeps above took this already
+    with state.expirations() as batch:  # the expiry index is polled and its event claimed
+        assert [(event.phone, event.kind) for event in batch] == [(abandoned[1:], "form")]
     state.reset(phone)
     assert state.start(phone).profile is None
 
@@ -704,7 +709,9 @@ def test_the_library_runs_as_an_acl_user_limited_to_its_keys(
     _grant(admin, LIBRARY_COMMANDS)
     admin.acl_log_reset()
     container, state = _service(_acl_url(private_redis), **ACL_SETTINGS)
-    other, elsewhere = _service(_acl_url(private_redis), **ACL_SETTINGS)
+    other, elsewhere = _service(
+        _acl_url(private_redis), **ACL_SETTINGS, form_ttl=ELSEWHERE_FORM_TTL
+    )
     for index in range(3):
         _realistic_flow(state, f"+26377111003{index}", elsewhere)
     assert admin.acl_log() == [], "the library sent a command or key its ACL user may not use"
@@ -735,7 +742,9 @@ def test_every_granted_command_is_needed(private_redis: RedisProcess) -> None:
         admin.script_flush()  # so that the EVAL fallback (NOSCRIPT) is exercised every time
         # New processes each time: the clock reads the server's TIME when first used.
         container, state = _service(_acl_url(private_redis), **ACL_SETTINGS)
-        other, elsewhere = _service(_acl_url(private_redis), **ACL_SETTINGS)
+        other, elsewhere = _service(
+            _acl_url(private_redis), **ACL_SETTINGS, form_ttl=ELSEWHERE_FORM_TTL
+        )
         with pytest.raises(StateError, match=r"permission|can't run"):
             _realistic_flow(state, f"+2637711104{index:02d}", elsewhere)
             pytest.fail(f"the flow did not need {command}")
