@@ -5,8 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+# A JSON Web Token: three base64url parts, the first a JSON object ('{"' encodes as eyJ).
+JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+MASK = "********"
+
+
+def mask_tokens(text: str) -> str:
+    """``text`` with every JWT-shaped part replaced by asterisks."""
+    return JWT_SHAPED.sub(MASK, text)
 
 
 @dataclass(frozen=True)

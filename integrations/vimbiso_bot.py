@@ -36,6 +36,7 @@ from vimbiso_state.domain.errors import InvalidInput, InvalidPhoneNumber
 from vimbiso_state.domain.json_values import check_json
 from vimbiso_state.domain.phone import PhoneNumber
 from vimbiso_state.domain.profile import AccountSelection, Profile
+from vimbiso_state.domain.token import JWT_SHAPED
 
 T = TypeVar("T")
 
@@ -50,18 +51,10 @@ _PROFILE_KEYS = ("member", "accounts")
 # BotState's own bookkeeping in the context (the flow's intent, where the token was): a name
 # the bot's state schema does not allow, so it can never be one of the bot's keys.
 RESERVED = "_vimbiso_state"
-# A JSON Web Token: three base64url parts, the first a JSON object ('{"' encodes as eyJ).
-JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _JWT_BYTES = re.compile(JWT_SHAPED.pattern.encode())
-MASK = "********"
 
 Step = str | int
 TokenPaths = list[list[Step]]
-
-
-def mask_tokens(text: str) -> str:
-    """``text`` with every JWT-shaped part replaced by asterisks."""
-    return JWT_SHAPED.sub(MASK, text)
 
 
 class BotMessage(Protocol):

@@ -728,10 +728,6 @@ def _answer(request: Request, kind: Callable[[Any], T]) -> Flow[T]:
     return kind((yield request))
 
 
-def _none_of(conversation: Conversation, result: object) -> None:
-    return None
-
-
 def _context_names(names: object) -> tuple[str, ...]:
     # A str is a sequence of one-letter names: refused, not read as a list of letters.
     if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):

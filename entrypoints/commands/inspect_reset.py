@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from typing import TextIO
 
 from vimbiso_state.domain.phone import PhoneNumber
+from vimbiso_state.domain.token import mask_tokens
 from vimbiso_state.entrypoints.commands.common import close, container, describe, is_redis
-from vimbiso_state.integrations.vimbiso_bot import mask_tokens
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
 from vimbiso_state.services.operations import Inspector, KeyInfo, Snapshot, describe_user_keys
