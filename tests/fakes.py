@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cryptography.fernet import Fernet
 
@@ -33,6 +36,15 @@ DIGITS = "263771234567"
 OTHER_PHONE = "+263 71 999 8888"
 # A token key for containers on a shared store, which refuse to start without one.
 TOKEN_KEY = Fernet.generate_key().decode()
+
+
+def jwt(claims: dict[str, Any]) -> str:
+    """A JWT with these claims (its signature is never checked: the library only reads exp)."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
 def free_port() -> int:

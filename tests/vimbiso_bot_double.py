@@ -25,7 +25,6 @@ Redis, so that a forked worker's calls are seen by the test that killed it.
 from __future__ import annotations
 
 import abc
-import base64
 import itertools
 import json
 import sys
@@ -41,6 +40,7 @@ from typing import Any, ClassVar, Protocol
 
 import redis
 import requests
+from fakes import jwt
 
 MEMBER = {
     "memberID": "mem-1",
@@ -65,13 +65,6 @@ def account(balance: str, pending_out: list[dict[str, Any]] | None = None) -> di
         "pendingInData": [],
         "pendingOutData": pending_out or [],
     }
-
-
-def jwt(claims: dict[str, Any]) -> str:
-    def part(value: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-
-    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
 # Records shared with forked workers: a list in this process, or in a Redis.

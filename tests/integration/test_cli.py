@@ -21,10 +21,9 @@ import pytest
 import redis
 from cli_output import one_error_line
 from cryptography.fernet import Fernet
-from fakes import FakeClock
+from fakes import FakeClock, jwt
 from redis_servers import RedisProcess
 from stored_documents import rewrite
-from vimbiso_bot_double import jwt
 
 from vimbiso_state.entrypoints.cli import main
 from vimbiso_state.entrypoints.demo import ACCOUNTS, MEMBER

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from cli_output import one_error_line
 from cryptography.fernet import Fernet
+from fakes import jwt
 from redis_servers import RedisProcess
-from vimbiso_bot_double import MEMBER, account, jwt
+from vimbiso_bot_double import MEMBER, account
 
 from vimbiso_state.entrypoints.cli import main
 from vimbiso_state.integrations.vimbiso_bot import JWT_SHAPED, BotState

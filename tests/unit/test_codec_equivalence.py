@@ -424,6 +424,7 @@ def test_a_damaged_profile_is_dropped_as_damage_and_the_rest_is_kept(
     [
         pytest.param({"stage": "menu; DROP"}, id="stage-with-punctuation"),
         pytest.param({"stage": "x" * 65}, id="stage-too-long"),
+        pytest.param({"stage": 7}, id="stage-not-text"),
         pytest.param({"option": "user:{263}"}, id="option-with-key-syntax"),
         pytest.param({"menu": ["handle_action_menu", "two words"]}, id="menu-entry-with-space"),
     ],

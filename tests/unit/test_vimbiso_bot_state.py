@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from fakes import DIGITS, PHONE, T0, FakeClock
+from fakes import DIGITS, PHONE, T0, FakeClock, jwt
 from vimbiso_bot_double import (
     MEMBER,
     MessagingService,
@@ -17,7 +17,6 @@ from vimbiso_bot_double import (
     WhatsAppMessagingService,
     WhatsAppStateManager,
     account,
-    jwt,
 )
 
 from vimbiso_state import EffectInDoubt
