@@ -6,10 +6,9 @@ memory backend. The contract suite keeps what a store decides (tests/contract)."
 from __future__ import annotations
 
 import asyncio
-import inspect
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 from dependency_injector import providers
 from fakes import PHONE
+from service_kinds import KINDS, LoopThread, service_of
 
 from vimbiso_state.adapters.codec import MAX_DOCUMENT_BYTES
 from vimbiso_state.domain.conversation import DEFAULT_STAGE, Conversation
@@ -50,17 +50,14 @@ class Untouchable:
         return used
 
 
-def _untouchable_services(container: Container) -> tuple[Any, Any]:
-    """The container's StateService and AsyncStateService, on stores that must not be used."""
+def _untouchable_services(container: Container, loop: LoopThread) -> Iterator[StateService]:
+    """The container's StateService, then its AsyncStateService behind the blocking facade
+    (tests/service_kinds.py), on stores that must not be used."""
     for name in ("conversations", "tokens", "async_conversations", "async_tokens"):
         getattr(container, name).override(providers.Object(Untouchable()))
-    return container.state_service(), container.async_state_service()
-
-
-def _call(call: Callable[[Any, Any], object], service: Any, value: object) -> None:
-    outcome = call(service, value)
-    if inspect.isawaitable(outcome):  # the async service refuses when awaited
-        asyncio.run(outcome)  # type: ignore[arg-type]
+    for kind in KINDS:
+        with service_of(container, kind, loop) as service:
+            yield service
 
 
 def _ran(*args: Any) -> None:
@@ -93,11 +90,13 @@ BAD_PHONES += ["2637712:34567", "user:263771234567"]
 
 
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
-def test_a_bad_phone_is_refused_before_any_io(container: Container, operation: str) -> None:
-    for service in _untouchable_services(container):
+def test_a_bad_phone_is_refused_before_any_io(
+    container: Container, loop_thread: LoopThread, operation: str
+) -> None:
+    for service in _untouchable_services(container, loop_thread):
         for phone in BAD_PHONES:
             with pytest.raises(InvalidPhoneNumber):
-                _call(OPERATIONS[operation], service, phone)
+                OPERATIONS[operation](service, phone)
 
 
 # Each refusal: the call given a bad value, the bad values, and what the error says.
@@ -175,13 +174,13 @@ REFUSALS: dict[str, Refusal] = {
 
 @pytest.mark.parametrize("refusal", sorted(REFUSALS))
 def test_bad_input_is_refused_before_any_io_and_never_echoed(
-    container: Container, refusal: str
+    container: Container, loop_thread: LoopThread, refusal: str
 ) -> None:
     call, values, says = REFUSALS[refusal]
-    for service in _untouchable_services(container):
+    for service in _untouchable_services(container, loop_thread):
         for value in values:
             with pytest.raises(InvalidInput, match=says) as refused:
-                _call(call, service, value)
+                call(service, value)
             shown = str(refused.value)
             assert "\ud800" not in shown and "\udc00" not in shown and "tttt" not in shown
 
