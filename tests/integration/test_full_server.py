@@ -6,8 +6,9 @@ whose first command writes (0.1's save script started with ZREMRANGEBYSCORE) the
 on a full server. The scripts declare themselves with a ``#!lua`` shebang, so Redis 7 refuses
 any script that may write before it runs, while the server is over maxmemory.
 
-Each test runs with the sync and with the asyncio service, on one Redis and on a Redis
-Cluster; both are started for the test alone, as their memory settings are changed.
+Each test runs with the sync and with the asyncio service, on one Redis started for the test
+alone and on a Redis Cluster of this module's own, emptied before each test (their memory
+settings are changed).
 """
 
 from __future__ import annotations
@@ -96,27 +97,36 @@ def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="module")
+def own_cluster(redis_server_bin: str, redis_cli_bin: str) -> Iterator[LocalCluster]:
+    """A cluster of three masters for this module alone (forming one takes seconds): each
+    test empties it first and sets its own limits."""
+    with LocalCluster(masters=3, executable=redis_server_bin, cli=redis_cli_bin) as cluster:
+        yield cluster
+
+
 @pytest.fixture(
     params=["redis", pytest.param("redis-cluster", marks=[pytest.mark.redis, pytest.mark.cluster])]
 )
-def full(request: pytest.FixtureRequest, redis_server_bin: str) -> Iterator[Deployment]:
-    """A Redis or a cluster of three masters of this test's own: never the shared servers,
-    whose maxmemory must not be touched."""
+def full(request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    """A Redis or a cluster of three masters of this module's own: never the shared servers,
+    whose maxmemory must not be touched. Each test starts on empty servers without limits and
+    without cached scripts, as on servers started for it alone."""
     if request.param == "redis":
         server: RedisProcess = request.getfixturevalue("private_redis")
         deployment = Deployment("redis", server.url, [server.client()])
         yield deployment
         deployment.close()
         return
-    cli = request.getfixturevalue("redis_cli_bin")
-    with LocalCluster(masters=3, executable=redis_server_bin, cli=cli) as cluster:
-        deployment = Deployment(
-            "redis-cluster",
-            cluster.url,
-            [cluster.client(node, decode_responses=False) for node in cluster.nodes],
-        )
-        yield deployment
-        deployment.close()
+    cluster: LocalCluster = request.getfixturevalue("own_cluster")
+    nodes = [cluster.client(node, decode_responses=False) for node in cluster.nodes]
+    for node in nodes:
+        node.config_set("maxmemory", 0)
+        node.flushall()
+        node.script_flush()
+    deployment = Deployment("redis-cluster", cluster.url, nodes)
+    yield deployment
+    deployment.close()
 
 
 def test_writes_are_refused_whole_and_memory_stays_at_maxmemory(
