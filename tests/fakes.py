@@ -47,13 +47,6 @@ def jwt(claims: dict[str, Any]) -> str:
     return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
-def free_port() -> int:
-    """A local port nothing listens on (connections to it are refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def _accepting(handle: Callable[[socket.socket, list[socket.socket]], None]) -> Iterator[str]:
     """Listens on a free local port and gives each connection, from one thread, to ``handle``

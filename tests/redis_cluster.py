@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from types import TracebackType
 from typing import Any, Self
 
 import redis
-from redis_servers import RedisProcess, find_redis_server
+from redis_servers import RedisProcess, find_redis_server, free_port
 
 # The cluster flags of the issue; a short node timeout keeps an unplanned failover quick.
 CLUSTER_FLAGS: tuple[str, ...] = (
@@ -36,12 +35,6 @@ CLUSTER_FLAGS: tuple[str, ...] = (
     "1",
 )
 READY_TIMEOUT = 30.0  # seconds for the slots to be assigned and every node to agree
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def find_redis_cli(server: str | None = None) -> str | None:

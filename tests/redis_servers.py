@@ -64,7 +64,7 @@ def docker_available(timeout: float = 3.0) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
     # The OS picks a port nobody is listening on; the tiny race before redis binds it is
     # acceptable for tests (start() reports a clear error if it happens).
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -93,7 +93,7 @@ class RedisProcess:
         self.extra_args = list(extra_args)
         self.password = password
         self.dir = Path(tempfile.mkdtemp(prefix="vimbiso-redis-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.logfile = self.dir / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from django_site import GUIDE, PACKAGE, setup_in_process, write_site
 from doc_examples import block_after, run_block
-from fakes import TOKEN_KEY, free_port
-from redis_servers import RedisProcess
+from fakes import TOKEN_KEY
+from redis_servers import RedisProcess, free_port
 
 from vimbiso_state.domain.health import HEALTH_DEADLINE
 from vimbiso_state.services.config import ENVIRONMENT

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 from django_site import GUIDE, PACKAGE, setup_in_process, write_site
-from fakes import TOKEN_KEY, free_port
+from fakes import TOKEN_KEY
+from redis_servers import free_port
 
 from vimbiso_state import ConfigurationError, StateService
 from vimbiso_state.domain.health import HEALTH_DEADLINE

@@ -12,6 +12,7 @@ from typing import cast
 import fakes
 import pytest
 from fakes import TOKEN_KEY
+from redis_servers import free_port
 
 from vimbiso_state.services.async_state_service import AsyncStateService
 from vimbiso_state.services.config import Settings
@@ -33,7 +34,7 @@ def hung_server() -> Iterator[str]:
 
 
 def test_refused_connection_fails_within_half_a_second() -> None:
-    state = _redis_state(f"redis://127.0.0.1:{fakes.free_port()}/0").state_service()
+    state = _redis_state(f"redis://127.0.0.1:{free_port()}/0").state_service()
     began = time.monotonic()
     with pytest.raises(StateUnavailable, match="unreachable"):
         state.start("+263771234567")

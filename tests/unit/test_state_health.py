@@ -10,7 +10,8 @@ import asyncio
 import time
 
 import pytest
-from fakes import TOKEN_KEY, free_port, hung_server
+from fakes import TOKEN_KEY, hung_server
+from redis_servers import free_port
 
 from vimbiso_state import ConfigurationError, Container, StateService, StateUnavailable
 from vimbiso_state.adapters.clock import SystemClock
