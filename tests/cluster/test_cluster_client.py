@@ -23,6 +23,7 @@ from redis.exceptions import (
     SlotNotCoveredError,
     TryAgainError,
 )
+from redis_servers import free_port
 
 from vimbiso_state.adapters.redis import RetryPolicy, connect_cluster
 from vimbiso_state.adapters.redis.aio import connect_async, discovered
@@ -120,7 +121,7 @@ def test_a_refused_node_fails_fast() -> None:
     container = Container.from_settings(
         Settings(
             backend="redis-cluster",
-            redis_url=f"redis://127.0.0.1:{fakes.free_port()}",
+            redis_url=f"redis://127.0.0.1:{free_port()}",
             token_keys=(fakes.TOKEN_KEY,),
         )
     )

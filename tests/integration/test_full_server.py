@@ -108,7 +108,7 @@ def own_cluster(redis_server_bin: str, redis_cli_bin: str) -> Iterator[LocalClus
 @pytest.fixture(
     params=["redis", pytest.param("redis-cluster", marks=[pytest.mark.redis, pytest.mark.cluster])]
 )
-def full(request: pytest.FixtureRequest) -> Iterator[Deployment]:
+def full(request: pytest.FixtureRequest, redis_server_bin: str) -> Iterator[Deployment]:
     """A Redis or a cluster of three masters of this module's own: never the shared servers,
     whose maxmemory must not be touched. Each test starts on empty servers without limits and
     without cached scripts, as on servers started for it alone."""
