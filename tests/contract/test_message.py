@@ -233,14 +233,15 @@ def test_asyncio_other_tasks_wait_for_a_tasks_message_without_blocking_the_loop(
 
 
 def test_a_handler_that_outlives_its_lease_cannot_commit(
-    state_with: Callable[..., StateService], phone: str, clock: FakeClock
+    state_with: Callable[..., StateService], phone: str, clock: FakeClock, backend: str
 ) -> None:
     state = state_with(lease_ttl=0.3)
     state.start(phone)
     with pytest.raises(LeaseLost), state.message(phone, "wamid.late") as msg:
         msg.conversation.navigate(OFFER)
         clock.advance(1)  # the memory backend's lease runs on the fake clock
-        time.sleep(0.5)  # Redis's on real time
+        if backend != "memory":
+            time.sleep(0.5)  # Redis's on real time
     assert state.start(phone).stage == DEFAULT_STAGE  # nothing it changed was stored
     with state.message(phone, "wamid.late") as msg:  # the redelivery proceeds
         assert not msg.duplicate
