@@ -80,7 +80,7 @@ def test_no_thread_stays_blocked_on_a_hung_server(hung_server: str) -> None:
     assert time.monotonic() - began < 2.5
 
 
-async def _on_a_hung_server(
+async def _on_a_server(
     url: str, calls: tuple[str, ...]
 ) -> tuple[list[tuple[BaseException | object, float]], set[asyncio.Task[object]]]:
     """Each call's outcome and seconds taken, and the tasks still pending once every call
@@ -106,8 +106,15 @@ async def _on_a_hung_server(
     return outcomes, pending
 
 
+def test_refused_connection_fails_an_asyncio_call_within_half_a_second() -> None:
+    outcomes, pending = asyncio.run(_on_a_server(f"redis://127.0.0.1:{free_port()}/0", CALLS[:3]))
+    assert all(isinstance(outcome, StateUnavailable) for outcome, _ in outcomes), outcomes
+    assert max(seconds for _, seconds in outcomes) < 0.5, outcomes
+    assert not pending, pending
+
+
 def test_no_task_stays_blocked_on_a_hung_server(hung_server: str) -> None:
-    outcomes, pending = asyncio.run(_on_a_hung_server(hung_server, CALLS))
+    outcomes, pending = asyncio.run(_on_a_server(hung_server, CALLS))
     assert len(outcomes) == len(CALLS)
     assert all(isinstance(outcome, StateUnavailable) for outcome, _ in outcomes), outcomes
     assert max(seconds for _, seconds in outcomes) < 2.0, outcomes
