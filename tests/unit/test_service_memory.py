@@ -99,16 +99,6 @@ def _conversation_in_progress(state: StateService) -> None:
     state.navigate(PHONE, "offer_amount")
 
 
-def test_session_is_still_live_at_exactly_five_minutes(
-    state: StateService, clock: FakeClock
-) -> None:
-    _conversation_in_progress(state)
-    clock.advance(minutes=5)
-    conversation = state.start(PHONE)
-    assert conversation.notices == []
-    assert conversation.stage == "offer_amount"
-
-
 def test_form_expiry_is_reported_however_late_the_user_returns(
     state: StateService, clock: FakeClock
 ) -> None:
@@ -149,25 +139,6 @@ def test_filling_the_form_slides_its_deadline(state: StateService, clock: FakeCl
     conversation = state.start(PHONE)
     assert conversation.notices == []
     assert conversation.form is not None and conversation.form.values["amount"] == "5"
-
-
-def test_idle_past_both_deadlines_reports_session_and_form_expiry(
-    state: StateService, clock: FakeClock
-) -> None:
-    _conversation_in_progress(state)
-    clock.advance(minutes=10, seconds=1)
-    conversation = state.start(PHONE)
-    assert conversation.notices == [Notice.SESSION_EXPIRED, Notice.FORM_EXPIRED]
-    assert conversation.form is None
-    assert conversation.profile is not None
-    assert state.token(PHONE) == SECRET
-
-
-def test_greeting_as_the_first_message_welcomes_once(state: StateService) -> None:
-    conversation = state.start(PHONE, "Hello!")
-    assert conversation.notices == [Notice.WELCOME]
-    assert conversation.stage == DEFAULT_STAGE
-    assert conversation.version == 1
 
 
 # forms
@@ -287,12 +258,6 @@ def test_reset_of_one_user_leaves_others_alone(state: StateService) -> None:
 
 
 # profile
-
-
-def test_set_profile_makes_the_only_account_current(state: StateService) -> None:
-    conversation = state.set_profile(PHONE, MEMBER, ACCOUNTS[:1])
-    assert conversation.current_account is not None
-    assert conversation.current_account.account_id == "a-1"
 
 
 @pytest.mark.parametrize(
