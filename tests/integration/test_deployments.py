@@ -32,7 +32,10 @@ OFFER = "handle_action_offer_credex"
 
 
 @pytest.fixture(
-    params=["redis", pytest.param("redis-cluster", marks=[pytest.mark.redis, pytest.mark.cluster])]
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
+    ]
 )
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

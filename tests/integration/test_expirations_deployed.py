@@ -32,7 +32,7 @@ FORM_TTL = 1.0
 POLL = 0.1
 
 
-@pytest.fixture(params=["redis", "redis-cluster"])
+@pytest.fixture(params=["redis", pytest.param("redis-cluster", marks=pytest.mark.cluster)])
 def url(request: pytest.FixtureRequest) -> tuple[str, str]:
     backend = request.param
     return backend, str(

@@ -112,7 +112,7 @@ def _to_confirm(state: StateService, credex: Credex, phone: str) -> None:
     assert state.start(phone).stage == CONFIRM
 
 
-@pytest.fixture(params=["redis", "redis-cluster"])
+@pytest.fixture(params=["redis", pytest.param("redis-cluster", marks=pytest.mark.cluster)])
 def deployment(request: pytest.FixtureRequest) -> Iterator[tuple[Container, Any]]:
     """A container on one Redis or on a Redis Cluster (short leases), and an admin client."""
     backend = request.param
