@@ -10,7 +10,6 @@ call with the next scripted reply and records the requests it was sent, under bo
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Generator
 from datetime import datetime, timedelta
@@ -18,7 +17,7 @@ from typing import Any, ClassVar, cast
 
 import pytest
 from cryptography.fernet import Fernet
-from fakes import DIGITS, PHONE, T0, FakeClock
+from fakes import DIGITS, PHONE, T0, FakeClock, jwt
 from service_kinds import KINDS, Blocking
 
 from vimbiso_state.adapters.token_cipher import FernetTokenCipher
@@ -112,11 +111,6 @@ def _finish(flow: Flow, answer: object = None) -> Any:
 
 def _sealed(value: str, issued: datetime, expires: datetime) -> bytes:
     return CIPHER.seal(NUMBER, value, issued, expires)
-
-
-def _jwt(exp: datetime) -> str:
-    claims = base64.urlsafe_b64encode(json.dumps({"exp": exp.timestamp()}).encode())
-    return f"eyJhbGciOiJIUzI1NiJ9.{claims.rstrip(b'=').decode()}.sig"
 
 
 class Script:
@@ -538,8 +532,8 @@ def test_save_token_commits_the_sealed_token_and_no_conversation() -> None:
 def test_a_jwt_is_kept_no_longer_than_its_exp() -> None:
     flows = _flows()
     exp = T0 + timedelta(minutes=7)
-    assert flows.seal(NUMBER, _jwt(exp)).ttl == exp - T0
-    expired = flows.seal(NUMBER, _jwt(T0 - timedelta(seconds=1)))
+    assert flows.seal(NUMBER, jwt({"exp": exp.timestamp()})).ttl == exp - T0
+    expired = flows.seal(NUMBER, jwt({"exp": (T0 - timedelta(seconds=1)).timestamp()}))
     assert expired.sealed is None  # already past its exp: no token is stored
 
 
@@ -572,7 +566,7 @@ def test_a_message_that_uses_the_token_keeps_it_token_ttl_from_now_never_past_ex
     change = _used_token(serve, _sealed("jwt", saved, saved + TTL))
     assert change.ttl == TTL and CIPHER.open(NUMBER, change.sealed).expires_at == T0 + TTL
     saved, exp = T0 - timedelta(minutes=15), T0 + timedelta(minutes=20)
-    change = _used_token(serve, _sealed(_jwt(exp), saved, saved + TTL))
+    change = _used_token(serve, _sealed(jwt({"exp": exp.timestamp()}), saved, saved + TTL))
     assert change.ttl == exp - T0  # its JWT's exp comes first
 
 
