@@ -17,7 +17,6 @@ from vimbiso_state.services.container import Container
 from vimbiso_state.services.exceptions import (
     ConfigurationError,
     FormValidationError,
-    InvalidPhoneNumber,
     NoActiveForm,
     TokenError,
 )
@@ -406,11 +405,6 @@ def test_the_phone_region_setting_reads_national_numbers_as_the_same_user() -> N
     assert state.start("+263771234567").stage == OFFER
     assert state.start("263771234567").stage == OFFER  # WhatsApp's wa_id
     assert state.start("+263 (0) 77 123 4567").stage == OFFER
-
-
-def test_without_a_phone_region_national_numbers_are_refused(state: StateService) -> None:
-    with pytest.raises(InvalidPhoneNumber, match="international"):
-        state.start("077 123 4567")
 
 
 @pytest.mark.parametrize(
