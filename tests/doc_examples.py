@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import pytest
+from vimbiso_bot_double import body_of, buttons_of, rows_of
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -331,19 +332,9 @@ class Client(Protocol):
     def post(self, url: str, *, json: Any) -> Any: ...
 
 
-def body_of(reply: dict[str, Any]) -> str:
-    """The text a user sees in a reply the guide's bot builds."""
-    if reply["type"] == "text":
-        return str(reply["text"]["body"])
-    return str(reply["interactive"]["body"]["text"])
-
-
 def choices_of(reply: dict[str, Any]) -> list[str]:
     """The ids a user can tap in an interactive reply."""
-    interactive = reply["interactive"]
-    if interactive["type"] == "button":
-        return [b["reply"]["id"] for b in interactive["action"]["buttons"]]
-    return [row["id"] for s in interactive["action"]["sections"] for row in s["rows"]]
+    return buttons_of(reply) if reply["interactive"]["type"] == "button" else rows_of(reply)
 
 
 def text_of(response: Any) -> str:
