@@ -168,20 +168,6 @@ def test_form_start_replaces_a_previous_form(state: StateService) -> None:
 # tokens
 
 
-def test_saving_a_token_again_replaces_it(state: StateService) -> None:
-    state.save_token(PHONE, SECRET)
-    state.save_token(PHONE, "second-token")
-    assert state.token(PHONE) == "second-token"
-
-
-def test_token_expires_after_thirty_minutes(state: StateService, clock: FakeClock) -> None:
-    state.save_token(PHONE, SECRET)
-    clock.advance(minutes=29, seconds=59)
-    assert state.token(PHONE) == SECRET
-    clock.advance(1)
-    assert state.token(PHONE) is None
-
-
 def test_tokens_are_per_user(state: StateService) -> None:
     state.save_token(PHONE, SECRET)
     assert state.token(OTHER_PHONE) is None
