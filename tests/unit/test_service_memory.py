@@ -128,18 +128,6 @@ def test_form_expires_ten_minutes_after_its_last_answer(
         state.form_fill(PHONE, amount="100")
 
 
-def test_filling_the_form_slides_its_deadline(state: StateService, clock: FakeClock) -> None:
-    _conversation_in_progress(state)
-    clock.advance(minutes=4)
-    state.form_fill(PHONE, amount="USD 5")
-    clock.advance(minutes=4)
-    state.start(PHONE)
-    clock.advance(minutes=4)
-    conversation = state.start(PHONE)
-    assert conversation.notices == []
-    assert conversation.form is not None and conversation.form.values["amount"] == "5"
-
-
 # forms
 def test_form_fill_with_a_bad_value_raises_and_keeps_earlier_values(state: StateService) -> None:
     state.form_start(PHONE, "offer", ["amount", "denomination", "recipient"])
