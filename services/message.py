@@ -54,6 +54,7 @@ class _MessageState:
         self._watch: Watch | None = None  # from entering to leaving
         self._holder: tuple[str, object] | None = None  # while the block runs
         self._now: datetime | None = None
+        self._epoch = 0  # the effect records' epoch once an effect of this message started
 
     @property
     def phone(self) -> str:
@@ -168,7 +169,15 @@ class _MessageState:
         )
 
     def _holding(self) -> Holder:
-        return Holder(self._lease, self._begun.fence, self._begun.effects)
+        return Holder(self._lease, self._begun.fence, self._epoch or self._begun.effects)
+
+    def _started(self, record: EffectRecord) -> bool:
+        """Whether ``run`` is to be called; the records it was started in are then the ones
+        the commit names (an effect may have created them)."""
+        if record.status is not EffectStatus.RUN:
+            return False
+        self._epoch = record.epoch or self._epoch
+        return True
 
     def _effect(self, name: str, key: str | None) -> Effect:
         return Effect.of(name, self.message_id if key is None else key)
@@ -269,7 +278,7 @@ class Message(_MessageState):
         telemetry = self._driver.telemetry
         with telemetry.watch("effect", self._number, self._watch) as watch:
             record = self._driver.drive(self._effect_start(effect), watch)
-            if record.status is not EffectStatus.RUN:
+            if not self._started(record):
                 return _recorded(record, effect)  # type: ignore[no-any-return]
             try:
                 with watch.entered():  # the bot's own spans (the Credex call) nest in it
@@ -347,7 +356,7 @@ class AsyncMessage(_MessageState):
         telemetry = self._driver.telemetry
         with telemetry.watch("effect", self._number, self._watch) as watch:
             record = await self._driver.drive(self._effect_start(effect), watch)
-            if record.status is not EffectStatus.RUN:
+            if not self._started(record):
                 return _recorded(record, effect)
             try:
                 with watch.entered():

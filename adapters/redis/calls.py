@@ -10,12 +10,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import msgspec
-
 from vimbiso_state.adapters.redis.layout import (
     FOREIGN,
-    NO_WRITE,
-    StoredWrite,
     effect_field,
     handled_member,
     in_doubt,
@@ -55,7 +51,6 @@ _EFFECTS = {
     b"lease_lost": EffectStatus.LEASE_LOST,
     b"records_lost": EffectStatus.RECORDS_LOST,
 }
-_msgpack = msgspec.msgpack.Encoder()
 
 
 def micros_of(duration: timedelta) -> int:
@@ -87,9 +82,17 @@ class ScriptCalls:
         # it (commit.lua): an active member's entry costs a write a step, not a message.
         self._index_step_us = self._session_us // 10
         # How far past what a write needs a TTL is extended, so that most writes move none.
-        self._state_slack = micros_of(slide_step(timeouts.state)) // 1000
-        self._dedupe_slack = micros_of(slide_step(timeouts.dedupe)) // 1000
         self._effects_px = px(timeouts.dedupe)
+        self._lease_px = b"%d" % self.lease_px
+        # commit.lua's arguments that only the timeouts decide, as the text it is sent as.
+        self._kept = b"%d" % -MAX_HANDLED_IDS
+        self._handled_px = b"%d" % px(timeouts.dedupe)
+        self._handled_slack = b"%d" % (micros_of(slide_step(timeouts.dedupe)) // 1000)
+        self._user_px = b"%d" % px(timeouts.state)
+        self._user_slack = b"%d" % (micros_of(slide_step(timeouts.state)) // 1000)
+        self._session_px = b"%d" % px(timeouts.session)
+        self._form_keep = timeouts.dedupe
+        self._form_most = timeouts.state
 
     # load.lua
     def load_args(self, now: datetime, touch: bool) -> list[Any]:
@@ -112,40 +115,34 @@ class ScriptCalls:
 
     # begin.lua
     def begin_args(
-        self,
-        now: datetime,
-        message_id: str | None,
-        lease: str,
-        waited: bool,
-        read_here: bool = False,
+        self, now: datetime, message_id: str | None, lease: str, waited: bool
     ) -> list[Any]:
         return [
-            micros(now),
             b"" if message_id is None else handled_member(message_id, lease),
             lease,
-            self.lease_px,
+            self._lease_px,
             b"1" if waited else b"0",
-            self._dedupe_us,
-            b"1" if read_here else b"0",
+            b"%d" % (micros(now) - self._dedupe_us),
         ]
 
     @staticmethod
     def begin_reply(reply: list[Any], values: list[Any] | None, now: datetime) -> Begun:
         """What begin.lua found, with the parts it read (``values`` None) or the MGET
-        pipelined after it read (user, session, form, token)."""
-        status, fence, effects, doubts = reply[:4]
+        pipelined after it read (user, session, form, token). The fence is above every
+        version the user had: now, or the stored version + 1."""
+        status, effects, doubts = reply[:3]
         doubted = tuple(in_doubt(record) for record in doubts)
         if status == b"duplicate":
-            return Begun(None, duplicate=True, effects=int(effects), in_doubt=doubted)
+            return Begun(None, duplicate=True, effects=effects, in_doubt=doubted)
         if status == b"busy":
-            return Begun(None, busy_for=timedelta(milliseconds=max(0, int(reply[4]))))
-        user, session, form, token = reply[4:8] if values is None else values
-        stored = read_conversation(user, session, form, touched=0, now=now, effects=int(effects))
+            return Begun(None, busy_for=timedelta(milliseconds=max(0, reply[3])))
+        user, session, form, token = reply[3:7] if values is None else values
+        stored = read_conversation(user, session, form, touched=0, now=now, effects=effects)
         return Begun(
             stored,
             token=None if token == FOREIGN else token,
-            fence=int(fence),
-            effects=int(effects),
+            fence=max(micros(now), stored.version + 1),
+            effects=effects,
             in_doubt=doubted,
         )
 
@@ -159,64 +156,85 @@ class ScriptCalls:
         token: TokenChange | None,
         now: datetime,
     ) -> list[Any]:
-        stored = NO_WRITE if write is None else stored_write(write)
+        """commit.lua's arguments (see its header), every one as the text it is sent as."""
+        if token is None:
+            sealed, token_px = b"", b""
+        else:
+            sealed = b"-" if token.sealed is None else token.sealed
+            token_px = b"%d" % px(token.ttl)
+        head = [holder.lease, b"%d" % holder.fence, handled_member(message_id, holder.lease)]
+        if write is None:
+            plan, parts = b"----", [b""] * 7
+        else:
+            plan, parts = self._parts(holder, write, now)
         return [
-            self._commit_numbers(holder, write, token, now, stored),
-            stored.header,
-            handled_member(message_id, holder.lease),
-            stored.critical,
-            stored.session,
-            stored.form,
-            f"{holder.lease}:{holder.fence}",
-            b"" if token is None else b"-" if token.sealed is None else token.sealed,
+            *head,
+            plan,
+            self._kept,
+            self._handled_px,
+            self._handled_slack,
+            *parts,
+            sealed,
+            token_px,
             digits,
+            *self._index_args(write, now),
         ]
 
-    def _commit_numbers(
-        self,
-        holder: Holder,
-        write: ConversationWrite | None,
-        token: TokenChange | None,
-        now: datetime,
-        stored: StoredWrite,
-    ) -> bytes:
-        """commit.lua's first argument: its numbers, one MessagePack array."""
-        t = self._timeouts
-        form_px = session_deadline = 0
-        if write is not None:
-            session_deadline = micros(write.session.last_seen_at) + self._session_us
-            if write.form is not None:
-                # Kept past its deadline, for the event that tells the member it expired (an
-                # acknowledged event deletes it; events are kept at most dedupe_ttl), never
-                # longer than the critical data that names it.
-                form_px = px(min(write.form.expires_at - now + t.dedupe, t.state))
-        return _msgpack.encode(
-            (
-                holder.fence,
-                px(t.state),
-                px(t.session),
-                form_px,
-                px(t.dedupe),
-                0 if token is None else px(token.ttl),
-                int(write is not None),
-                int(stored.critical_as_stored),
-                int(stored.form_as_stored),
-                MAX_HANDLED_IDS,
-                self._state_slack,
-                self._dedupe_slack,
-                holder.effects,
-                session_deadline,
-                micros(now) - self._dedupe_us,
-                self._index_step_us,
+    def _parts(
+        self, holder: Holder, write: ConversationWrite, now: datetime
+    ) -> tuple[bytes, list[bytes]]:
+        """The plan and the parts' arguments (user value, its px and slack, the session, its
+        px, the form and its px) of a commit that writes the conversation."""
+        stored = stored_write(write, holder.fence, holder.effects)
+        form_px = b""
+        if write.form is None:
+            form, form_entry = b"d", b"r"
+        else:
+            form = b"=" if stored.form_as_stored else b"s"
+            # The form's entry is in the index from its start on (claim.lua moves it later
+            # as its deadline moves): added for a form new to this write, or carried over
+            # from a value an older release wrote.
+            carried = "form" in write.documents and "critical" in write.documents
+            form_entry = b"-" if carried else b"f"
+            # Kept past its deadline, for the event that tells the member it expired (an
+            # acknowledged event deletes it; events are kept at most dedupe_ttl), never
+            # longer than the critical data that names it.
+            form_px = b"%d" % px(
+                min(write.form.expires_at - now + self._form_keep, self._form_most)
             )
-        )
+        user = b"h" if stored.critical_as_stored else b"s"
+        effects = b"e" if holder.effects else b"-"
+        parts = [
+            stored.user,
+            self._user_px,
+            self._user_slack,
+            stored.session,
+            self._session_px,
+            stored.form,
+            form_px,
+        ]
+        return user + form + effects + form_entry, parts
+
+    def _index_args(self, write: ConversationWrite | None, now: datetime) -> list[bytes]:
+        """The session's deadline, the score below which its entry moves there, the form's
+        deadline and the oldest entry kept."""
+        if write is None:
+            return [b"", b"", b"", b""]
+        deadline = micros(write.session.last_seen_at) + self._session_us
+        form = write.form
+        return [
+            b"%d" % deadline,
+            b"%d" % (deadline - self._index_step_us),
+            b"0" if form is None else b"%d" % micros(form.expires_at),
+            b"%d" % (micros(now) - self._dedupe_us),
+        ]
 
     @staticmethod
-    def commit_reply(reply: list[Any]) -> WriteResult:
+    def commit_reply(reply: list[Any], holder: Holder) -> WriteResult:
         status = _COMMITTED.get(reply[0])
         if status is None:
             return WriteResult(WriteStatus.LEASE_LOST, 0)
-        return WriteResult(status, int(reply[1]))
+        return WriteResult(status, holder.fence)
 
     # effect.lua
     def effect_start_args(self, holder: Holder, effect: Effect, now: datetime) -> list[Any]:
@@ -227,7 +245,7 @@ class ScriptCalls:
             effect_field(effect),
             f"{effect.name}\n{effect.key}",
             micros(now),
-            f"{holder.lease}:{holder.fence}",
+            holder.lease,
             holder.effects,
             holder.fence,
             self._effects_px,
@@ -244,7 +262,10 @@ class ScriptCalls:
 
     @staticmethod
     def effect_reply(reply: list[Any]) -> EffectRecord:
-        return EffectRecord(_EFFECTS[reply[0]], reply[1] if len(reply) > 1 else None)
+        status = _EFFECTS[reply[0]]
+        if status is EffectStatus.RUN:
+            return EffectRecord(status, None, int(reply[1]))
+        return EffectRecord(status, reply[1] if len(reply) > 1 else None)
 
     # claim.lua and ack.lua
     def claim_args(

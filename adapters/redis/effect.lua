@@ -4,11 +4,11 @@
 --       lease, user, legacy (0.2's records of one message, or the effects key again)
 -- ARGV: 1 'start', 'finish' or 'settle', 2 the effect's field, 3 the record's text (start:
 --       the name and the key, one line each; else the result JSON), 4 now (microseconds),
---       5 holder (lease:fence; start), 6 epoch as begun (start), 7 fence (start),
+--       5 the lease (start), 6 epoch as begun (start), 7 fence (start),
 --       8 px of records with none in doubt, 9 the dedupe window (microseconds),
 --       10 the effect's name in the legacy hash ('' when not consulted)
 -- A record is '?' (in doubt) or '=' (done), 16 digits of time, then the text.
--- Reply to start: {'run'} (marked started now), {'done', result}, {'in_doubt'},
+-- Reply to start: {'run', the records' epoch} (marked started now), {'done', result}, {'in_doubt'},
 -- {'lease_lost'} or {'records_lost'} (the records as begun are gone: evicted).
 -- Reply to finish and settle: {'done', the result that stands}. A finish is recorded whether
 -- or not a lease holds (it happened); a settle keeps a result recorded before.
@@ -78,4 +78,4 @@ end
 redis.call('HSET', KEYS[1], ARGV[2], '?' .. now .. ARGV[3],
   '~', string.format('%016.0f', epoch) .. (count + 1))
 redis.call('PERSIST', KEYS[1])
-return {'run'}
+return {'run', epoch}

@@ -32,17 +32,14 @@ class UserKeys:
 
     @property
     def begin(self) -> list[str]:
-        """The keys begin.lua touches, in the order it expects (the parts it may read last)."""
-        return [
-            self.handled,
-            self.lease,
-            self.waiters,
-            self.effects,
-            self.user,
-            self.session,
-            self.form,
-            self.token,
-        ]
+        """The keys begin.lua touches, in the order it expects; it reads the parts itself
+        only when they are given too (``begin_reading``)."""
+        return [self.handled, self.lease, self.waiters, self.effects]
+
+    @property
+    def begin_reading(self) -> list[str]:
+        """begin.lua's keys when it reads the parts itself (a cluster)."""
+        return [*self.begin, *self.parts]
 
     @property
     def parts(self) -> list[str]:
@@ -53,13 +50,13 @@ class UserKeys:
     def commit(self) -> list[str]:
         """The keys commit.lua touches, in the order it expects."""
         return [
+            self.lease,
+            self.handled,
+            self.waiters,
+            self.wake,
             self.user,
             self.session,
             self.form,
-            self.handled,
-            self.lease,
-            self.waiters,
-            self.wake,
             self.token,
             self.effects,
             self.expiry,

@@ -201,17 +201,17 @@ class StoredWrite(NamedTuple):
     """A write's parts as commit.lua takes them: a part byte for byte as stored goes without
     its JSON (the script moves its header and TTL only)."""
 
-    header: bytes  # last-seen, the form's deadline, the last inbound message (16 digits each)
-    critical: bytes  # b"" when as stored
+    user: bytes  # the header, then the critical data's JSON unless it is as stored
     critical_as_stored: bool
     session: bytes  # last-seen (16 digits) and the JSON
     form: bytes  # b"": no form, or as stored
     form_as_stored: bool
 
 
-def stored_write(write: ConversationWrite) -> StoredWrite:
-    """The bytes commit.lua writes for ``write``; InvalidInput or StateTooLarge (before any
-    I/O) for a part that cannot be stored."""
+def stored_write(write: ConversationWrite, version: int, epoch: int) -> StoredWrite:
+    """The bytes commit.lua writes for ``write`` as ``version`` (the fence), naming the effect
+    records of ``epoch``; InvalidInput or StateTooLarge (before any I/O) for a part that
+    cannot be stored."""
     extras, documents = write.extras, write.documents
     form = codec.Encoded(b"", False)
     if write.form is not None:
@@ -220,25 +220,23 @@ def stored_write(write: ConversationWrite) -> StoredWrite:
         micros(write.session.last_seen_at),
         codec.encode_stored(write.session, extras.get("session")).data,
     )
-    critical = codec.encode_stored(
-        write.critical, extras.get("critical"), documents.get("critical")
-    )
-    header = b"%016d%016d%016d" % (
-        micros(write.critical.last_seen_at),
-        micros_or_zero(write.critical.form_expires_at),
-        micros_or_zero(write.critical.inbound_at),
+    critical = write.critical
+    encoded = codec.encode_stored(critical, extras.get("critical"), documents.get("critical"))
+    header = b"%016d%016d%016d%016d%016d" % (
+        micros(critical.last_seen_at),
+        version,
+        micros_or_zero(critical.form_expires_at),
+        epoch,
+        micros_or_zero(critical.inbound_at),
     )
     return StoredWrite(
-        header,
-        b"" if critical.unchanged else critical.data,
-        critical.unchanged,
+        header if encoded.unchanged else header + encoded.data,
+        encoded.unchanged,
         session,
         b"" if form.unchanged else form.data,
         form.unchanged,
     )
 
-
-NO_WRITE = StoredWrite(b"", b"", False, b"", b"", True)  # a commit of the token alone
 
 # The expiry index: a member is a kind's first letter, ':' and the phone's digits.
 EXPIRY_KINDS = {"f": ExpiryKind.FORM, "s": ExpiryKind.SESSION}

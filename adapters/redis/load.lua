@@ -33,11 +33,11 @@ if ARGV[2] == '1' then
     -- The user's last-seen follows the session's, so that when the session times out is
     -- known after its key is gone (expiry.lua); its TTL follows the last-seen.
     redis.call('SETRANGE', KEYS[1], 0, ARGV[1])
-    keep(KEYS[1], tonumber(ARGV[7]), 0)
+    keep(KEYS[1], ARGV[7], 0)
     touched = touched + 1
   end
   if touched % 2 == 1 and redis.call('PTTL', KEYS[4]) >= 0 then
-    keep(KEYS[4], tonumber(ARGV[7]), 0)
+    keep(KEYS[4], ARGV[7], 0)
   end
 end
 return {user, session, form, touched, epoch}

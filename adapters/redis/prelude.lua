@@ -14,18 +14,10 @@ local function get(key)
   if wrong_type(value) then return '!' end
   return value
 end
--- The version in a user value's header: last-seen (16 digits), then the version (16 digits;
--- 0.1 wrote 12, the JSON right after them). 0 when there is none or it is damaged.
-local function version_of(key)
-  local head = redis.pcall('GETRANGE', key, 0, 31)
-  if wrong_type(head) then return 0 end
-  if string.sub(head, 29, 29) == '{' then return tonumber(string.sub(head, 17, 28)) or 0 end
-  return tonumber(string.sub(head, 17, 32)) or 0
-end
--- Keep ``key`` for at least ``px`` ms; when extending, add ``slack`` (so that most writes move
--- no TTL, and append nothing to the AOF for it).
+-- Keep ``key`` for at least ``px`` ms; when extending, add ``slack`` ms (so that most writes
+-- move no TTL, and append nothing to the AOF for it). Both come as the caller's text.
 local function keep(key, px, slack)
-  if redis.call('PTTL', key) < px then
+  if redis.call('PTTL', key) < tonumber(px) then
     redis.call('PEXPIRE', key, px + slack)
   end
 end

@@ -6,8 +6,7 @@
 -- ARGV: 1 lease
 -- Keys of the wrong type: see prelude.lua.
 local holder = redis.pcall('GET', KEYS[1])
-local mine = ARGV[1] .. ':'
-if wrong_type(holder) or not holder or string.sub(holder, 1, #mine) ~= mine then return 0 end
+if wrong_type(holder) or holder ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])  -- replicated (see begin.lua)
 wake(KEYS[2], KEYS[3])
 return 1

@@ -156,13 +156,12 @@ class ConversationRoundTrips:
         if waited:
             # A wait blocks until the holder ends (or the wait is up), then tries again.
             block = Wait(user.wake, round(min(wait.total_seconds(), self._wait_slice), 3) or 0.001)
+        args = self.calls.begin_args(now, message_id, lease, waited)
         if not self._pipelined:
             # begin.lua reads the parts itself, and a wait costs a round trip of its own.
-            args = self.calls.begin_args(now, message_id, lease, waited, read_here=True)
-            reply = yield Script(BEGIN, user.begin, args, block)
+            reply = yield Script(BEGIN, user.begin_reading, args, block)
             return self.calls.begin_reply(reply, None, now)
         # One round trip: (the wait,) hold the user, read the parts.
-        args = self.calls.begin_args(now, message_id, lease, waited)
         read = Command("mget", (user.parts,))
         replies = yield Pipeline((Script(BEGIN, user.begin, args), read), block)
         return self.calls.begin_reply(replies[-2], replies[-1], now)
@@ -178,7 +177,7 @@ class ConversationRoundTrips:
     ) -> RoundTrips[WriteResult]:
         keys = self._keys.for_user(phone).commit
         args = self.calls.commit_args(phone.digits, holder, message_id, write, token, now)
-        return self.calls.commit_reply((yield Script(COMMIT, keys, args)))
+        return self.calls.commit_reply((yield Script(COMMIT, keys, args)), holder)
 
     def release(self, phone: PhoneNumber, lease: str) -> RoundTrips[None]:
         yield Script(RELEASE, self._keys.for_user(phone).release, [lease])

@@ -21,7 +21,7 @@ from redis.cluster import RedisCluster
 from redis_servers import RedisProcess
 
 from vimbiso_state.adapters.redis.scripts import COMMIT
-from vimbiso_state.domain.conversation import DEFAULT_STAGE
+from vimbiso_state.domain.conversation import DEFAULT_STAGE, Notice
 from vimbiso_state.services.config import Settings
 from vimbiso_state.services.container import Container
 from vimbiso_state.services.exceptions import EffectInDoubt, StateUnavailable, UserBusy
@@ -223,6 +223,32 @@ def test_effect_records_outlive_the_conversation_they_guard(redis_url: str) -> N
         assert admin.pttl(f"effects:{{{digits}}}") >= admin.pttl(f"user:{{{digits}}}:state") - 50
         conv = state.start(phone)
         assert conv.notices == [] and conv.stage == OFFER
+    finally:
+        state.reset(phone)
+        container.close()
+        admin.close()
+
+
+def test_records_a_settle_made_guard_the_conversation_it_committed(redis_url: str) -> None:
+    """A message that settles an intent the member has no records of yet (the outcome found
+    on the dashboard) commits a conversation that names those records: evicting them then
+    drops the navigation that could pay again, as for records an effect started."""
+    container = Container.from_settings(
+        Settings(backend="redis", redis_url=redis_url, token_keys=(TOKEN_KEY,))
+    )
+    state = container.state_service()
+    admin = redis.Redis.from_url(redis_url)
+    phone = _phone()
+    digits = phone.lstrip("+")
+    try:
+        state.start(phone)
+        with state.message(phone, "wamid.1") as msg:
+            msg.conversation.navigate(OFFER)
+            msg.settle("create_credex", {"credexID": "c-1"}, key="offer-1")
+        assert state.start(phone).stage == OFFER
+        admin.delete(f"effects:{{{digits}}}")
+        conv = state.start(phone)
+        assert conv.stage == DEFAULT_STAGE and Notice.STATE_LOST in conv.notices
     finally:
         state.reset(phone)
         container.close()

@@ -63,20 +63,31 @@ def drive(round_trips: RoundTrips[Any], *replies: Any) -> tuple[list[Any], Any]:
 def test_a_begin_holds_the_user_and_reads_the_parts_in_one_pipeline() -> None:
     sent, begun = drive(
         trips().begin(PHONE, T0, "wamid.1", "lease-1", timedelta(0)),
-        [[b"ok", 42, 0, []], [None, None, None, None]],
+        [[b"ok", 0, []], [None, None, None, None]],
     )
     [pipeline] = sent
     assert isinstance(pipeline, Pipeline) and pipeline.wait is None
     begin, read = pipeline.calls
     assert isinstance(begin, Script) and begin.script is BEGIN and begin.keys == USER.begin
     assert read.name == "mget" and read.args == (USER.parts,)
-    assert begun.fence == 42 and begun.stored.critical is None and begun.token is None
+    # A user with no stored version: the fence is now, on the store's clock.
+    assert begun.fence == T0_US and begun.stored.critical is None and begun.token is None
+
+
+def test_a_begins_fence_is_above_a_stored_version_from_a_clock_that_ran_ahead() -> None:
+    ahead = T0_US + 5_000_000
+    user = b"%016d%016d%016d%016d%016d{}" % (T0_US, ahead, 0, 0, 0)
+    _, begun = drive(
+        trips().begin(PHONE, T0, "wamid.1", "lease-1", timedelta(0)),
+        [[b"ok", 0, []], [user, None, None, None]],
+    )
+    assert begun.stored.version == ahead and begun.fence == ahead + 1
 
 
 def test_a_waiting_begin_blocks_on_the_users_wake_list_in_the_same_round_trip() -> None:
     sent, begun = drive(
         trips().begin(PHONE, T0, None, "lease-1", timedelta(seconds=5)),
-        [None, [b"busy", 0, 0, [], 900], [None, None, None, None]],  # BLPOP, begin, MGET
+        [None, [b"busy", 0, [], 900], [None, None, None, None]],  # BLPOP, begin, MGET
     )
     [pipeline] = sent
     assert pipeline.wait == (USER.wake, 0.2)  # one slice of the wait, then begin again
@@ -87,12 +98,12 @@ def test_on_a_cluster_begin_reads_the_parts_inside_its_script() -> None:
     # A cluster client's pipelines refuse scripts: the wait is part of the same request.
     sent, begun = drive(
         trips(cluster=True).begin(PHONE, T0, None, "lease-1", timedelta(seconds=1)),
-        [b"ok", 7, 0, [], None, None, None, b"sealed"],
+        [b"ok", 0, [], None, None, None, b"sealed"],
     )
     [call] = sent
-    assert isinstance(call, Script) and call.script is BEGIN
-    assert call.wait == (USER.wake, 0.2) and call.args[-1] == b"1"
-    assert begun.fence == 7 and begun.token == b"sealed"
+    assert isinstance(call, Script) and call.script is BEGIN and call.keys == USER.begin_reading
+    assert call.wait == (USER.wake, 0.2) and call.args[3] == b"1"
+    assert begun.fence == T0_US and begun.token == b"sealed"
 
 
 def _due(member: str, score: int, deadline: int, form: bytes = b"") -> list[Any]:
