@@ -111,8 +111,9 @@ class EffectStatus(Enum):
 class EffectRecord(NamedTuple):
     status: EffectStatus
     result: bytes | None = None  # the recorded JSON, when DONE
-    # When RUN: the epoch of the user's effect records now (0: the backend does not say), so
-    # that the commit names the records this unit of work may just have created.
+    # After a start that answered RUN, a finish or a settle: the epoch of the user's effect
+    # records now (0: the backend does not say), so that the commit names the records this
+    # unit of work may just have created.
     epoch: int = 0
 
 

@@ -199,6 +199,7 @@ class _MessageState:
         self._in_doubt.append(InDoubt(effect.name, effect.key, self._flows.clock.now()))
 
     def _settled(self, effect: Effect, record: EffectRecord) -> Any:
+        self._epoch = record.epoch or self._epoch  # a settle may have created the records
         self._in_doubt = [d for d in self._in_doubt if (d.name, d.key) != effect]
         return _recorded(record, effect)
 

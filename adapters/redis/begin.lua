@@ -6,8 +6,9 @@
 --       user, session, form, token to read here; else the MGET pipelined after this script
 --       reads them (a lease only its holder frees makes that read as good as one inside the
 --       script, without moving kilobytes through Lua)
--- ARGV: 1 handled member ('' for none), 2 lease, 3 lease px, 4 '1' when this caller waited
---       for the lease, 5 the oldest fence a duplicate may have (now - the dedupe window, us)
+-- ARGV: 1 handled member ('' for none), 2 lease, 3 lease px, 4 the oldest fence a duplicate
+--       may have (now - the dedupe window, us), 5 '1' when this caller waited for the lease
+--       (left out when it did not)
 -- Reply: {'ok', effects epoch, doubts[, user, session, form, token]},
 --        {'duplicate', effects epoch, doubts} or {'busy', 0, {}, pttl of the holder}.
 -- The fence (above every version the user ever had: now, or the stored version + 1) is the
@@ -24,7 +25,7 @@ if count > 0 then
 end
 if ARGV[1] ~= '' then
   local score = redis.pcall('ZSCORE', KEYS[1], ARGV[1])
-  if not wrong_type(score) and score and tonumber(score) > tonumber(ARGV[5]) then
+  if not wrong_type(score) and score and tonumber(score) > tonumber(ARGV[4]) then
     return {'duplicate', epoch, doubts}
   end
 end
@@ -43,7 +44,7 @@ if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
   -- holds the user.
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 end
-if ARGV[4] == '1' then
+if ARGV[5] == '1' then
   local waiting = redis.pcall('DECR', KEYS[3])
   if wrong_type(waiting) or waiting <= 0 then redis.call('DEL', KEYS[3]) end
 end

@@ -36,7 +36,7 @@ from vimbiso_state.domain.ports import (
     WriteResult,
     WriteStatus,
 )
-from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS, Timeouts, slide_step
+from vimbiso_state.domain.timeouts import Timeouts, slide_step
 from vimbiso_state.domain.timestamps import from_micros, micros
 
 # TTLs are set a little past the domain's deadline: Redis only collects garbage, the domain
@@ -85,11 +85,8 @@ class ScriptCalls:
         self._effects_px = px(timeouts.dedupe)
         self._lease_px = b"%d" % self.lease_px
         # commit.lua's arguments that only the timeouts decide, as the text it is sent as.
-        self._kept = b"%d" % -MAX_HANDLED_IDS
         self._handled_px = b"%d" % px(timeouts.dedupe)
-        self._handled_slack = b"%d" % (micros_of(slide_step(timeouts.dedupe)) // 1000)
         self._user_px = b"%d" % px(timeouts.state)
-        self._user_slack = b"%d" % (micros_of(slide_step(timeouts.state)) // 1000)
         self._session_px = b"%d" % px(timeouts.session)
         self._form_keep = timeouts.dedupe
         self._form_most = timeouts.state
@@ -117,13 +114,13 @@ class ScriptCalls:
     def begin_args(
         self, now: datetime, message_id: str | None, lease: str, waited: bool
     ) -> list[Any]:
-        return [
+        args = [
             b"" if message_id is None else handled_member(message_id, lease),
             lease,
             self._lease_px,
-            b"1" if waited else b"0",
             b"%d" % (micros(now) - self._dedupe_us),
         ]
+        return [*args, b"1"] if waited else args
 
     @staticmethod
     def begin_reply(reply: list[Any], values: list[Any] | None, now: datetime) -> Begun:
@@ -149,7 +146,6 @@ class ScriptCalls:
     # commit.lua
     def commit_args(
         self,
-        digits: str,
         holder: Holder,
         message_id: str | None,
         write: ConversationWrite | None,
@@ -157,34 +153,27 @@ class ScriptCalls:
         now: datetime,
     ) -> list[Any]:
         """commit.lua's arguments (see its header), every one as the text it is sent as."""
-        if token is None:
-            sealed, token_px = b"", b""
-        else:
-            sealed = b"-" if token.sealed is None else token.sealed
-            token_px = b"%d" % px(token.ttl)
         head = [holder.lease, b"%d" % holder.fence, handled_member(message_id, holder.lease)]
         if write is None:
-            plan, parts = b"----", [b""] * 7
+            plan, parts = b"----", [b""] * 6
         else:
             plan, parts = self._parts(holder, write, now)
-        return [
+        args = [
             *head,
             plan,
-            self._kept,
             self._handled_px,
-            self._handled_slack,
             *parts,
-            sealed,
-            token_px,
-            digits,
             *self._index_args(write, now),
         ]
+        if token is not None:  # the rest only when the token changes
+            args += [b"-" if token.sealed is None else token.sealed, b"%d" % px(token.ttl)]
+        return args
 
     def _parts(
         self, holder: Holder, write: ConversationWrite, now: datetime
     ) -> tuple[bytes, list[bytes]]:
-        """The plan and the parts' arguments (user value, its px and slack, the session, its
-        px, the form and its px) of a commit that writes the conversation."""
+        """The plan and the parts' arguments (user value, its px, the session, its px, the
+        form and its px) of a commit that writes the conversation."""
         stored = stored_write(write, holder.fence, holder.effects)
         form_px = b""
         if write.form is None:
@@ -207,7 +196,6 @@ class ScriptCalls:
         parts = [
             stored.user,
             self._user_px,
-            self._user_slack,
             stored.session,
             self._session_px,
             stored.form,
@@ -216,16 +204,14 @@ class ScriptCalls:
         return user + form + effects + form_entry, parts
 
     def _index_args(self, write: ConversationWrite | None, now: datetime) -> list[bytes]:
-        """The session's deadline, the score below which its entry moves there, the form's
-        deadline and the oldest entry kept."""
+        """The session's deadline, the score below which its entry moves there, and the
+        oldest entry kept (the form's deadline is in the user value's header)."""
         if write is None:
-            return [b"", b"", b"", b""]
+            return [b"", b"", b""]
         deadline = micros(write.session.last_seen_at) + self._session_us
-        form = write.form
         return [
             b"%d" % deadline,
             b"%d" % (deadline - self._index_step_us),
-            b"0" if form is None else b"%d" % micros(form.expires_at),
             b"%d" % (micros(now) - self._dedupe_us),
         ]
 
@@ -265,6 +251,8 @@ class ScriptCalls:
         status = _EFFECTS[reply[0]]
         if status is EffectStatus.RUN:
             return EffectRecord(status, None, int(reply[1]))
+        if len(reply) > 2:  # a finish or a settle: the records it was recorded in
+            return EffectRecord(status, reply[1], int(reply[2]))
         return EffectRecord(status, reply[1] if len(reply) > 1 else None)
 
     # claim.lua and ack.lua

@@ -5,20 +5,20 @@
 -- longer holds it stores nothing, and is told "applied" only if this very commit was applied
 -- before (a retry after a lost reply: its id is recorded with its fence, and fences never
 -- repeat).
--- KEYS: lease, handled, waiters, wake, user, session, form, token, effects, expiry index
+-- KEYS: lease, handled, waiters, wake, user, session, form, effects, expiry index, then
+--       the token (only when the commit changes it)
 -- ARGV: 1 lease, 2 fence (the id's score), 3 handled member,
 --       4 the plan, one letter a part: the user value ('h' its header, 's' all of it, '-'
 --         nothing: a commit of the token alone), the form ('s' set, 'd' delete, '=' as
---         stored), the effect records ('e' named in the header and kept as long as the
---         user value, '-' none known to the caller: the script looks), the
+--         stored), the effect records ('e' kept as long as the user value, '-' none: the
+--         caller knows every record its unit of work began with, started or settled), the
 --         form's index entry ('f' added, 'r' removed, '-' as it is),
---       5 -(most ids kept), 6 handled px, 7 handled slack ms,
---       8 the user value, or its 80-byte header alone; 9 user px, 10 user slack ms,
---       11 session value, 12 session px, 13 form value, 14 form px,
---       15 token ('' keeps it, '-' deletes it, else the sealed token), 16 token px,
---       17 the phone's digits, 18 the session's deadline (us), 19 the score below which the
---       session's index entry is moved to that deadline, 20 the form's deadline (us),
---       21 the oldest index entry kept (us)
+--       5 handled px, 6 the user value, or its 80-byte header alone, 7 user px,
+--       8 session value, 9 session px, 10 form value, 11 form px, 12 the session's
+--       deadline (us), 13 the score below which the session's index entry is moved to that
+--       deadline, 14 the oldest index entry kept (us), then only when the token changes:
+--       15 the token ('-' deletes it, else the sealed token), 16 its px. The form's deadline
+--       is the user value's (its header, 33-48), the phone's digits its key's.
 -- Reply: {'ok'}, {'applied'} (done before) or {'lease_lost'}.
 -- The user value is last-seen, version (the fence), the form's deadline, the effect records'
 -- epoch and the last inbound message (16 digits each), then the JSON. A part the commit did
@@ -46,69 +46,60 @@ end
 
 local write = string.sub(plan, 1, 1)
 if write ~= '-' then
-  local stored = true
   if write == 'h' then
-    if redis.call('SETRANGE', KEYS[5], 0, ARGV[8]) == #ARGV[8] then
+    if redis.call('SETRANGE', KEYS[5], 0, ARGV[6]) == #ARGV[6] then
       redis.call('DEL', KEYS[5])  -- it was gone (evicted) since begin: lost, as evicted
-      stored = false
     else
-      keep(KEYS[5], ARGV[9], ARGV[10])
+      keep(KEYS[5], ARGV[7])
     end
   else
-    redis.call('SET', KEYS[5], ARGV[8], 'PX', ARGV[9] + ARGV[10])
+    redis.call('SET', KEYS[5], ARGV[6], 'PX', ARGV[7] + slide_step(ARGV[7]))
   end
-  redis.call('SET', KEYS[6], ARGV[11], 'PX', ARGV[12])
+  redis.call('SET', KEYS[6], ARGV[8], 'PX', ARGV[9])
   local form = string.sub(plan, 2, 2)
   if form == 's' then
-    redis.call('SET', KEYS[7], ARGV[13], 'PX', ARGV[14])
+    redis.call('SET', KEYS[7], ARGV[10], 'PX', ARGV[11])
   elseif form == 'd' then
     redis.call('DEL', KEYS[7])
   end
-  local records = string.sub(plan, 3, 3) == 'e'
-  if not records then
-    -- Records this unit of work neither began with nor started (a settle made them, or an
-    -- earlier holder's late finish): the critical data names them all the same.
-    local _, epoch = effects_head(KEYS[9])
-    records = epoch ~= 0
-    if records and stored then
-      redis.call('SETRANGE', KEYS[5], 48, string.format('%016.0f', epoch))
-    end
-  end
   -- The records outlive the critical data that names them (in doubt, they never expire).
-  if records and redis.call('PTTL', KEYS[9]) >= 0 then keep(KEYS[9], ARGV[9], ARGV[10]) end
-  local index, session = KEYS[10], 's:' .. ARGV[17]
+  if string.sub(plan, 3, 3) == 'e' and redis.call('PTTL', KEYS[8]) >= 0 then
+    keep(KEYS[8], ARGV[7])
+  end
+  local digits = string.sub(KEYS[5], 7, -8)  -- user:{digits}:state
+  local index, session = KEYS[9], 's:' .. digits
   local entry = redis.pcall('ZSCORE', index, session)
   if wrong_type(entry) then
     redis.call('DEL', index)  -- not a sorted set: damaged, start it afresh
     entry = false
   end
-  local moved = not entry or tonumber(entry) < tonumber(ARGV[19])
-  if moved then redis.call('ZADD', index, ARGV[18], session) end
+  local moved = not entry or tonumber(entry) < tonumber(ARGV[13])
+  if moved then redis.call('ZADD', index, ARGV[12], session) end
   local form_entry = string.sub(plan, 4, 4)
   if form_entry == 'f' then
-    redis.call('ZADD', index, 'LT', ARGV[20], 'f:' .. ARGV[17])
+    redis.call('ZADD', index, 'LT', string.sub(ARGV[6], 33, 48), 'f:' .. digits)
   elseif form_entry == 'r' then
-    redis.call('ZREM', index, 'f:' .. ARGV[17])
+    redis.call('ZREM', index, 'f:' .. digits)
   end
   if moved or form_entry == 'f' then
-    redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. ARGV[21])
-    keep(index, ARGV[6], ARGV[7])  -- its entries live at most dedupe_ttl
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. ARGV[14])
+    keep(index, ARGV[5])  -- its entries live at most dedupe_ttl
   end
 end
 
--- The handled ids: the newest ``most`` commits. Room is made before this id is added, so
+-- The handled ids: the newest MAX_HANDLED_IDS commits. Room is made before this id is added, so
 -- that it is always kept, and the set never outgrows Redis's compact encoding.
-if wrong_type(redis.pcall('ZREMRANGEBYRANK', KEYS[2], 0, ARGV[5])) then
+if wrong_type(redis.pcall('ZREMRANGEBYRANK', KEYS[2], 0, TRIM_HANDLED)) then
   redis.call('DEL', KEYS[2])  -- not a sorted set: damaged, start it afresh
 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-keep(KEYS[2], ARGV[6], ARGV[7])
+keep(KEYS[2], ARGV[5])
 
 local token = ARGV[15]
 if token == '-' then
-  redis.call('DEL', KEYS[8])
-elseif token ~= '' then
-  redis.call('SET', KEYS[8], token, 'PX', ARGV[16])
+  redis.call('DEL', KEYS[10])
+elseif token then
+  redis.call('SET', KEYS[10], token, 'PX', ARGV[16])
 end
 redis.call('DEL', KEYS[1])  -- replicated (see begin.lua)
 wake(KEYS[3], KEYS[4])

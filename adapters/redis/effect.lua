@@ -10,8 +10,9 @@
 -- A record is '?' (in doubt) or '=' (done), 16 digits of time, then the text.
 -- Reply to start: {'run', the records' epoch} (marked started now), {'done', result}, {'in_doubt'},
 -- {'lease_lost'} or {'records_lost'} (the records as begun are gone: evicted).
--- Reply to finish and settle: {'done', the result that stands}. A finish is recorded whether
--- or not a lease holds (it happened); a settle keeps a result recorded before.
+-- Reply to finish and settle: {'done', the result that stands, the records' epoch}. A finish
+-- is recorded whether or not a lease holds (it happened); a settle keeps a result recorded
+-- before.
 -- The records have no TTL while one is in doubt, and otherwise outlive the critical data
 -- that names them by its epoch (the user value's header, see commit.lua).
 -- Keys of the wrong type: see prelude.lua.
@@ -21,7 +22,7 @@ local record = head and redis.call('HGET', KEYS[1], ARGV[2])
 
 if ARGV[1] ~= 'start' then
   if ARGV[1] == 'settle' and record and string.sub(record, 1, 1) == '=' then
-    return {'done', string.sub(record, 18)}
+    return {'done', string.sub(record, 18), epoch}
   end
   if not head then epoch = tonumber(now) end  -- new records, which the critical data does not name
   if record and string.sub(record, 1, 1) == '?' then count = count - 1 end
@@ -31,7 +32,7 @@ if ARGV[1] ~= 'start' then
     local px, user_ttl = tonumber(ARGV[8]), redis.call('PTTL', KEYS[3])
     redis.call('PEXPIRE', KEYS[1], math.max(px, user_ttl))
   end
-  return {'done', ARGV[3]}
+  return {'done', ARGV[3], epoch}
 end
 
 if get(KEYS[2]) ~= ARGV[5] then return {'lease_lost'} end

@@ -48,7 +48,8 @@ class UserKeys:
 
     @property
     def commit(self) -> list[str]:
-        """The keys commit.lua touches, in the order it expects."""
+        """The keys commit.lua touches, in the order it expects; the token's goes last, and
+        only with a commit that changes the token."""
         return [
             self.lease,
             self.handled,
@@ -57,7 +58,6 @@ class UserKeys:
             self.user,
             self.session,
             self.form,
-            self.token,
             self.effects,
             self.expiry,
         ]

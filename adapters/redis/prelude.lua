@@ -14,11 +14,16 @@ local function get(key)
   if wrong_type(value) then return '!' end
   return value
 end
--- Keep ``key`` for at least ``px`` ms; when extending, add ``slack`` ms (so that most writes
--- move no TTL, and append nothing to the AOF for it). Both come as the caller's text.
+-- A slide step of a TTL of ``px`` ms: 1/300 of it (domain/timeouts.py: slide_step).
+local function slide_step(px)
+  return math.floor(px / 300)
+end
+-- Keep ``key`` for at least ``px`` ms (the caller's text); when extending, add ``slack`` ms,
+-- a slide step unless given (so that most writes move no TTL, and append nothing to the AOF
+-- for it).
 local function keep(key, px, slack)
   if redis.call('PTTL', key) < tonumber(px) then
-    redis.call('PEXPIRE', key, px + slack)
+    redis.call('PEXPIRE', key, px + (slack or slide_step(px)))
   end
 end
 -- The effect records' head: their epoch (16 digits) and how many are in doubt. A hash field

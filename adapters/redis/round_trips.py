@@ -175,8 +175,9 @@ class ConversationRoundTrips:
         token: TokenChange | None,
         now: datetime,
     ) -> RoundTrips[WriteResult]:
-        keys = self._keys.for_user(phone).commit
-        args = self.calls.commit_args(phone.digits, holder, message_id, write, token, now)
+        user = self._keys.for_user(phone)
+        keys = user.commit if token is None else [*user.commit, user.token]
+        args = self.calls.commit_args(holder, message_id, write, token, now)
         return self.calls.commit_reply((yield Script(COMMIT, keys, args)), holder)
 
     def release(self, phone: PhoneNumber, lease: str) -> RoundTrips[None]:

@@ -16,6 +16,8 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
+from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS
+
 
 def script_source(name: str, read_only: bool = False) -> str:
     """A script's source: its own file, with prelude.lua (what every script shares) after
@@ -28,7 +30,12 @@ def script_source(name: str, read_only: bool = False) -> str:
         flags = [flag for flag in shebang.partition("flags=")[2].split(",") if flag]
         shebang = "#!lua flags=" + ",".join(["no-writes", *flags])
     prelude = scripts.joinpath("prelude.lua").read_text(encoding="utf-8")
-    return f"{shebang}\n{prelude}{body}"
+    # The library's constants, from their one definition: sent as arguments, each would cost
+    # every call about a thousand instructions on the server. As text: Redis formats a Lua
+    # number it is given with printf. TRIM_HANDLED: the last rank a commit trims from the
+    # handled ids before it adds its own, so that the newest MAX_HANDLED_IDS are kept.
+    constants = f"local TRIM_HANDLED = '{-MAX_HANDLED_IDS}'\n"
+    return f"{shebang}\n{constants}{prelude}{body}"
 
 
 class LuaScript:

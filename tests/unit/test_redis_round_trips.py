@@ -102,7 +102,7 @@ def test_on_a_cluster_begin_reads_the_parts_inside_its_script() -> None:
     )
     [call] = sent
     assert isinstance(call, Script) and call.script is BEGIN and call.keys == USER.begin_reading
-    assert call.wait == (USER.wake, 0.2) and call.args[3] == b"1"
+    assert call.wait == (USER.wake, 0.2) and call.args[4] == b"1"
     assert begun.fence == T0_US and begun.token == b"sealed"
 
 
