@@ -76,7 +76,10 @@ if write ~= '-' then
   local moved = not entry or tonumber(entry) < tonumber(ARGV[13])
   if moved then redis.call('ZADD', index, ARGV[12], session) end
   local form_entry = string.sub(plan, 4, 4)
-  if form_entry == 'f' then
+  -- A form carried over has its entry already, unless the index lost the user's entries
+  -- (evicted, as the session's shows): then it goes back with the session's.
+  if form_entry == 'f' or (form_entry == '-' and not entry) then
+    form_entry = 'f'
     redis.call('ZADD', index, 'LT', string.sub(ARGV[6], 33, 48), 'f:' .. digits)
   elseif form_entry == 'r' then
     redis.call('ZREM', index, 'f:' .. digits)

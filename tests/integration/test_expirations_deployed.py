@@ -152,6 +152,26 @@ def test_an_idle_member_costs_no_index_entry(url: tuple[str, str]) -> None:
     container.close()
 
 
+def test_a_form_under_way_is_indexed_again_when_the_index_lost_it(url: tuple[str, str]) -> None:
+    """allkeys-lru may evict the expiry index (or part of a cluster's): the member's next
+    message puts the form under way back in it, so that its expiry is still told."""
+    container = _container(url, form_ttl=FORM_TTL)
+    state = container.state_service()
+    [phone] = _members(1)
+    _leave_forms(state, [phone])
+    digits = phone.lstrip("+")
+    partition = container.conversations()._keys.for_user(state._flows.phone(phone)).expiry
+    admin = container.redis_client()
+    admin.zrem(partition, f"s:{digits}", f"f:{digits}")  # as the index's eviction leaves it
+    with state.message(phone, f"wamid.{phone}.recipient", "bob_smith") as msg:
+        msg.form_fill(recipient="bob_smith")
+    assert admin.zscore(partition, f"f:{digits}")
+    time.sleep(FORM_TTL + 0.3)
+    with state.expirations() as batch:
+        assert "form" in [e.kind.value for e in batch if e.phone == digits]
+    container.close()
+
+
 HOST = """
 import json, os, sys, time
 from vimbiso_state import Container
