@@ -2,8 +2,8 @@
 -- Begin a unit of work: hold the user under the caller's lease, unless the id was handled
 -- before or another unit of work holds the user. The effects in doubt come back either way,
 -- so that every message, a duplicate included, can see them.
--- KEYS: handled, lease, waiters, effects, then (a cluster, whose pipelines refuse scripts)
---       user, session, form, token to read here; else the MGET pipelined after this script
+-- KEYS: handled, lease, waiters, effects, wake, then (a cluster, whose pipelines refuse
+--       scripts) user, session, form, token to read here; else the MGET pipelined after this script
 --       reads them (a lease only its holder frees makes that read as good as one inside the
 --       script, without moving kilobytes through Lua)
 -- ARGV: 1 handled member ('' for none), 2 lease, 3 lease px, 4 the oldest fence a duplicate
@@ -15,6 +15,10 @@
 -- caller's to work out from the user value it reads after this: no commit can change that
 -- value while the caller holds the user.
 -- Every argument stays text: a Lua number passed to Redis is formatted with printf.
+local function stop_waiting()
+  local waiting = redis.pcall('DECR', KEYS[3])
+  if wrong_type(waiting) or waiting <= 0 then redis.call('DEL', KEYS[3]) end
+end
 local _, epoch, count = effects_head(KEYS[4])
 local doubts = {}
 if count > 0 then
@@ -26,6 +30,15 @@ end
 if ARGV[1] ~= '' then
   local score = redis.pcall('ZSCORE', KEYS[1], ARGV[1])
   if not wrong_type(score) and score and tonumber(score) > tonumber(ARGV[4]) then
+    if ARGV[5] == '1' then
+      -- The wake that ended this caller's wait was one commit's only one: pass it on to the
+      -- next waiter (another delivery of this message, or the user's next message) while
+      -- nobody holds the user, or that one sleeps out its whole wait.
+      redis.set_repl(redis.REPL_NONE)
+      stop_waiting()
+      redis.set_repl(redis.REPL_ALL)
+      if not get(KEYS[2]) then wake(KEYS[3], KEYS[5]) end
+    end
     return {'duplicate', epoch, doubts}
   end
 end
@@ -44,12 +57,9 @@ if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
   -- holds the user.
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 end
-if ARGV[5] == '1' then
-  local waiting = redis.pcall('DECR', KEYS[3])
-  if wrong_type(waiting) or waiting <= 0 then redis.call('DEL', KEYS[3]) end
-end
+if ARGV[5] == '1' then stop_waiting() end
 redis.set_repl(redis.REPL_ALL)
-if KEYS[5] then
-  return {'ok', epoch, doubts, get(KEYS[5]), get(KEYS[6]), get(KEYS[7]), get(KEYS[8])}
+if KEYS[6] then
+  return {'ok', epoch, doubts, get(KEYS[6]), get(KEYS[7]), get(KEYS[8]), get(KEYS[9])}
 end
 return {'ok', epoch, doubts}

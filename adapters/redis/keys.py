@@ -34,7 +34,7 @@ class UserKeys:
     def begin(self) -> list[str]:
         """The keys begin.lua touches, in the order it expects; it reads the parts itself
         only when they are given too (``begin_reading``)."""
-        return [self.handled, self.lease, self.waiters, self.effects]
+        return [self.handled, self.lease, self.waiters, self.effects, self.wake]
 
     @property
     def begin_reading(self) -> list[str]:

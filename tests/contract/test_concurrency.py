@@ -9,6 +9,7 @@ write has a version of its own, above every one before it.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -135,6 +136,27 @@ def test_handle_once_applies_a_concurrent_duplicate_once(
     assert conv.version == applied[0].version > before.version
     # A later redelivery is still recognised.
     assert state.handle_once(phone, message_id, lambda c: c.navigate("late")) is None
+
+
+def test_deliveries_waiting_on_one_message_all_end_when_it_commits(
+    container: Container, state: StateService, phone: str
+) -> None:
+    """Each commit wakes one waiter; a delivery woken only to find its message handled passes
+    the wake on, so none of the others sleeps out its whole ``lease_wait``."""
+    state.start(phone)
+    lease_wait = container.settings().lease_wait
+    took: list[float] = [0.0] * THREADS
+
+    def deliver(thread: int) -> Conversation | None:
+        began = time.monotonic()
+        try:
+            return state.handle_once(phone, "wamid.waited-on", lambda conv: time.sleep(0.1))
+        finally:
+            took[thread] = time.monotonic() - began
+
+    applied = [result for result in _run_threads(deliver) if result is not None]
+    assert len(applied) == 1
+    assert max(took) < lease_wait / 2, sorted(round(seconds, 2) for seconds in took)
 
 
 def test_more_threads_than_connections_wait_for_one(container: Container, phone: str) -> None:
