@@ -65,19 +65,23 @@ def environment_value(name: str, environ: Mapping[str, str] | None = None) -> st
     return env[old]
 
 
+_TIMEOUTS = Timeouts()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob, with its default. Durations are seconds."""
 
     backend: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    session_ttl: float = 300
-    token_ttl: float = 1800
-    form_ttl: float = 600
-    state_ttl: float = 86400
-    dedupe_ttl: float = 86400
-    lease_ttl: float = 35
-    lease_wait: float = 5
+    # The timeouts' defaults are the domain's (Timeouts), written once.
+    session_ttl: float = _TIMEOUTS.session.total_seconds()
+    token_ttl: float = _TIMEOUTS.token.total_seconds()
+    form_ttl: float = _TIMEOUTS.form.total_seconds()
+    state_ttl: float = _TIMEOUTS.state.total_seconds()
+    dedupe_ttl: float = _TIMEOUTS.dedupe.total_seconds()
+    lease_ttl: float = _TIMEOUTS.lease.total_seconds()
+    lease_wait: float = _TIMEOUTS.lease_wait.total_seconds()
     max_retries: int = 8
     socket_timeout: float = 0.5
     connect_timeout: float = 0.25

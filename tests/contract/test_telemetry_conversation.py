@@ -76,6 +76,7 @@ def _damage_session(container: Container, backend: str, phone: str) -> None:
     client.set(key, value[:16] + json.dumps(document).encode(), keepttl=True)
 
 
+@pytest.mark.slow
 def test_a_scripted_conversation_records_its_figures(
     build: Callable[..., Container],
     service_of: Callable[[Container], StateService],

@@ -465,6 +465,7 @@ def test_an_unreachable_server_is_one_line_and_exit_3(
         ),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_through_the_entry_point_never_shows_a_traceback(
     args: tuple[str, ...], env: dict[str, str], code: int, expected: str
 ) -> None:

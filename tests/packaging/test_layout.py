@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from package_layout import PACKAGE, ROOT, library_folders, pyproject
 
 import vimbiso_state
@@ -135,6 +136,7 @@ def test_compose_publishes_redis_on_the_loopback_interface_only() -> None:
     assert "network_mode: host" not in compose
 
 
+@pytest.mark.slow
 def test_django_is_an_extra_that_the_library_never_needs() -> None:
     """The Django app needs the `django` extra; the library, its services and CLI do not."""
     extras = pyproject()["project"]["optional-dependencies"]

@@ -244,6 +244,7 @@ def test_the_guides_own_health_check_includes_the_store(monkeypatch: pytest.Monk
 
 
 # manage.py check, as a deployment runs it
+@pytest.mark.slow
 def test_manage_py_check_fails_as_the_guide_shows(tmp_path: Path) -> None:
     """A fresh process, as a start script runs it: exit status 1 and the guide's lines."""
     write_site(tmp_path)

@@ -8,6 +8,7 @@ import warnings
 import pytest
 
 from vimbiso_state import Container
+from vimbiso_state.domain.timeouts import Timeouts
 from vimbiso_state.services import config
 from vimbiso_state.services.config import (
     ENVIRONMENT,
@@ -119,3 +120,7 @@ def test_an_explicit_memory_backend_does_not_warn(
     container.config.from_dict({"backend": "memory"})
     container.state_service()
     assert _implicit_memory(implicit_memory_warnings) == []
+
+
+def test_the_settings_defaults_are_the_domains_timeouts() -> None:
+    assert Settings().timeouts == Timeouts()

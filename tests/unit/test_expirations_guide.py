@@ -40,6 +40,7 @@ def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Module
     return import_files(tmp_path, monkeypatch, files)
 
 
+@pytest.mark.slow
 def test_a_member_who_walks_away_at_the_signature_is_told_once(
     modules: dict[str, ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:

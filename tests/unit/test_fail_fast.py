@@ -54,6 +54,7 @@ def _operations(state: StateService | AsyncStateService) -> dict[str, Callable[[
     }
 
 
+@pytest.mark.slow
 def test_no_thread_stays_blocked_on_a_hung_server(hung_server: str) -> None:
     operations = _operations(_redis_state(hung_server).state_service())
     outcomes: list[tuple[str, BaseException | None, float]] = []
@@ -113,6 +114,7 @@ def test_refused_connection_fails_an_asyncio_call_within_half_a_second() -> None
     assert not pending, pending
 
 
+@pytest.mark.slow
 def test_no_task_stays_blocked_on_a_hung_server(hung_server: str) -> None:
     outcomes, pending = asyncio.run(_on_a_server(hung_server, CALLS))
     assert len(outcomes) == len(CALLS)

@@ -69,6 +69,7 @@ def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_the_bot_setup_exports_the_librarys_metrics_and_spans_to_the_collector(
     collector: tuple[str, dict[str, list[bytes]]],
 ) -> None:

@@ -72,6 +72,7 @@ def test_a_refused_port_is_unavailable_at_once() -> None:
 
 
 @pytest.mark.parametrize("socket_timeout", [0.5, 30.0])
+@pytest.mark.slow
 def test_a_hung_server_is_unavailable_within_two_seconds(socket_timeout: float) -> None:
     """Whatever the configured socket timeout: health() has its own, shorter one."""
     with hung_server() as address:
@@ -92,6 +93,7 @@ def test_a_hung_server_is_unavailable_within_two_seconds(socket_timeout: float) 
     assert elapsed < HEALTH_DEADLINE, elapsed
 
 
+@pytest.mark.slow
 def test_a_hung_server_is_unavailable_within_two_seconds_asyncio() -> None:
     with hung_server() as address:
         container = _container(

@@ -243,6 +243,7 @@ CONVERSATION = """
 """
 
 
+@pytest.mark.slow
 def test_the_library_imports_and_runs_without_opentelemetry_installed() -> None:
     done = _python(
         """
@@ -262,6 +263,7 @@ def test_the_library_imports_and_runs_without_opentelemetry_installed() -> None:
     assert done.stdout == "ran\n"
 
 
+@pytest.mark.slow
 def test_without_an_sdk_no_span_is_started_and_nothing_is_recorded() -> None:
     done = _python(
         CONVERSATION,
@@ -280,6 +282,7 @@ def test_without_an_sdk_no_span_is_started_and_nothing_is_recorded() -> None:
     assert done.stdout == "ran\n"
 
 
+@pytest.mark.slow
 def test_providers_set_after_the_first_messages_are_used_within_a_second() -> None:
     done = _python(
         CONVERSATION,

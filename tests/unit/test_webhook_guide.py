@@ -56,6 +56,7 @@ def test_a_busy_user_gets_503_with_retry_after(
         guide_user_busy(client, bot, outbox)
 
 
+@pytest.mark.slow
 def test_a_lost_lease_gets_503_and_the_redelivery_creates_nothing_more(
     framework: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,6 +91,7 @@ def test_a_worker_killed_mid_offer_leaves_one_offer(
         guide_worker_killed_mid_offer(client, bot, credex, outbox, monkeypatch)
 
 
+@pytest.mark.slow
 def test_the_asyncio_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     configure(monkeypatch, "memory", lease_wait="0.3")
     module = import_files(
