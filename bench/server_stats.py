@@ -21,8 +21,7 @@ import harness  # noqa: F401  (puts tests/ on the path, for the wire log)
 import redis
 import redis.asyncio.connection
 from aof import commands as resp_commands
-from redis.connection import AbstractConnection
-from wire_log import wire
+from wire_log import every_send, wire
 
 # The benchmark's own probes, never part of a workload.
 OWN_COMMANDS = frozenset({"info", "config|resetstat", "config|get", "ping", "hello", "client"})
@@ -136,8 +135,6 @@ def every_command() -> Iterator[set[str]]:
     """The name (lower case) of every command sent, sync or asyncio: all of a pipeline's,
     where the wire log names only the first of each send."""
     names: set[str] = set()
-    sync_class, async_class = AbstractConnection, redis.asyncio.connection.AbstractConnection
-    original, original_async = sync_class.send_packed_command, async_class.send_packed_command
 
     def record(command: Any) -> None:
         if isinstance(command, str):
@@ -145,21 +142,8 @@ def every_command() -> Iterator[set[str]]:
         data = command if isinstance(command, bytes) else b"".join(bytes(c) for c in command)
         names.update(name.lower() for name, _ in resp_commands(data))
 
-    def sent(self: Any, command: Any, check_health: bool = True) -> None:
-        record(command)
-        original(self, command, check_health)
-
-    async def sent_async(self: Any, command: Any, check_health: bool = True) -> None:
-        record(command)
-        await original_async(self, command, check_health)
-
-    sync_class.send_packed_command = sent  # type: ignore[method-assign]
-    async_class.send_packed_command = sent_async  # type: ignore[method-assign]
-    try:
+    with every_send(record):
         yield names
-    finally:
-        sync_class.send_packed_command = original  # type: ignore[method-assign]
-        async_class.send_packed_command = original_async  # type: ignore[method-assign]
 
 
 def lua_counts_nested(client: redis.Redis, key: str) -> str:

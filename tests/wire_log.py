@@ -10,7 +10,7 @@ classes, so a cluster's round trips are counted as well (tests/cluster/test_roun
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,30 +22,39 @@ _Async = redis.asyncio.connection.AbstractConnection
 
 
 @contextmanager
+def every_send(record: Callable[[Any], None]) -> Iterator[None]:
+    """Calls ``record`` with each packed command redis-py sends, sync or asyncio, before
+    sending it."""
+    original = AbstractConnection.send_packed_command
+    original_async = _Async.send_packed_command
+
+    def recorded(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        record(command)
+        original(self, command, check_health)
+
+    async def recorded_async(self: Any, command: Any, check_health: bool = True) -> None:
+        record(command)
+        await original_async(self, command, check_health)
+
+    AbstractConnection.send_packed_command = recorded  # type: ignore[method-assign]
+    _Async.send_packed_command = recorded_async  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+        _Async.send_packed_command = original_async  # type: ignore[method-assign]
+
+
+@contextmanager
 def wire() -> Iterator[list[str]]:
     """Collects one entry per round trip, sync or asyncio: the (first) command name of each
     send."""
     sent: list[str] = []
-    original = AbstractConnection.send_packed_command
-    original_async = _Async.send_packed_command
 
     def name(command: Any) -> str:
         first = command if isinstance(command, bytes | str) else command[0]
         match = _COMMAND.match(first.encode() if isinstance(first, str) else bytes(first))
         return match[1].decode().upper() if match else "?"
 
-    def counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
-        sent.append(name(command))
-        original(self, command, check_health)
-
-    async def counted_async(self: Any, command: Any, check_health: bool = True) -> None:
-        sent.append(name(command))
-        await original_async(self, command, check_health)
-
-    AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
-    _Async.send_packed_command = counted_async  # type: ignore[method-assign]
-    try:
+    with every_send(lambda command: sent.append(name(command))):
         yield sent
-    finally:
-        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
-        _Async.send_packed_command = original_async  # type: ignore[method-assign]
