@@ -135,14 +135,19 @@ def test_a_consumer_killed_mid_batch_loses_nothing(url: tuple[str, str], tmp_pat
     container.close()
 
 
-def test_an_idle_member_costs_no_index_entry(url: tuple[str, str]) -> None:
-    container = _container(url, form_ttl=FORM_TTL, session_ttl=1)
+def _one_member_leaves_a_form(url: tuple[str, str], **settings: Any) -> tuple[Container, str, str]:
+    """A member who left a form; the container, their phone and their expiry partition."""
+    container = _container(url, form_ttl=FORM_TTL, **settings)
     state = container.state_service()
     [phone] = _members(1)
     _leave_forms(state, [phone])
-    digits = phone.lstrip("+")
     partition = container.conversations()._keys.for_user(state._flows.phone(phone)).expiry
-    admin = container.redis_client()
+    return container, phone, partition
+
+
+def test_an_idle_member_costs_no_index_entry(url: tuple[str, str]) -> None:
+    container, phone, partition = _one_member_leaves_a_form(url, session_ttl=1)
+    state, digits, admin = container.state_service(), phone.lstrip("+"), container.redis_client()
     assert admin.zscore(partition, f"s:{digits}") and admin.zscore(partition, f"f:{digits}")
     time.sleep(1.3)
     with state.expirations() as batch:
@@ -155,13 +160,8 @@ def test_an_idle_member_costs_no_index_entry(url: tuple[str, str]) -> None:
 def test_a_form_under_way_is_indexed_again_when_the_index_lost_it(url: tuple[str, str]) -> None:
     """allkeys-lru may evict the expiry index (or part of a cluster's): the member's next
     message puts the form under way back in it, so that its expiry is still told."""
-    container = _container(url, form_ttl=FORM_TTL)
-    state = container.state_service()
-    [phone] = _members(1)
-    _leave_forms(state, [phone])
-    digits = phone.lstrip("+")
-    partition = container.conversations()._keys.for_user(state._flows.phone(phone)).expiry
-    admin = container.redis_client()
+    container, phone, partition = _one_member_leaves_a_form(url)
+    state, digits, admin = container.state_service(), phone.lstrip("+"), container.redis_client()
     admin.zrem(partition, f"s:{digits}", f"f:{digits}")  # as the index's eviction leaves it
     with state.message(phone, f"wamid.{phone}.recipient", "bob_smith") as msg:
         msg.form_fill(recipient="bob_smith")
