@@ -7,6 +7,9 @@ from datetime import timedelta
 
 from vimbiso_state.domain.errors import ConfigurationError
 
+# A slide step is this fraction of its timeout (the Redis scripts use it too).
+SLIDE_STEPS = 300
+
 
 def slide_step(timeout: timedelta) -> timedelta:
     """How stale a last-seen time may get before a read slides it: 1/300 of the timeout.
@@ -15,7 +18,7 @@ def slide_step(timeout: timedelta) -> timedelta:
     A part then expires between timeout - step and timeout after the last message: one
     second early at most for a five-minute session.
     """
-    return timeout / 300
+    return timeout / SLIDE_STEPS
 
 
 def token_step(token_ttl: timedelta) -> timedelta:

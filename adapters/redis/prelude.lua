@@ -14,9 +14,9 @@ local function get(key)
   if wrong_type(value) then return '!' end
   return value
 end
--- A slide step of a TTL of ``px`` ms: 1/300 of it (domain/timeouts.py: slide_step).
+-- A slide step of a TTL of ``px`` ms: 1/SLIDE_STEPS of it (domain/timeouts.py: slide_step).
 local function slide_step(px)
-  return math.floor(px / 300)
+  return math.floor(px / SLIDE_STEPS)
 end
 -- Keep ``key`` for at least ``px`` ms (the caller's text); when extending, add ``slack`` ms,
 -- a slide step unless given (so that most writes move no TTL, and append nothing to the AOF

@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS
+from vimbiso_state.domain.timeouts import MAX_HANDLED_IDS, SLIDE_STEPS
 
 
 def script_source(name: str, read_only: bool = False) -> str:
@@ -34,7 +34,8 @@ def script_source(name: str, read_only: bool = False) -> str:
     # every call about a thousand instructions on the server. As text: Redis formats a Lua
     # number it is given with printf. TRIM_HANDLED: the last rank a commit trims from the
     # handled ids before it adds its own, so that the newest MAX_HANDLED_IDS are kept.
-    constants = f"local TRIM_HANDLED = '{-MAX_HANDLED_IDS}'\n"
+    # SLIDE_STEPS: a slide step is this fraction of a TTL, as in the domain.
+    constants = f"local TRIM_HANDLED = '{-MAX_HANDLED_IDS}'\nlocal SLIDE_STEPS = {SLIDE_STEPS}\n"
     return f"{shebang}\n{constants}{prelude}{body}"
 
 
