@@ -3,9 +3,9 @@
 -- before or another unit of work holds the user. The effects in doubt come back either way,
 -- so that every message, a duplicate included, can see them.
 -- KEYS: handled, lease, waiters, effects, wake, then (a cluster, whose pipelines refuse
---       scripts) user, session, form, token to read here; else the MGET pipelined after this script
---       reads them (a lease only its holder frees makes that read as good as one inside the
---       script, without moving kilobytes through Lua)
+--       scripts) user, session, form, token to read here; else the MGET pipelined after
+--       this script reads them (a lease only its holder frees makes that read as good as
+--       one inside the script, without moving kilobytes through Lua)
 -- ARGV: 1 handled member ('' for none), 2 lease, 3 lease px, 4 the oldest fence a duplicate
 --       may have (now - the dedupe window, us), 5 '1' when this caller waited for the lease
 --       (left out when it did not)
